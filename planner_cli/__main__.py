@@ -1,0 +1,3 @@
+from planner_cli.cli import main
+
+main()

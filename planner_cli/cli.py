@@ -1,0 +1,233 @@
+"""The `cascadia-plan` command line: parse → api → render. Nothing else lives here."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from planner_cli import __version__, api, render
+from planner_cli.errors import PlannerError
+from planner_cli.io import write_text_atomic
+from planner_cli.specs.catalog import CATALOG_ENV
+from planner_cli.workload.importers import FORMATS
+from planner_cli.workload.judged import parse_scale
+
+app = typer.Typer(
+    name="cascadia-plan", no_args_is_help=True, add_completion=False,
+    help="Plan GPU allocation, parallelism and routing thresholds for serving an LLM cascade.")
+catalog_app = typer.Typer(no_args_is_help=True, help="The shipped GPU and model catalog.")
+trace_app = typer.Typer(no_args_is_help=True, help="Look at, convert and synthesise traces.")
+app.add_typer(catalog_app, name="catalog")
+app.add_typer(trace_app, name="trace")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handles_errors(func: F) -> F:
+    """Expected problems become one line on stderr and a non-zero exit; bugs keep their
+    traceback. With --debug, expected problems keep theirs too."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except PlannerError as exc:
+            ctx = click_context()
+            if ctx is not None and (ctx.find_root().obj or {}).get("debug"):
+                raise
+            typer.echo(f"error: {exc.one_line()}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def click_context() -> Any:
+    import click
+
+    return click.get_current_context(silent=True)
+
+
+def _catalog_dir() -> Path | None:
+    ctx = click_context()
+    return (ctx.find_root().obj or {}).get("catalog_dir") if ctx is not None else None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cascadia-plan {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    catalog_dir: Annotated[Path | None, typer.Option(
+        envvar=CATALOG_ENV, help="Folder with hardware/ and model_cards/ to use instead of "
+        "the shipped catalog.")] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks for input errors too.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    ctx.obj = {"catalog_dir": catalog_dir, "debug": debug}
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output file.")]
+FormatOpt = Annotated[str | None, typer.Option(
+    "--format", help=f"Input format ({', '.join(FORMATS)}); default: detected.")]
+RateOpt = Annotated[float | None, typer.Option(
+    "--rate", help="Arrival rate (req/s) for files without arrival times.")]
+ArrivalOpt = Annotated[str, typer.Option(
+    "--arrival", help="Arrival process for synthesised arrivals: poisson or gamma.")]
+CvOpt = Annotated[float, typer.Option(
+    "--cv", help="Inter-arrival coefficient of variation for gamma arrivals (1 = Poisson).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same output).")]
+
+
+def _arrivals(rate: float | None, arrival: str, cv: float, seed: int) -> api.ArrivalOptions:
+    if arrival not in ("poisson", "gamma"):
+        raise PlannerError(f"--arrival {arrival!r} is not known", "use poisson or gamma")
+    return api.ArrivalOptions(rate_per_s=rate, arrival=arrival, cv=cv, seed=seed)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- catalog
+
+@catalog_app.command("gpus")
+@handles_errors
+def catalog_gpus(as_json: JsonOpt = False) -> None:
+    """List the GPU types: memory, bandwidth, FLOP/s, links."""
+    rows = api.gpu_rows(_catalog_dir())
+    render.emit_json(rows) if as_json else render.gpus_table(rows)
+
+
+@catalog_app.command("models")
+@handles_errors
+def catalog_models(as_json: JsonOpt = False) -> None:
+    """List the model cards with their derived sizes (parameters, weights, KV cache)."""
+    rows = api.model_rows(_catalog_dir())
+    render.emit_json(rows) if as_json else render.models_table(rows)
+
+
+@catalog_app.command("import-hf")
+@handles_errors
+def catalog_import_hf(
+    config: Annotated[Path, typer.Argument(help="A Hugging Face config.json.")],
+    name: Annotated[str | None, typer.Option(help="Card name (default: from the HF id).")] = None,
+    hf_id: Annotated[str | None, typer.Option(help="The HF repo id, e.g. org/Model.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the card here (default: stdout).")] = None,
+    force: ForceOpt = False,
+) -> None:
+    """Turn an HF config.json into a model card (needs the `profile` extra: transformers)."""
+    if out is not None and out.exists() and not force:
+        raise PlannerError(f"{out}: already exists", "pass --force to replace it")
+    text = api.import_hf(config, name=name, hf_id=hf_id)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        write_text_atomic(out, [text])
+        render.console().print(f"wrote {out}")
+
+
+# ---------------------------------------------------------------- traces
+
+@trace_app.command("stats")
+@handles_errors
+def trace_stats(
+    file: Annotated[Path, typer.Argument(help="A trace: canonical/Mooncake JSONL, Azure CSV, "
+                                         "or a length-only CSV (with --rate).")],
+    fmt: FormatOpt = None, rate: RateOpt = None, arrival: ArrivalOpt = "poisson",
+    cv: CvOpt = 1.0, seed: SeedOpt = 0, as_json: JsonOpt = False,
+) -> None:
+    """Requests, duration, rate, burstiness and length percentiles of a trace."""
+    stats = api.stats_of(file, fmt, _arrivals(rate, arrival, cv, seed))
+    render.emit_json(stats.to_dict()) if as_json else render.trace_table(stats, str(file))
+
+
+@trace_app.command("convert")
+@handles_errors
+def trace_convert(
+    src: Annotated[Path, typer.Argument(help="The trace to convert.")],
+    out: Annotated[Path, typer.Option("--out", help="Canonical JSONL to write.")],
+    fmt: FormatOpt = None, rate: RateOpt = None, arrival: ArrivalOpt = "poisson",
+    cv: CvOpt = 1.0, seed: SeedOpt = 0, force: ForceOpt = False, as_json: JsonOpt = False,
+) -> None:
+    """Convert any supported trace format to canonical (Mooncake-compatible) JSONL."""
+    stats = api.convert(src, out, fmt, _arrivals(rate, arrival, cv, seed), force)
+    render.emit_json(stats.to_dict()) if as_json else render.trace_table(stats, f"wrote {out}")
+
+
+@trace_app.command("synth")
+@handles_errors
+def trace_synth(
+    out: Annotated[Path, typer.Option("--out", help="Canonical JSONL to write.")],
+    rate: Annotated[float, typer.Option("--rate", help="Mean arrival rate, req/s.")],
+    lengths: Annotated[Path, typer.Option(
+        "--lengths", help="Where (input, output) length pairs are drawn from: any trace or a "
+        "length-only CSV.")],
+    num_requests: Annotated[int | None, typer.Option(help="How many requests.")] = None,
+    duration_s: Annotated[float | None, typer.Option(help="Or: how many seconds.")] = None,
+    arrival: ArrivalOpt = "poisson", cv: CvOpt = 1.0, seed: SeedOpt = 0,
+    force: ForceOpt = False, as_json: JsonOpt = False,
+) -> None:
+    """Make a seeded synthetic trace: Poisson or Gamma arrivals, lengths from real data."""
+    stats = api.synthesise(out, lengths, _arrivals(rate, arrival, cv, seed), num_requests,
+                           duration_s, force)
+    render.emit_json(stats.to_dict()) if as_json else render.trace_table(stats, f"wrote {out}")
+
+
+# ---------------------------------------------------------------- check
+
+def _floats(text: str | None, what: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise PlannerError(f"{what} {text!r} is not a comma-separated list of numbers",
+                           "write e.g. 60,75") from None
+
+
+@app.command("check")
+@handles_errors
+def check(
+    trace: Annotated[Path | None, typer.Option(help="Trace file (default: bundled).")] = None,
+    quality: Annotated[Path | None, typer.Option(
+        help="Judged sample CSV (default: bundled).")] = None,
+    cascade: Annotated[Path | None, typer.Option(
+        help="Cascade YAML (default: bundled).")] = None,
+    cluster: Annotated[Path | None, typer.Option(
+        help="Cluster YAML (default: bundled).")] = None,
+    thresholds: Annotated[str | None, typer.Option(
+        help="Route with these thresholds (0-100, one per stage but the last), e.g. 60,75.")
+    ] = None,
+    score_scale: Annotated[str | None, typer.Option(
+        help="The judged sample's score scale, e.g. 1-10 (else its '# score_scale' line).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate a planning problem's inputs and summarise them (no flags: bundled example).
+
+    Checks the cluster, cascade, trace and judged sample against each other and the catalog,
+    then shows the cascade's models, the trace, the judged quality and how thresholds route
+    requests.
+    """
+    example = api.bundled_example()
+    report = api.check(
+        trace or example.trace, quality or example.quality, cascade or example.cascade,
+        cluster or example.cluster, _catalog_dir(), _floats(thresholds, "--thresholds"),
+        parse_scale(score_scale) if score_scale else None)
+    if as_json:
+        render.emit_json(report.to_dict())
+    else:
+        uses_example = not any((trace, quality, cascade, cluster))
+        render.check_report(report, "Bundled example (examples/NOTICE.md)" if uses_example
+                            else "Inputs")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,135 @@
+"""Terminal output: rich tables on stderr for people, one JSON document on stdout for machines."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from planner_cli.api import CheckReport
+from planner_cli.workload.stats import TraceStats
+
+
+def console() -> Console:
+    # off a terminal rich assumes 80 columns, which truncates the wider tables
+    width = None if sys.stderr.isatty() else 160
+    return Console(stderr=True, highlight=False, soft_wrap=False, width=width)
+
+
+def _clean(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return None if math.isnan(obj) or math.isinf(obj) else obj
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(_clean(obj), indent=2) + "\n")
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "—"
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def gpus_table(rows: list[dict]) -> None:
+    t = Table(title="GPU catalog", title_justify="left")
+    for col in ("name", "memory GiB", "HBM GB/s", "bf16 TFLOP/s", "fp8 TFLOP/s",
+                "int8 TOP/s", "GPUs/node", "intra-node", "GB/s/dir", "inter-node GB/s"):
+        t.add_column(col, justify="left" if col in ("name", "intra-node") else "right")
+    for r in rows:
+        t.add_row(r["name"], _fmt(r["memory_gib"]), _fmt(r["hbm_bandwidth_gbps"], 0),
+                  _fmt(r["bf16_dense_tflops"]), _fmt(r["fp8_dense_tflops"]),
+                  _fmt(r["int8_dense_tops"]), str(r["gpus_per_node"]), r["intra_node_link"],
+                  _fmt(r["intra_node_bandwidth_gbps"], 0),
+                  _fmt(r["inter_node_bandwidth_gbps"]))
+    console().print(t)
+
+
+def models_table(rows: list[dict]) -> None:
+    t = Table(title="Model catalog (derived numbers computed from the architecture)",
+              title_justify="left")
+    for col in ("name", "params B", "active B", "layers", "attention", "MoE",
+                "bf16 GB", "fp8 GB", "int4 GB", "KV B/token", "context"):
+        t.add_column(col, justify="left" if col in ("name", "attention", "MoE") else "right")
+    for r in rows:
+        w = r["weight_gb"]
+        t.add_row(r["name"], _fmt(r["total_params_b"], 2), _fmt(r["active_params_b"], 2),
+                  str(r["layers"]), r["attention"], r["moe"] or "—", _fmt(w["bf16"]),
+                  _fmt(w["fp8"]), _fmt(w["int4-awq"]), _fmt(r["kv_bytes_per_token_bf16"]),
+                  _fmt(r["max_position_embeddings"]))
+    console().print(t)
+
+
+def trace_table(stats: TraceStats, title: str) -> None:
+    t = Table(title=title, title_justify="left", show_header=False)
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    t.add_row("requests", _fmt(stats.requests))
+    t.add_row("duration", f"{stats.duration_s:,.1f} s ({stats.duration_s / 60:,.1f} min)")
+    t.add_row("mean rate", f"{stats.mean_rate_per_s:,.3f} req/s")
+    t.add_row("inter-arrival CV", _fmt(stats.interarrival_cv, 3))
+    for label, s in (("input tokens", stats.input_tokens), ("output tokens", stats.output_tokens)):
+        t.add_row(label, f"mean {s.mean:,.1f} · p50 {s.p50:,.0f} · p90 {s.p90:,.0f} · "
+                  f"p99 {s.p99:,.0f} · max {s.max:,}")
+    if stats.has_hash_ids:
+        t.add_row("prefix hash ids", "yes")
+    if stats.scored_models:
+        t.add_row("inline scores", ", ".join(stats.scored_models))
+    console().print(t)
+
+
+def check_report(report: CheckReport, title: str) -> None:
+    out = console()
+    out.print(f"[bold]{title}[/bold]")
+    t = Table(title="Cluster", title_justify="left")
+    for col in ("pool", "GPU", "nodes", "GPUs/node", "GPUs", "GiB/GPU"):
+        t.add_column(col)
+    for p in report.cluster:
+        t.add_row(p["name"], p["gpu"], str(p["nodes"]), str(p["gpus_per_node"]),
+                  str(p["gpus"]), _fmt(p["memory_gib_per_gpu"]))
+    out.print(t)
+    t = Table(title="Cascade", title_justify="left")
+    for col in ("stage", "model", "precision", "params B", "active B", "weights GB",
+                "KV B/token", "judged as", "mean score", "mean quality"):
+        t.add_column(col)
+    for i, (m, j) in enumerate(zip(report.models, report.judged_models, strict=True)):
+        t.add_row(str(i + 1), m["model"], m["precision"], _fmt(m["total_params_b"], 2),
+                  _fmt(m["active_params_b"], 2), _fmt(m["weight_gb"]),
+                  _fmt(m["kv_bytes_per_token"]), j["judged_as"], _fmt(j["mean_score"]),
+                  _fmt(j["mean_quality"]))
+    out.print(t)
+    trace_table(report.trace, "Trace")
+    q_source = "measured quality column" if report.has_quality else "judge scores"
+    out.print(f"Judged sample: {report.judged_prompts} prompts judged for every stage "
+              f"({report.judged_dropped} left out); Q(θ) from {q_source}, 0-100. "
+              f"z1* (all to the largest) = {report.z1:.1f}, z2* (all stop at the smallest) = "
+              f"{report.z2:.1f}, target = {_fmt(report.quality_target)}")
+    if report.routing:
+        m = len(report.models)
+        t = Table(title="Routing by threshold (one threshold for every stage but the last)",
+                  title_justify="left")
+        t.add_column("θ (0-100)", justify="right")
+        for i in range(m):
+            t.add_column(f"answered at {i + 1}", justify="right")
+        t.add_column("Q(θ)", justify="right")
+        t.add_column("meets target")
+        for r in report.routing:
+            flag = {None: "—", True: "yes", False: "no"}[r["meets_target"]]
+            t.add_row(", ".join(f"{x:.1f}" for x in r["thresholds"]),
+                      *(f"{s:.1%}" for s in r["answer_share"]), f"{r['quality']:.1f}", flag)
+        out.print(t)

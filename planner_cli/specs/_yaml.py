@@ -1,0 +1,120 @@
+"""Strict YAML → pydantic loading with errors that name the file, line, key and value."""
+
+from __future__ import annotations
+
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from planner_cli.errors import InputError, did_you_mean
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Frozen, unknown keys rejected: the base of every file-backed spec."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the YAML node at `loc` (or of its deepest existing parent)."""
+    line = None if node is None else node.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            for key_node, value_node in node.value:
+                if getattr(key_node, "value", None) == part:
+                    line = key_node.start_mark.line + 1
+                    node = value_node
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return line
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _field_names(cls: Any, seen: set[Any] | None = None) -> set[str]:
+    """All field names of a model and the models nested in it (for 'did you mean')."""
+    seen = set() if seen is None else seen
+    names: set[str] = set()
+    if cls in seen:
+        return names
+    seen.add(cls)
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
+        for name, field in cls.model_fields.items():
+            names.add(name)
+            names |= _field_names(field.annotation, seen)
+        return names
+    origin = typing.get_origin(cls)
+    if origin is not None or isinstance(cls, types.UnionType):
+        for arg in typing.get_args(cls):
+            names |= _field_names(arg, seen)
+    return names
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def validation_error_line(path: Path | str, root: yaml.Node | None, cls: type[BaseModel],
+                          exc: ValidationError) -> InputError:
+    """Turn the first pydantic error into one InputError naming file, line, key and value."""
+    err = exc.errors()[0]
+    # pydantic adds the union member tag (e.g. 'ExternalJudger') to the location; drop it
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p[:1].isupper()))
+    key = _dotted(loc) or "(top level)"
+    line = _line_of(root, loc)
+    where = f"{path}:{line}" if line else str(path)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        bad = str(loc[-1]) if loc else key
+        hint = did_you_mean(bad, _field_names(cls)) or "remove it"
+        return InputError(f"{where}: unknown key '{key}'", hint)
+    if kind == "missing":
+        return InputError(f"{where}: missing key '{key}'", "add it")
+    value = err.get("input")
+    shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
+    return InputError(f"{where}: key '{key}' = {shown}: {err['msg']}", "fix the value")
+
+
+def parse_yaml_model(text: str, cls: type[M], path: Path | str) -> M:
+    """Validate YAML text as `cls`; every problem becomes one InputError."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise InputError(f"{where}: invalid YAML: {problem}", "fix the syntax") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping of keys at the top level",
+                         "see the examples/ folder for the format")
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error_line(path, root, cls, exc) from None
+
+
+def load_yaml_model(path: Path, cls: type[M]) -> M:
+    """Read and validate a YAML file as `cls`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file", "check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read: {exc}", "check the file") from None
+    return parse_yaml_model(text, cls, path)

@@ -1,0 +1,233 @@
+"""Model cards: architecture facts of an HF config.json; derived numbers are computed here.
+
+Nothing derived is stored in a card: parameter counts, weight bytes, KV-cache bytes per token and
+FLOPs per token are functions of the architecture, tested against published sizes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
+
+from planner_cli.specs._yaml import StrictModel
+
+Precision = Literal["bf16", "fp8", "int4-awq"]
+PRECISIONS: tuple[str, ...] = ("bf16", "fp8", "int4-awq")
+
+# Bytes per weight of the quantised linear layers.
+# int4-awq: AutoAWQ GEMM layout, group size 128: 4-bit weights (0.5 B) plus per group and output
+# channel one fp16 scale (2 B) and one packed 4-bit zero point (0.5 B) -> 2.5 B / 128 weights.
+AWQ_GROUP_SIZE = 128
+BYTES_PER_LINEAR_WEIGHT: dict[str, float] = {
+    "bf16": 2.0,
+    "fp8": 1.0,  # per-tensor / per-block fp32 scales are < 0.01 % of the weights
+    "int4-awq": 0.5 + 2.5 / AWQ_GROUP_SIZE,
+}
+# Embeddings, LM head and norms stay in bf16 under fp8 and AWQ (vLLM, AutoAWQ and llm-compressor
+# leave them unquantised).
+BYTES_UNQUANTISED = 2.0
+BYTES_PER_KV_ELEMENT: dict[str, float] = {"bf16": 2.0, "fp8": 1.0}
+
+
+class MoeSpec(StrictModel):
+    num_experts: PositiveInt
+    num_experts_per_tok: PositiveInt
+    moe_intermediate_size: PositiveInt  # width of one routed expert's FFN
+    num_shared_experts: NonNegativeInt = 0  # always-active experts of the same width
+    first_k_dense_replace: NonNegativeInt = 0  # the first k layers use a dense FFN instead
+
+    @model_validator(mode="after")
+    def _topk_le_experts(self) -> MoeSpec:
+        if self.num_experts_per_tok > self.num_experts:
+            raise ValueError("num_experts_per_tok exceeds num_experts")
+        return self
+
+
+class MlaSpec(StrictModel):
+    """Multi-head latent attention (DeepSeek-V2/V3): the KV cache holds the latent only."""
+
+    kv_lora_rank: PositiveInt
+    q_lora_rank: PositiveInt | None = None  # None: q is a full projection
+    qk_nope_head_dim: PositiveInt
+    qk_rope_head_dim: PositiveInt
+    v_head_dim: PositiveInt
+
+
+class ModelCard(StrictModel):
+    schema_version: Literal[1]
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]*$")
+    hf_id: str
+    aliases: tuple[str, ...] = ()
+    architecture: str
+    model_type: str
+    num_hidden_layers: PositiveInt
+    hidden_size: PositiveInt
+    intermediate_size: PositiveInt  # dense FFN width (dense layers of an MoE too)
+    num_attention_heads: PositiveInt
+    num_key_value_heads: PositiveInt
+    head_dim: PositiveInt
+    vocab_size: PositiveInt
+    max_position_embeddings: PositiveInt
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False  # bias on the q/k/v projections (Qwen2)
+    qk_norm: bool = False  # per-head RMSNorm on q and k (Qwen3)
+    sliding_window: PositiveInt | None = None
+    moe: MoeSpec | None = None
+    mla: MlaSpec | None = None
+    source: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _heads_consistent(self) -> ModelCard:
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
+        if self.moe and self.moe.first_k_dense_replace > self.num_hidden_layers:
+            raise ValueError("moe.first_k_dense_replace exceeds num_hidden_layers")
+        return self
+
+    @property
+    def is_moe(self) -> bool:
+        return self.moe is not None
+
+    @property
+    def num_moe_layers(self) -> int:
+        return 0 if self.moe is None else self.num_hidden_layers - self.moe.first_k_dense_replace
+
+    @property
+    def num_dense_layers(self) -> int:
+        return self.num_hidden_layers - self.num_moe_layers
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    """Parameter counts split the way memory and FLOPs need them."""
+
+    embedding: int
+    lm_head: int  # 0 when tied to the embedding
+    attention: int  # all layers, projections (+ biases, q/k norms)
+    dense_ffn: int  # all dense-FFN layers
+    routed_experts: int  # all MoE layers, all routed experts
+    routed_experts_active: int  # all MoE layers, top-k experts
+    shared_experts: int
+    routers: int
+    norms: int  # layer norms + final norm
+    attention_small: int = 0  # biases and q/k norms, counted inside `attention`
+
+    @property
+    def total(self) -> int:
+        return (self.embedding + self.lm_head + self.attention + self.dense_ffn
+                + self.routed_experts + self.shared_experts + self.routers + self.norms)
+
+    @property
+    def active(self) -> int:
+        return self.total - self.routed_experts + self.routed_experts_active
+
+    @property
+    def linear(self) -> int:
+        """Weights of the quantisable linear layers (attention and FFN projections)."""
+        return self.attention_linear + self.dense_ffn + self.routed_experts + self.shared_experts
+
+    @property
+    def attention_linear(self) -> int:
+        return self.attention - self.attention_small
+
+
+def attention_params_per_layer(card: ModelCard) -> tuple[int, int]:
+    """(linear weights, small params: biases and norms) of one attention block."""
+    h = card.hidden_size
+    if card.mla is not None:
+        m = card.mla
+        nh = card.num_attention_heads
+        q_head = m.qk_nope_head_dim + m.qk_rope_head_dim
+        if m.q_lora_rank is None:
+            q = h * nh * q_head
+            small = 0
+        else:
+            q = h * m.q_lora_rank + m.q_lora_rank * nh * q_head
+            small = m.q_lora_rank  # q_a_layernorm
+        kv = h * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank * nh * (
+            m.qk_nope_head_dim + m.v_head_dim)
+        small += m.kv_lora_rank  # kv_a_layernorm
+        o = nh * m.v_head_dim * h
+        return q + kv + o, small
+    q_out = card.num_attention_heads * card.head_dim
+    kv_out = card.num_key_value_heads * card.head_dim
+    linear = h * q_out + 2 * h * kv_out + q_out * h
+    small = (q_out + 2 * kv_out) if card.attention_bias else 0
+    if card.qk_norm:
+        small += 2 * card.head_dim
+    return linear, small
+
+
+def param_counts(card: ModelCard) -> ParamCounts:
+    h = card.hidden_size
+    attn_linear, attn_small = attention_params_per_layer(card)
+    layers = card.num_hidden_layers
+    gated = 3  # gate, up and down projections (SwiGLU) in every supported family
+    dense_ffn = card.num_dense_layers * gated * h * card.intermediate_size
+    routed = routed_active = shared = routers = 0
+    if card.moe is not None:
+        moe = card.moe
+        expert = gated * h * moe.moe_intermediate_size
+        n = card.num_moe_layers
+        routed = n * moe.num_experts * expert
+        routed_active = n * moe.num_experts_per_tok * expert
+        shared = n * moe.num_shared_experts * expert
+        routers = n * h * moe.num_experts
+    embedding = card.vocab_size * h
+    counts = ParamCounts(
+        embedding=embedding,
+        lm_head=0 if card.tie_word_embeddings else embedding,
+        attention=layers * (attn_linear + attn_small),
+        dense_ffn=dense_ffn,
+        routed_experts=routed,
+        routed_experts_active=routed_active,
+        shared_experts=shared,
+        routers=routers,
+        norms=layers * 2 * h + h,
+        attention_small=layers * attn_small,
+    )
+    return counts
+
+
+def weight_bytes(card: ModelCard, precision: str) -> float:
+    """Bytes of all weights at a precision (linear layers quantised, the rest bf16)."""
+    counts = param_counts(card)
+    per_linear = BYTES_PER_LINEAR_WEIGHT[precision]
+    return counts.linear * per_linear + (counts.total - counts.linear) * BYTES_UNQUANTISED
+
+
+def kv_elements_per_token_per_layer(card: ModelCard) -> int:
+    """Cached elements per token and layer: K and V heads, or MLA's latent plus rope key."""
+    if card.mla is not None:
+        return card.mla.kv_lora_rank + card.mla.qk_rope_head_dim
+    return 2 * card.num_key_value_heads * card.head_dim
+
+
+def kv_bytes_per_token(card: ModelCard, kv_dtype: str = "bf16") -> int:
+    """KV-cache bytes one token occupies across all layers (exact)."""
+    per_element = BYTES_PER_KV_ELEMENT[kv_dtype]
+    return int(card.num_hidden_layers * kv_elements_per_token_per_layer(card) * per_element)
+
+
+def attention_flops_per_token(card: ModelCard, context_tokens: float) -> float:
+    """FLOPs of QK^T and AV for one new token attending to `context_tokens` tokens."""
+    if card.mla is not None:
+        m = card.mla
+        per_head = (m.qk_nope_head_dim + m.qk_rope_head_dim) + m.v_head_dim
+    else:
+        per_head = 2 * card.head_dim
+    span = context_tokens
+    if card.sliding_window is not None:
+        span = min(span, card.sliding_window)
+    return 2.0 * card.num_hidden_layers * card.num_attention_heads * per_head * span
+
+
+def flops_per_token(card: ModelCard, context_tokens: float = 0.0) -> float:
+    """Forward FLOPs for one token: 2 x active matmul weights (LM head included) + attention."""
+    counts = param_counts(card)
+    matmul = counts.active - counts.embedding - counts.norms - counts.attention_small
+    if card.tie_word_embeddings:
+        matmul += counts.embedding  # the tied embedding is still the LM-head matmul
+    return 2.0 * matmul + attention_flops_per_token(card, context_tokens)
