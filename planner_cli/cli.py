@@ -19,6 +19,7 @@ from planner_cli.workload.judged import parse_scale
 
 app = typer.Typer(
     name="cascadia-plan", no_args_is_help=True, add_completion=False,
+    pretty_exceptions_show_locals=False,
     help="Plan GPU allocation, parallelism and routing thresholds for serving an LLM cascade.")
 catalog_app = typer.Typer(no_args_is_help=True, help="The shipped GPU and model catalog.")
 trace_app = typer.Typer(no_args_is_help=True, help="Look at, convert and synthesise traces.")
@@ -37,8 +38,7 @@ def handles_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except PlannerError as exc:
-            ctx = click_context()
-            if ctx is not None and (ctx.find_root().obj or {}).get("debug"):
+            if _ROOT_OPTIONS.get("debug"):
                 raise
             typer.echo(f"error: {exc.one_line()}", err=True)
             raise typer.Exit(exc.exit_code) from None
@@ -46,15 +46,12 @@ def handles_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def click_context() -> Any:
-    import click
-
-    return click.get_current_context(silent=True)
+# The root options of the invocation in progress, set by `root` before any command runs.
+_ROOT_OPTIONS: dict[str, Any] = {}
 
 
 def _catalog_dir() -> Path | None:
-    ctx = click_context()
-    return (ctx.find_root().obj or {}).get("catalog_dir") if ctx is not None else None
+    return _ROOT_OPTIONS.get("catalog_dir")
 
 
 def _version(value: bool) -> None:
@@ -65,7 +62,6 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    ctx: typer.Context,
     catalog_dir: Annotated[Path | None, typer.Option(
         envvar=CATALOG_ENV, help="Folder with hardware/ and model_cards/ to use instead of "
         "the shipped catalog.")] = None,
@@ -73,7 +69,8 @@ def root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
-    ctx.obj = {"catalog_dir": catalog_dir, "debug": debug}
+    _ROOT_OPTIONS.clear()
+    _ROOT_OPTIONS.update(catalog_dir=catalog_dir, debug=debug)
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]

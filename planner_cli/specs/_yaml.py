@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,23 +42,29 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
-def _field_names(cls: Any, seen: set[Any] | None = None) -> set[str]:
-    """All field names of a model and the models nested in it (for 'did you mean')."""
-    seen = set() if seen is None else seen
-    names: set[str] = set()
-    if cls in seen:
-        return names
-    seen.add(cls)
-    if isinstance(cls, type) and issubclass(cls, BaseModel):
-        for name, field in cls.model_fields.items():
-            names.add(name)
-            names |= _field_names(field.annotation, seen)
-        return names
-    origin = typing.get_origin(cls)
-    if origin is not None or isinstance(cls, types.UnionType):
-        for arg in typing.get_args(cls):
-            names |= _field_names(arg, seen)
-    return names
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (through Optional, unions and lists)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    out: list[type[BaseModel]] = []
+    for arg in typing.get_args(annotation):
+        out += _models_in(arg)
+    return out
+
+
+def _fields_at(cls: type[BaseModel], loc: tuple[Any, ...]) -> set[str]:
+    """Field names allowed at `loc` (the keys of the mapping that holds the bad key)."""
+    models: list[type[BaseModel]] = [cls]
+    for part in loc:
+        if isinstance(part, int):
+            continue  # list items share the list's model
+        nxt: list[type[BaseModel]] = []
+        for model in models:
+            field = model.model_fields.get(part)
+            if field is not None:
+                nxt += _models_in(field.annotation)
+        models = nxt
+    return {name for model in models for name in model.model_fields}
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:
@@ -72,7 +77,9 @@ def _dotted(loc: tuple[Any, ...]) -> str:
 def validation_error_line(path: Path | str, root: yaml.Node | None, cls: type[BaseModel],
                           exc: ValidationError) -> InputError:
     """Turn the first pydantic error into one InputError naming file, line, key and value."""
-    err = exc.errors()[0]
+    errors = exc.errors()
+    # a typo shows as an unknown key and a missing one: report the unknown key, it has the hint
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     # pydantic adds the union member tag (e.g. 'ExternalJudger') to the location; drop it
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p[:1].isupper()))
     key = _dotted(loc) or "(top level)"
@@ -81,7 +88,13 @@ def validation_error_line(path: Path | str, root: yaml.Node | None, cls: type[Ba
     kind = err["type"]
     if kind == "extra_forbidden":
         bad = str(loc[-1]) if loc else key
-        hint = did_you_mean(bad, _field_names(cls)) or "remove it"
+        allowed = _fields_at(cls, loc[:-1])
+        nested = [name for name in sorted(allowed)
+                  if bad in _fields_at(cls, (*loc[:-1], name))]
+        if nested:
+            hint = f"'{bad}' belongs under '{nested[0]}:'"
+        else:
+            hint = did_you_mean(bad, allowed) or ("allowed keys: " + ", ".join(sorted(allowed)))
         return InputError(f"{where}: unknown key '{key}'", hint)
     if kind == "missing":
         return InputError(f"{where}: missing key '{key}'", "add it")

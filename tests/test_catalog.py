@@ -1,0 +1,230 @@
+"""The shipped GPU and model catalog: coverage, derived numbers, lookup, strict loading."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from planner_cli.errors import InputError, UnknownNameError
+from planner_cli.specs.catalog import load_catalog
+from planner_cli.specs.model import (
+    flops_per_token,
+    kv_bytes_per_token,
+    param_counts,
+    weight_bytes,
+)
+from tests.conftest import ROOT
+from tests.util import assert_one_line_error
+
+REQUIRED_GPUS = ["h100-sxm", "h100-pcie", "h200", "a100-sxm-80gb", "a100-pcie-80gb",
+                 "a100-40gb", "l40s", "l4", "a10g", "b200", "mi300x"]
+REQUIRED_MODELS = [
+    "llama-3.1-8b", "llama-3.1-70b", "llama-3.1-405b", "llama-3.3-70b", "llama-2-70b",
+    "mistral-7b-instruct-v0.1", "mixtral-8x7b", "mixtral-8x22b", "deepseek-r1-distill-qwen-7b",
+    "deepseek-r1-distill-qwen-14b", "deepseek-r1-distill-qwen-32b",
+    "deepseek-r1-distill-llama-8b", "deepseek-r1-distill-llama-70b", "deepseek-v3",
+    "deepseek-r1", "qwen2.5-7b", "qwen2.5-32b", "qwen2.5-72b", "qwen3-0.6b", "qwen3-8b",
+    "qwen3-32b", "qwen3-30b-a3b", "qwen3-235b-a22b"]
+
+# Published sizes (billions): model cards / technical reports / HF model pages.
+PUBLISHED_TOTAL_B = {
+    "llama-3.1-8b": 8.03, "llama-3.1-70b": 70.6, "llama-3.1-405b": 405.9,
+    "llama-3.3-70b": 70.6, "llama-2-70b": 69.0,  # HF: 68.98 B
+    "mistral-7b-instruct-v0.1": 7.24, "mixtral-8x7b": 46.7, "mixtral-8x22b": 141.0,
+    "deepseek-v3": 671.0, "deepseek-r1": 671.0, "qwen2.5-7b": 7.61, "qwen2.5-14b": 14.7,
+    "qwen2.5-32b": 32.5, "qwen2.5-72b": 72.7, "qwen3-0.6b": 0.6, "qwen3-8b": 8.2,
+    "qwen3-32b": 32.8, "qwen3-30b-a3b": 30.5, "qwen3-235b-a22b": 235.0,
+    "deepseek-r1-distill-llama-8b": 8.03, "deepseek-r1-distill-llama-70b": 70.6,
+    "deepseek-r1-distill-qwen-7b": 7.62, "deepseek-r1-distill-qwen-14b": 14.8,
+    "deepseek-r1-distill-qwen-32b": 32.8,
+}
+PUBLISHED_ACTIVE_B = {"mixtral-8x7b": 12.9, "mixtral-8x22b": 39.1, "deepseek-v3": 37.6,
+                      "qwen3-235b-a22b": 22.0}
+# Qwen's published totals count tied/untied embeddings as the report does; the 0.6 B figure is
+# rounded to one digit, so it gets the tolerance of its rounding.
+ROUNDING_TOLERANCE = {"qwen3-0.6b": 0.01, "qwen3-30b-a3b": 0.01, "qwen3-235b-a22b": 0.01,
+                      "qwen2.5-32b": 0.01}
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return load_catalog(ROOT)
+
+
+def test_every_required_gpu_and_model_ships(catalog):
+    for name in REQUIRED_GPUS:
+        assert catalog.gpu(name).name == name
+        assert catalog.gpu(name).source
+    for name in REQUIRED_MODELS:
+        assert catalog.model(name).name == name
+        assert catalog.model(name).source
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_TOTAL_B))
+def test_total_params_within_1pct_of_published(catalog, name):
+    total = param_counts(catalog.model(name)).total / 1e9
+    tol = max(0.01, ROUNDING_TOLERANCE.get(name, 0.0))
+    assert abs(total - PUBLISHED_TOTAL_B[name]) / PUBLISHED_TOTAL_B[name] <= tol, total
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_ACTIVE_B))
+def test_active_params_within_1pct_of_published(catalog, name):
+    active = param_counts(catalog.model(name)).active / 1e9
+    published = PUBLISHED_ACTIVE_B[name]
+    assert abs(active - published) / published <= 0.01, active
+
+
+def test_qwen3_30b_a3b_active_matches_its_rounded_figure(catalog):
+    # Qwen reports "3.3B activated", rounded; attention + router + 8 of 128 experts + embedding
+    # and LM head come to 3.353 B, within 2 % of the rounded figure
+    active = param_counts(catalog.model("qwen3-30b-a3b")).active / 1e9
+    assert active == pytest.approx(3.353, abs=0.001)
+    assert abs(active - 3.3) / 3.3 < 0.02
+
+
+def test_dense_model_active_equals_total(catalog):
+    counts = param_counts(catalog.model("llama-3.1-70b"))
+    assert counts.active == counts.total
+
+
+def test_exact_params_against_architecture_arithmetic(catalog):
+    # Llama-3.1-8B by hand: embed + head 2*128256*4096; per layer q,o 4096^2 each, k,v
+    # 4096*1024 each, MLP 3*4096*14336, two norms; final norm
+    layer = 2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 14336 + 2 * 4096
+    expected = 2 * 128256 * 4096 + 32 * layer + 4096
+    assert param_counts(catalog.model("llama-3.1-8b")).total == expected == 8_030_261_248
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("llama-3.1-8b", 131_072),  # 2 * 32 layers * 8 kv heads * 128 * 2 B
+    ("llama-3.1-70b", 327_680),
+    ("mixtral-8x7b", 131_072),
+    ("qwen2.5-7b", 57_344),
+    ("deepseek-v3", 70_272),  # MLA: 61 layers * (512 latent + 64 rope) * 2 B
+    ("deepseek-r1", 70_272),
+])
+def test_kv_bytes_per_token_exact(catalog, name, expected):
+    assert kv_bytes_per_token(catalog.model(name)) == expected
+
+
+def test_kv_fp8_halves(catalog):
+    card = catalog.model("llama-3.1-8b")
+    assert kv_bytes_per_token(card, "fp8") * 2 == kv_bytes_per_token(card)
+
+
+def test_weight_bytes_by_precision(catalog):
+    card = catalog.model("llama-3.1-70b")
+    counts = param_counts(card)
+    assert weight_bytes(card, "bf16") == pytest.approx(2 * counts.total)
+    # fp8 halves the linear layers only; embeddings and head stay bf16
+    fp8 = weight_bytes(card, "fp8")
+    assert fp8 == pytest.approx(counts.linear + 2 * (counts.total - counts.linear))
+    int4 = weight_bytes(card, "int4-awq")
+    assert int4 < fp8 < weight_bytes(card, "bf16")
+    # DeepSeek-R1 int4 is ~0.52 B per linear weight: about 350 GB
+    r1 = weight_bytes(catalog.model("deepseek-r1"), "int4-awq") / 1e9
+    assert 330 < r1 < 370
+
+
+def test_flops_per_token_is_twice_matmul_weights_plus_attention(catalog):
+    card = catalog.model("llama-3.1-8b")
+    counts = param_counts(card)
+    base = flops_per_token(card, 0)
+    # 2 x (all weights but the embedding lookup and norms)
+    assert base == pytest.approx(2 * (counts.total - counts.embedding - counts.norms))
+    # attention adds 2 * layers * heads * (2 * head_dim) per context token
+    assert flops_per_token(card, 1000) - base == pytest.approx(2 * 32 * 32 * 256 * 1000)
+    moe = catalog.model("mixtral-8x7b")
+    assert flops_per_token(moe, 0) < 2 * param_counts(moe).total / 3
+
+
+def test_lookup_ignores_case_and_accepts_aliases_and_hf_id(catalog):
+    assert catalog.model("META-LLAMA/Meta-Llama-3.1-8B-Instruct").name == "llama-3.1-8b"
+    assert catalog.model("deepseek-ai/DeepSeek-R1").name == "deepseek-r1"
+    assert catalog.model("Llama-2-70b-chat").name == "llama-2-70b"
+    assert catalog.gpu("H100-SXM-80GB").name == "h100-sxm"
+    assert catalog.gpu(" A10G ").name == "a10g"
+
+
+def test_unknown_name_suggests_close_matches(catalog):
+    with pytest.raises(UnknownNameError) as info:
+        catalog.gpu("h100-sxn")
+    assert "h100-sxm" in info.value.one_line()
+    with pytest.raises(UnknownNameError) as info:
+        catalog.model("llama-3.1-7b")
+    assert "llama-3.1-8b" in info.value.one_line()
+
+
+def _copy_catalog(tmp_path: Path) -> Path:
+    shutil.copytree(ROOT / "hardware", tmp_path / "hardware")
+    shutil.copytree(ROOT / "model_cards", tmp_path / "model_cards")
+    return tmp_path
+
+
+def test_typo_key_names_file_line_key_and_suggestion(tmp_path):
+    root = _copy_catalog(tmp_path)
+    path = root / "hardware" / "h100-sxm.yaml"
+    path.write_text(path.read_text().replace("hbm_bandwidth_gbps:", "hbm_bandwith_gbps:"))
+    with pytest.raises(InputError) as info:
+        load_catalog(root)
+    line = info.value.one_line()
+    lineno = next(i for i, t in enumerate(path.read_text().splitlines(), 1)
+                  if t.startswith("hbm_bandwith_gbps"))
+    assert f"h100-sxm.yaml:{lineno}" in line
+    assert "hbm_bandwith_gbps" in line and "hbm_bandwidth_gbps" in line
+
+
+def test_non_positive_number_names_value(tmp_path):
+    root = _copy_catalog(tmp_path)
+    path = root / "model_cards" / "llama-3.1-8b.yaml"
+    path.write_text(path.read_text().replace("hidden_size: 4096", "hidden_size: -4096"))
+    with pytest.raises(InputError) as info:
+        load_catalog(root)
+    line = info.value.one_line()
+    assert "llama-3.1-8b.yaml:" in line and "hidden_size" in line and "-4096" in line
+
+
+def test_missing_key_and_name_mismatch(tmp_path):
+    root = _copy_catalog(tmp_path)
+    path = root / "hardware" / "l4.yaml"
+    path.write_text("\n".join(t for t in path.read_text().splitlines()
+                              if not t.startswith("bf16_dense_tflops")))
+    with pytest.raises(InputError, match="missing key 'bf16_dense_tflops'"):
+        load_catalog(root)
+    root2 = _copy_catalog(tmp_path / "b")
+    (root2 / "hardware" / "l4.yaml").rename(root2 / "hardware" / "l4-24.yaml")
+    with pytest.raises(InputError, match="differs from the file name"):
+        load_catalog(root2)
+
+
+def test_bad_catalog_through_cli_is_one_line(cli, tmp_path):
+    root = _copy_catalog(tmp_path)
+    path = root / "model_cards" / "qwen3-8b.yaml"
+    path.write_text(path.read_text() + "num_experts: 4\n")
+    result = cli("--catalog-dir", root, "catalog", "models")
+    assert_one_line_error(result, "qwen3-8b.yaml:", "num_experts")
+
+
+def test_catalog_commands_json(cli):
+    result = cli("catalog", "gpus", "--json")
+    assert result.exit_code == 0, result.output
+    gpus = {g["name"]: g for g in json.loads(result.stdout)}
+    assert set(REQUIRED_GPUS) <= set(gpus)
+    assert gpus["h100-sxm"]["hbm_bandwidth_gbps"] == 3350
+    assert gpus["a100-sxm-80gb"]["fp8_dense_tflops"] is None
+    result = cli("catalog", "models", "--json")
+    assert result.exit_code == 0, result.output
+    models = {m["name"]: m for m in json.loads(result.stdout)}
+    assert models["deepseek-v3"]["attention"] == "MLA"
+    assert models["llama-3.1-8b"]["kv_bytes_per_token_bf16"] == 131072
+    assert models["mixtral-8x7b"]["active_params_b"] == pytest.approx(12.88, abs=0.01)
+
+
+def test_catalog_tables_render(cli):
+    for what in ("gpus", "models"):
+        result = cli("catalog", what)
+        assert result.exit_code == 0
+        assert "h100-sxm" in result.stderr or "llama-3.1-8b" in result.stderr
