@@ -95,7 +95,9 @@ def validation_error_line(path: Path | str, root: yaml.Node | None, cls: type[Ba
             hint = f"'{bad}' belongs under '{nested[0]}:'"
         else:
             hint = did_you_mean(bad, allowed) or ("allowed keys: " + ", ".join(sorted(allowed)))
-        return InputError(f"{where}: unknown key '{key}'", hint)
+        value = err.get("input")
+        shown = f" (= {value!r})" if isinstance(value, str | int | float | bool) else ""
+        return InputError(f"{where}: unknown key '{key}'{shown}", hint)
     if kind == "missing":
         return InputError(f"{where}: missing key '{key}'", "add it")
     value = err.get("input")
