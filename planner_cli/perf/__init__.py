@@ -1,0 +1,1 @@
+"""Performance model: memory figures and iteration times of a replica shape."""

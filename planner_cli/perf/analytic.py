@@ -1,0 +1,238 @@
+"""Analytic (roofline) iteration time of a continuous-batching engine step.
+
+One iteration prefills `p` tokens (chunks of new prompts, which already have `prefill_context`
+cached tokens before the chunk) and decodes one token for each of `b` running sequences that
+together hold `k` context tokens. Per layer on one GPU of a stage:
+
+  GEMMs      t = max(F_gemm / (P · η_c), B_gemm / (BW · η_b))
+             F_gemm = 2 · n · (active linear weights per GPU), n = p + b
+             B_gemm = weight bytes touched (MoE: the experts the batch touches) + activations
+  attention  t = max(F_attn / (P · η_a), B_attn / (BW · η_b))
+             prefill: causal, 2·2·h·d·(p·prefill_context + p²/2); decode: 2·2·h·d·k
+             bytes: the KV read (decode: k tokens; prefill: its prefix) and written (n tokens)
+  kernels    t = kernels_per_layer · kernel_latency
+  TP         2 all-reduces of n · hidden · 2 bytes: t = latency + 2(tp-1)/tp · size / (link · η_l)
+
+A stage runs its layers in sequence; the last stage adds the LM head; stages hand the
+activations on over the link between them; a fixed per-iteration overhead (scheduling,
+sampling, input preparation) is added once. P, BW and the links are the GPU card's figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from planner_cli.perf.shapes import ReplicaShape
+from planner_cli.specs.model import BYTES_PER_KV_ELEMENT, BYTES_PER_LINEAR_WEIGHT, BYTES_UNQUANTISED
+
+ACT_BYTES = 2  # bf16 activations
+
+
+@dataclass(frozen=True)
+class AnalyticConstants:
+    """Efficiencies and latencies of the roofline; `perf calibrate` fits them to measurements."""
+
+    # Achieved share of dense tensor peak for the layer GEMMs. cuBLAS bf16 GEMMs of 4096-8192
+    # reach 68-73 % of peak on B200 (pyptx.dev performance page), CUTLASS 3.5 70-75 % on H100
+    # for 4096-8192 squares (NVIDIA CUTLASS benchmark page).
+    compute_efficiency: float = 0.70
+    # Achieved share of peak in attention: FlashAttention-2 reaches 50-73 % of A100 peak in the
+    # forward pass (Dao, 2023); the low end, since serving attention is short and ragged.
+    attention_efficiency: float = 0.50
+    # Achieved share of HBM bandwidth: aiconfigurator systems/*.yaml
+    # mem_bw_empirical_scaling_factor 0.8.
+    bandwidth_efficiency: float = 0.80
+    # Achieved share of link bandwidth in all-reduce and hand-offs (same empirical factor).
+    link_efficiency: float = 0.80
+    # Fixed cost per kernel launch: aiconfigurator mem_empirical_constant_latency, 3 us.
+    kernel_latency_s: float = 3e-6
+    # Kernels per decoder layer in vLLM's Llama-style layer: 2 RMSNorms, QKV, rotary,
+    # attention, O projection, gate-up, SiLU-and-mul, down.
+    kernels_per_layer: int = 9
+    # Fixed latency of one collective / point-to-point step: aiconfigurator p2p_latency, 10 us.
+    collective_latency_s: float = 10e-6
+    # CPU-side cost per engine step (scheduling, input preparation, sampling, output update).
+    # Order of magnitude of vLLM V1's measured scheduler and output-update costs (0.13-0.29 ms
+    # each at 128-256 sequences, vllm PR #46112); the older V0 engine left 4 ms GPU bubbles per
+    # decode step (vllm issue #6854). Engines differ a lot here: calibrate it.
+    iteration_overhead_s: float = 1e-3
+    # Scale on the all-reduce time (1 = the ring model); calibration can raise it.
+    comm_scale: float = 1.0
+
+    def with_(self, **changes: float) -> AnalyticConstants:
+        return replace(self, **changes)
+
+
+DEFAULT_CONSTANTS = AnalyticConstants()
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """Seconds per iteration by component (the whole replica, one micro-batch)."""
+
+    gemm_s: float = 0.0
+    attention_s: float = 0.0
+    kernel_s: float = 0.0
+    allreduce_s: float = 0.0
+    lm_head_s: float = 0.0
+    pipeline_s: float = 0.0
+    overhead_s: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def total_s(self) -> float:
+        return (self.gemm_s + self.attention_s + self.kernel_s + self.allreduce_s
+                + self.lm_head_s + self.pipeline_s + self.overhead_s)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("extra")
+        d["total_s"] = self.total_s
+        return d
+
+
+@dataclass(frozen=True)
+class LayerLoad:
+    """Work of one layer on one GPU, and how many such layers the iteration runs."""
+
+    count: int
+    gemm_flops: float
+    gemm_bytes: float
+    attn_flops: float
+    attn_bytes: float
+
+
+@dataclass(frozen=True)
+class IterationLoad:
+    """Raw work of one iteration along its path through the stages, before efficiencies."""
+
+    layers: tuple[LayerLoad, ...]
+    allreduce_s_nominal: float  # ring model at full link speed, no latency
+    allreduce_steps: int  # collectives in the iteration (2 per layer when tp > 1)
+    head_flops: float
+    head_bytes: float
+    handoff_s_nominal: float
+
+    @property
+    def layer_count(self) -> int:
+        return sum(layer.count for layer in self.layers)
+
+
+def _experts_touched(num_experts: int, top_k: int, tokens: int) -> float:
+    """Expected distinct experts `tokens` tokens route to, under uniform routing."""
+    if tokens <= 0:
+        return 0.0
+    return num_experts * (1.0 - (1.0 - top_k / num_experts) ** tokens)
+
+
+def _link_bandwidth(shape: ReplicaShape, across_nodes: bool) -> float:
+    gbps = shape.gpu.inter_node_bandwidth_gbps if across_nodes else (
+        shape.gpu.intra_node_bandwidth_gbps)
+    return gbps * 1e9
+
+
+def _layer_work(shape: ReplicaShape, moe_layer: bool, p: int, b: int, k: float,
+                prefill_context: float) -> tuple[float, float, float, float]:
+    """(gemm flops, gemm bytes, attention flops, attention bytes) of one layer on one GPU."""
+    card = shape.card
+    n = p + b
+    per_linear = BYTES_PER_LINEAR_WEIGHT[shape.precision]
+    attn_params = shape.attention_linear_params_gpu()
+    flops = 2.0 * n * attn_params
+    weight_bytes = attn_params * per_linear
+    if moe_layer and card.moe is not None:
+        moe = card.moe
+        expert = shape.expert_params_gpu()
+        flops += 2.0 * n * (moe.num_experts_per_tok + moe.num_shared_experts) * expert
+        flops += 2.0 * n * card.hidden_size * moe.num_experts  # router
+        touched = _experts_touched(moe.num_experts, moe.num_experts_per_tok, n)
+        weight_bytes += (touched + moe.num_shared_experts) * expert * per_linear
+        weight_bytes += card.hidden_size * moe.num_experts * BYTES_UNQUANTISED
+    else:
+        ffn = shape.dense_ffn_params_gpu()
+        flops += 2.0 * n * ffn
+        weight_bytes += ffn * per_linear
+    act_bytes = n * ACT_BYTES * (6 * card.hidden_size)  # layer in/out, norms, residual adds
+    # attention: per head and context token, QK^T and AV
+    heads = shape.heads_per_gpu
+    if card.mla is not None:
+        m = card.mla
+        prefill_dim = m.qk_nope_head_dim + m.qk_rope_head_dim + m.v_head_dim
+        decode_dim = 2 * m.kv_lora_rank + m.qk_rope_head_dim  # absorbed: attend in the latent
+    else:
+        prefill_dim = decode_dim = 2 * card.head_dim
+    window = card.sliding_window
+    span_decode = k if window is None else min(k, b * window)
+    causal = p * prefill_context + p * p / 2.0
+    if window is not None:
+        causal = min(causal, p * float(window))
+    attn_flops = 2.0 * heads * (prefill_dim * causal + decode_dim * span_decode)
+    kv_token_bytes = shape.kv_elements_per_token_layer_gpu() * BYTES_PER_KV_ELEMENT[shape.kv_dtype]
+    attn_bytes = kv_token_bytes * (span_decode + prefill_context + n)
+    return flops, weight_bytes + act_bytes, attn_flops, attn_bytes
+
+
+def iteration_load(shape: ReplicaShape, p: int, b: int, k: float,
+                   prefill_context: float = 0.0) -> IterationLoad:
+    """The work of one iteration along its path (all pipeline stages in turn)."""
+    card = shape.card
+    n = p + b
+    counts = {False: 0, True: 0}
+    for stage in range(shape.pp):
+        dense, moe = shape.stage_layer_kinds(stage)
+        counts[False] += dense
+        counts[True] += moe
+    layers = []
+    for is_moe in (False, True):
+        if counts[is_moe]:
+            f, by, af, ab = _layer_work(shape, is_moe, p, b, k, prefill_context)
+            layers.append(LayerLoad(counts[is_moe], f, by, af, ab))
+    allreduce, steps = 0.0, 0
+    if shape.tp > 1 and n > 0:  # after attention and after the FFN in every layer
+        size = n * card.hidden_size * ACT_BYTES
+        steps = 2 * card.num_hidden_layers
+        allreduce = steps * 2.0 * (shape.tp - 1) / shape.tp * size / _link_bandwidth(
+            shape, False)
+    seqs = b + (1 if p > 0 else 0)  # logits only for the last token of each sequence
+    head_params = card.vocab_size * card.hidden_size / shape.tp
+    handoff = 0.0
+    if shape.pp > 1 and n > 0:
+        across = shape.gpus > shape.node_size
+        handoff = (shape.pp - 1) * n * card.hidden_size * ACT_BYTES / _link_bandwidth(
+            shape, across)
+    return IterationLoad(layers=tuple(layers), allreduce_s_nominal=allreduce,
+                         allreduce_steps=steps, head_flops=2.0 * seqs * head_params,
+                         head_bytes=head_params * BYTES_UNQUANTISED, handoff_s_nominal=handoff)
+
+
+def time_from_load(load: IterationLoad, shape: ReplicaShape,
+                   c: AnalyticConstants) -> Breakdown:
+    """Seconds of an iteration from its work and the constants (the roofline)."""
+    peak = shape.gpu.dense_tflops(shape.precision) * 1e12
+    bw = shape.gpu.hbm_bandwidth_gbps * 1e9
+    gemm = attn = 0.0
+    for layer in load.layers:
+        gemm += layer.count * max(layer.gemm_flops / (peak * c.compute_efficiency),
+                                  layer.gemm_bytes / (bw * c.bandwidth_efficiency))
+        attn += layer.count * max(layer.attn_flops / (peak * c.attention_efficiency),
+                                  layer.attn_bytes / (bw * c.bandwidth_efficiency))
+    head = max(load.head_flops / (peak * c.compute_efficiency),
+               load.head_bytes / (bw * c.bandwidth_efficiency))
+    collectives = c.comm_scale * (load.allreduce_s_nominal / c.link_efficiency
+                                  + load.allreduce_steps * c.collective_latency_s)
+    handoff = 0.0
+    if load.handoff_s_nominal > 0:
+        handoff = load.handoff_s_nominal / c.link_efficiency + c.collective_latency_s
+    return Breakdown(gemm_s=gemm, attention_s=attn,
+                     kernel_s=load.layer_count * c.kernels_per_layer * c.kernel_latency_s,
+                     allreduce_s=collectives, lm_head_s=head, pipeline_s=handoff,
+                     overhead_s=c.iteration_overhead_s)
+
+
+def analytic_iteration(shape: ReplicaShape, p: int, b: int, k: float,
+                       prefill_context: float = 0.0,
+                       constants: AnalyticConstants = DEFAULT_CONSTANTS) -> Breakdown:
+    """Roofline time of one engine iteration (see the module docstring)."""
+    if p < 0 or b < 0 or k < 0 or prefill_context < 0:
+        raise ValueError("token counts must be >= 0")
+    return time_from_load(iteration_load(shape, p, b, k, prefill_context), shape, constants)

@@ -1,0 +1,168 @@
+"""A replica shape (model, GPU, tensor parallel tp, pipeline parallel pp, precision) and how its
+weights and KV cache split across GPUs.
+
+Sharding follows vLLM: attention heads, FFN width and every expert's FFN are split tp ways
+(KV heads are replicated when tp exceeds them; MLA's latent cache is replicated on every rank);
+embedding and LM head are vocab-parallel; pipeline stages hold contiguous layers, the embedding
+on the first stage and the LM head on the last.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from planner_cli.errors import InputError
+from planner_cli.specs.gpu import GpuSpec
+from planner_cli.specs.model import (
+    BYTES_PER_KV_ELEMENT,
+    BYTES_PER_LINEAR_WEIGHT,
+    BYTES_UNQUANTISED,
+    PRECISIONS,
+    ModelCard,
+    attention_params_per_layer,
+)
+
+GATED_FFN_MATRICES = 3  # gate, up, down (SwiGLU) in every supported family
+
+
+@dataclass(frozen=True)
+class ReplicaShape:
+    card: ModelCard
+    gpu: GpuSpec
+    tp: int = 1
+    pp: int = 1
+    precision: str = "bf16"
+    kv_dtype: str = "bf16"
+    gpus_per_node: int | None = None  # the pool's node size; default: the GPU's
+
+    def __post_init__(self) -> None:
+        check_shape(self)
+
+    @property
+    def gpus(self) -> int:
+        return self.tp * self.pp
+
+    @property
+    def node_size(self) -> int:
+        return self.gpus_per_node or self.gpu.gpus_per_node
+
+    @property
+    def nodes(self) -> int:
+        return math.ceil(self.gpus / self.node_size)
+
+    @property
+    def label(self) -> str:
+        return f"{self.card.name} on {self.gpu.name} tp{self.tp} pp{self.pp} {self.precision}"
+
+    # ------------------------------------------------------------ split across GPUs
+
+    @property
+    def layers_per_stage(self) -> int:
+        return math.ceil(self.card.num_hidden_layers / self.pp)
+
+    @property
+    def heads_per_gpu(self) -> float:
+        return self.card.num_attention_heads / self.tp
+
+    @property
+    def kv_heads_per_gpu(self) -> float:
+        return max(1.0, self.card.num_key_value_heads / self.tp)
+
+    def kv_elements_per_token_layer_gpu(self) -> float:
+        if self.card.mla is not None:  # the latent and rope key, replicated on every rank
+            return float(self.card.mla.kv_lora_rank + self.card.mla.qk_rope_head_dim)
+        return 2.0 * self.kv_heads_per_gpu * self.card.head_dim
+
+    def kv_bytes_per_token_gpu(self) -> float:
+        """KV-cache bytes one token takes on one GPU of the fullest stage."""
+        per_element = BYTES_PER_KV_ELEMENT[self.kv_dtype]
+        return self.layers_per_stage * self.kv_elements_per_token_layer_gpu() * per_element
+
+    def attention_linear_params_gpu(self) -> float:
+        """Attention projection weights per layer on one GPU (replicated KV heads counted)."""
+        card = self.card
+        linear, _ = attention_params_per_layer(card)
+        if card.mla is not None:
+            return linear / self.tp
+        h, d = card.hidden_size, card.head_dim
+        q_o = 2 * h * card.num_attention_heads * d / self.tp
+        kv = 2 * h * self.kv_heads_per_gpu * d
+        return q_o + kv
+
+    def dense_ffn_params_gpu(self) -> float:
+        card = self.card
+        return GATED_FFN_MATRICES * card.hidden_size * card.intermediate_size / self.tp
+
+    def expert_params_gpu(self) -> float:
+        """One routed (or shared) expert's FFN weights on one GPU."""
+        assert self.card.moe is not None
+        return (GATED_FFN_MATRICES * self.card.hidden_size
+                * self.card.moe.moe_intermediate_size / self.tp)
+
+    def layer_weight_bytes_gpu(self, moe_layer: bool) -> float:
+        """All weight bytes of one layer on one GPU."""
+        card = self.card
+        per_linear = BYTES_PER_LINEAR_WEIGHT[self.precision]
+        linear = self.attention_linear_params_gpu()
+        small = 2 * card.hidden_size * BYTES_UNQUANTISED  # the two layer norms
+        if moe_layer and card.moe is not None:
+            moe = card.moe
+            experts = (moe.num_experts + moe.num_shared_experts) * self.expert_params_gpu()
+            small += card.hidden_size * moe.num_experts * BYTES_UNQUANTISED  # router
+            return (linear + experts) * per_linear + small
+        return (linear + self.dense_ffn_params_gpu()) * per_linear + small
+
+    def stage_layer_kinds(self, stage: int) -> tuple[int, int]:
+        """(dense layers, MoE layers) held by pipeline stage `stage`."""
+        card = self.card
+        per = self.layers_per_stage
+        first = stage * per
+        last = min(card.num_hidden_layers, first + per)
+        dense_end = card.num_dense_layers
+        dense = max(0, min(last, dense_end) - first)
+        return dense, (last - first) - dense
+
+    def embedding_bytes_gpu(self) -> float:
+        return self.card.vocab_size * self.card.hidden_size * BYTES_UNQUANTISED / self.tp
+
+    def stage_weight_bytes_gpu(self, stage: int) -> float:
+        dense, moe = self.stage_layer_kinds(stage)
+        total = dense * self.layer_weight_bytes_gpu(False) + moe * self.layer_weight_bytes_gpu(True)
+        if stage == 0:
+            total += self.embedding_bytes_gpu()
+        if stage == self.pp - 1:
+            total += self.embedding_bytes_gpu()  # LM head (a tied head is still resident)
+            total += self.card.hidden_size * BYTES_UNQUANTISED  # final norm
+        return total
+
+    def weight_bytes_gpu(self) -> float:
+        """Weight bytes on the fullest GPU."""
+        return max(self.stage_weight_bytes_gpu(s) for s in range(self.pp))
+
+
+def check_shape(shape: ReplicaShape) -> None:
+    card = shape.card
+    if shape.precision not in PRECISIONS:
+        raise InputError(f"precision {shape.precision!r} is not known",
+                         "use " + ", ".join(PRECISIONS))
+    if shape.kv_dtype not in BYTES_PER_KV_ELEMENT:
+        raise InputError(f"KV-cache dtype {shape.kv_dtype!r} is not known", "use bf16 or fp8")
+    if shape.tp < 1 or shape.pp < 1:
+        raise InputError(f"tp={shape.tp} pp={shape.pp}: both must be >= 1", "use 1, 2, 4, ...")
+    if card.num_attention_heads % shape.tp:
+        raise InputError(f"tp={shape.tp} does not divide {card.name}'s "
+                         f"{card.num_attention_heads} attention heads",
+                         "pick a tp that divides the heads")
+    kv = card.num_key_value_heads
+    if card.mla is None and kv % shape.tp and shape.tp % kv:
+        raise InputError(f"tp={shape.tp} and {card.name}'s {kv} KV heads neither divide the other",
+                         "pick a tp that divides the KV heads or a multiple of them")
+    if shape.tp > shape.node_size:
+        raise InputError(f"tp={shape.tp} exceeds the {shape.node_size} GPUs of a node",
+                         "keep tensor parallelism inside a node; use pp across nodes")
+    if shape.pp > card.num_hidden_layers:
+        raise InputError(f"pp={shape.pp} exceeds {card.name}'s {card.num_hidden_layers} layers",
+                         "use fewer pipeline stages")
+    if shape.precision == "fp8" and shape.gpu.fp8_dense_tflops is None:
+        pass  # allowed: weight-only fp8 (see GpuSpec.dense_tflops)
