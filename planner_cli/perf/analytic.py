@@ -7,7 +7,7 @@ together hold `k` context tokens. Per layer on one GPU of a stage:
   GEMMs      t = max(F_gemm / (P · η_c), B_gemm / (BW · η_b))
              F_gemm = 2 · n · (active linear weights per GPU), n = p + b
              B_gemm = weight bytes touched (MoE: the experts the batch touches) + activations
-  attention  t = max(F_attn / (P · η_a), B_attn / (BW · η_b))
+  attention  t = max(F_attn / (P · η_a), B_attn / (BW · η_ab))
              prefill: causal, 2·2·h·d·(p·prefill_context + p²/2); decode: 2·2·h·d·k
              bytes: the KV read (decode: k tokens; prefill: its prefix) and written (n tokens)
   kernels    t = kernels_per_layer · kernel_latency
@@ -42,6 +42,9 @@ class AnalyticConstants:
     # Achieved share of HBM bandwidth: aiconfigurator systems/*.yaml
     # mem_bw_empirical_scaling_factor 0.8.
     bandwidth_efficiency: float = 0.80
+    # Achieved share of HBM bandwidth when attention reads the KV cache (paged, scattered
+    # blocks); the same empirical factor by default, fitted apart by calibration.
+    attention_bandwidth_efficiency: float = 0.80
     # Achieved share of link bandwidth in all-reduce and hand-offs (same empirical factor).
     link_efficiency: float = 0.80
     # Fixed cost per kernel launch: aiconfigurator mem_empirical_constant_latency, 3 us.
@@ -215,7 +218,7 @@ def time_from_load(load: IterationLoad, shape: ReplicaShape,
         gemm += layer.count * max(layer.gemm_flops / (peak * c.compute_efficiency),
                                   layer.gemm_bytes / (bw * c.bandwidth_efficiency))
         attn += layer.count * max(layer.attn_flops / (peak * c.attention_efficiency),
-                                  layer.attn_bytes / (bw * c.bandwidth_efficiency))
+                                  layer.attn_bytes / (bw * c.attention_bandwidth_efficiency))
     head = max(load.head_flops / (peak * c.compute_efficiency),
                load.head_bytes / (bw * c.bandwidth_efficiency))
     collectives = c.comm_scale * (load.allreduce_s_nominal / c.link_efficiency

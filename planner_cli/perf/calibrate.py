@@ -1,11 +1,12 @@
 """Fit the analytic model's constants to measured iteration times, with cross-validation.
 
 Measurements are rows (tp, pp, prefill tokens p, decode batch b, context tokens k, time).
-Fitted: the GEMM, attention and bandwidth efficiencies η_c, η_a, η_b (a log grid searched
-coarse to fine) and, for each grid point, the per-iteration overhead o and the collective
-scale s in closed form (weighted non-negative least squares on relative error):
+Fitted: the GEMM and attention compute efficiencies η_c, η_a and the bandwidth efficiencies of
+GEMMs and of attention's KV reads η_b, η_ab (a log grid searched coarse to fine) and, for each
+grid point, the per-iteration overhead o and the collective scale s in closed form (weighted
+non-negative least squares on relative error):
 
-    t_i ≈ R_i(η_c, η_a, η_b) + o + s · C_i
+    t_i ≈ R_i(η_c, η_b, η_a, η_ab) + o + s · C_i
 
 R is the roofline part (GEMMs, attention, LM head, kernel launches, pipeline hand-off) and C the
 all-reduce time of the ring model. The fixed overhead o lets a calibrated model follow an
@@ -34,7 +35,7 @@ from planner_cli.specs.model import ModelCard
 
 REQUIRED_COLUMNS = ("tp", "prefill_tokens", "decode_batch", "context_tokens", "time_ms")
 OPTIONAL_COLUMNS = ("pp", "prefill_context")
-GRID_POINTS = 16
+GRID_POINTS = 12
 GRID_LOW, GRID_HIGH = 1e-4, 4.0  # efficiencies searched in this range (log spaced)
 REFINE_ROUNDS = 3
 CV_FOLDS = 5
@@ -164,20 +165,21 @@ class _Design:
             setattr(new, name, getattr(self, name)[idx])
         return new
 
-    def roofline(self, ec: np.ndarray, ea: np.ndarray, eb: np.ndarray) -> np.ndarray:
-        """R[i, c, a, b] for grids ec, ea, eb."""
-        inv_c, inv_a, inv_b = 1 / ec, 1 / ea, 1 / eb
+    def roofline(self, ec: np.ndarray, eb: np.ndarray, ea: np.ndarray,
+                 eab: np.ndarray) -> np.ndarray:
+        """R[i, c, b, a, ab] for grids ec (GEMM compute), eb (GEMM bandwidth), ea
+        (attention compute), eab (attention bandwidth)."""
         c4 = self.count[:, :, None, None]
-        gemm = (c4 * np.maximum(self.gf[:, :, None, None] * inv_c[None, None, :, None],
-                                self.gb[:, :, None, None] * inv_b[None, None, None, :])
+        gemm = (c4 * np.maximum(self.gf[:, :, None, None] / ec[None, None, :, None],
+                                self.gb[:, :, None, None] / eb[None, None, None, :])
                 ).sum(axis=1)  # (n, C, B)
-        attn = (c4 * np.maximum(self.af[:, :, None, None] * inv_a[None, None, :, None],
-                                self.ab[:, :, None, None] * inv_b[None, None, None, :])
-                ).sum(axis=1)  # (n, A, B)
-        head = np.maximum(self.hf[:, None, None] * inv_c[None, :, None],
-                          self.hb[:, None, None] * inv_b[None, None, :])  # (n, C, B)
-        return ((gemm + head)[:, :, None, :] + attn[:, None, :, :]
-                + self.fixed[:, None, None, None])
+        attn = (c4 * np.maximum(self.af[:, :, None, None] / ea[None, None, :, None],
+                                self.ab[:, :, None, None] / eab[None, None, None, :])
+                ).sum(axis=1)  # (n, A, AB)
+        head = np.maximum(self.hf[:, None, None] / ec[None, :, None],
+                          self.hb[:, None, None] / eb[None, None, :])  # (n, C, B)
+        return ((gemm + head)[:, :, :, None, None] + attn[:, None, None, :, :]
+                + self.fixed[:, None, None, None, None])
 
 
 def _solve_linear(y: np.ndarray, comm: np.ndarray, w: np.ndarray,
@@ -209,32 +211,35 @@ def _solve_linear(y: np.ndarray, comm: np.ndarray, w: np.ndarray,
 
 def _fit(design: _Design, base: AnalyticConstants, fit_comm: bool) -> AnalyticConstants:
     w = 1.0 / design.t
-    lo = np.full(3, np.log(GRID_LOW))
-    hi = np.full(3, np.log(GRID_HIGH))
+    dims = 4  # η_c, η_b, η_a, η_ab
+    lo = np.full(dims, np.log(GRID_LOW))
+    hi = np.full(dims, np.log(GRID_HIGH))
     best = None
     for _ in range(REFINE_ROUNDS + 1):
-        axes = [np.exp(np.linspace(lo[d], hi[d], GRID_POINTS)) for d in range(3)]
-        r = design.roofline(*axes)  # (n, C, A, B)
+        axes = [np.exp(np.linspace(lo[d], hi[d], GRID_POINTS)) for d in range(dims)]
+        r = design.roofline(*axes)  # (n, C, B, A, AB)
         n = r.shape[0]
-        y = (design.t[:, None, None, None] - r).reshape(n, -1)
+        y = (design.t[:, None, None, None, None] - r).reshape(n, -1)
         o, s, loss = _solve_linear(y, design.comm, w, fit_comm)
         g = int(np.argmin(loss))
-        ci, ai, bi = np.unravel_index(g, r.shape[1:])
-        best = (axes[0][ci], axes[1][ai], axes[2][bi], float(o[g]), float(s[g]))
+        idx = np.unravel_index(g, r.shape[1:])
+        best = (*(axes[d][idx[d]] for d in range(dims)), float(o[g]), float(s[g]))
         # zoom in around the best point: a quarter of the current span each side
         span = (hi - lo) / 4
-        centre = np.log(np.array(best[:3]))
+        centre = np.log(np.array(best[:dims]))
         lo, hi = centre - span, centre + span
     assert best is not None
-    ec, ea, eb, o, s = best
+    ec, eb, ea, eab, o, s = best
     return base.with_(compute_efficiency=float(ec), attention_efficiency=float(ea),
-                      bandwidth_efficiency=float(eb), iteration_overhead_s=o,
+                      bandwidth_efficiency=float(eb),
+                      attention_bandwidth_efficiency=float(eab), iteration_overhead_s=o,
                       comm_scale=s if fit_comm and np.any(design.comm > 0) else base.comm_scale)
 
 
 def _predict(design: _Design, c: AnalyticConstants) -> np.ndarray:
-    r = design.roofline(np.array([c.compute_efficiency]), np.array([c.attention_efficiency]),
-                        np.array([c.bandwidth_efficiency]))[:, 0, 0, 0]
+    r = design.roofline(np.array([c.compute_efficiency]), np.array([c.bandwidth_efficiency]),
+                        np.array([c.attention_efficiency]),
+                        np.array([c.attention_bandwidth_efficiency]))[:, 0, 0, 0, 0]
     return r + c.iteration_overhead_s + c.comm_scale * design.comm
 
 

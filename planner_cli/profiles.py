@@ -1,0 +1,147 @@
+"""The profiles folder (edge): measured tables from `cascadia-plan profile` and saved
+calibrations from `cascadia-plan perf calibrate`, and choosing the source of a performance model.
+
+Layout: profiles/<device>/<model>/profile.csv + profile.yaml (measured),
+        profiles/<gpu>/<model>/calibration[-<engine>].yaml (fitted constants).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io as _io
+import os
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from planner_cli.errors import InputError
+from planner_cli.io import write_text_atomic
+from planner_cli.perf.analytic import DEFAULT_CONSTANTS, AnalyticConstants
+from planner_cli.perf.calibrate import FitReport, Measurement, calibrate, parse_measurements
+from planner_cli.perf.model import ANALYTIC_SOURCE, CPU_SPEC, PerfModel
+from planner_cli.perf.shapes import ReplicaShape
+
+PROFILES_ENV = "CASCADIA_PROFILES_DIR"
+PROFILE_COLUMNS = ("tp", "pp", "prefill_tokens", "decode_batch", "context_tokens",
+                   "prefill_context", "time_ms", "p10_ms", "p90_ms", "layers_profiled",
+                   "head_ms", "per_layer_ms", "allreduce_ms")
+MIN_ROWS_TO_FIT = 4
+
+
+def profiles_root(explicit: Path | None = None) -> Path:
+    if explicit is not None:
+        return explicit
+    env = os.environ.get(PROFILES_ENV)
+    return Path(env) if env else Path("profiles")
+
+
+def profile_folder(root: Path, device: str, model: str) -> Path:
+    return root / device / model
+
+
+def write_profile(root: Path, device: str, model: str, rows: list[dict[str, Any]],
+                  metadata: dict[str, Any], force: bool = False) -> Path:
+    folder = profile_folder(root, device, model)
+    table = folder / "profile.csv"
+    if table.exists() and not force:
+        raise InputError(f"{table}: a profile exists already", "pass --force to replace it")
+    folder.mkdir(parents=True, exist_ok=True)
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(PROFILE_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k, "") for k in PROFILE_COLUMNS})
+    write_text_atomic(table, [buf.getvalue()])
+    write_text_atomic(folder / "profile.yaml", [yaml.safe_dump(metadata, sort_keys=False)])
+    return table
+
+
+def read_measurements(path: Path) -> list[Measurement]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file", "check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read: {exc}", "pass a CSV file") from None
+    return parse_measurements(text.splitlines(keepends=True), str(path))
+
+
+def calibration_path(root: Path, gpu: str, model: str, engine: str | None) -> Path:
+    name = "calibration.yaml" if not engine else f"calibration-{engine}.yaml"
+    return profile_folder(root, gpu, model) / name
+
+
+def write_calibration(root: Path, gpu: str, model: str, engine: str | None, precision: str,
+                      report: FitReport, measurements: Path) -> Path:
+    path = calibration_path(root, gpu, model, engine)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(measurements.read_bytes()).hexdigest()
+    doc = {
+        "schema_version": 1, "gpu": gpu, "model": model, "engine": engine,
+        "precision": precision,
+        "constants": {f.name: getattr(report.constants, f.name)
+                      for f in fields(AnalyticConstants)},
+        "fit": report.to_dict(),
+        "measurements": {"file": measurements.name, "sha256": digest},
+    }
+    write_text_atomic(path, [yaml.safe_dump(doc, sort_keys=False)])
+    return path
+
+
+def read_calibration(path: Path) -> AnalyticConstants:
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        constants = doc["constants"]
+        known = {f.name for f in fields(AnalyticConstants)}
+        unknown = set(constants) - known
+        if unknown:
+            raise InputError(f"{path}: unknown constant '{sorted(unknown)[0]}'",
+                             "re-run cascadia-plan perf calibrate")
+        return DEFAULT_CONSTANTS.with_(**{k: float(v) if k != "kernels_per_layer" else int(v)
+                                          for k, v in constants.items()})
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"{path}: not a calibration file ({exc})",
+                         "re-run cascadia-plan perf calibrate") from None
+
+
+_FIT_CACHE: dict[tuple, tuple[AnalyticConstants, FitReport]] = {}
+
+
+def fitted_profile(shape: ReplicaShape, table: Path) -> tuple[AnalyticConstants, FitReport] | None:
+    """Constants fitted to the rows of a profile table for this shape's tp (pp 1), if enough."""
+    stat = table.stat()
+    key = (str(table.resolve()), stat.st_mtime_ns, shape.card.name, shape.gpu.name, shape.tp,
+           shape.precision)
+    if key not in _FIT_CACHE:
+        rows = [r for r in read_measurements(table) if r.tp == shape.tp and r.pp == 1]
+        if len(rows) < MIN_ROWS_TO_FIT:
+            return None
+        report = calibrate(shape.card, shape.gpu, shape.precision, rows,
+                           gpus_per_node=shape.gpus_per_node)
+        _FIT_CACHE[key] = (report.constants, report)
+    return _FIT_CACHE[key]
+
+
+def perf_model(shape: ReplicaShape, root: Path | None = None,
+               engine: str | None = None) -> PerfModel:
+    """The best-sourced model for `shape`: a measured profile of the same device, model and tp;
+    else a saved calibration for the GPU and model; else the analytic defaults."""
+    folder = profile_folder(profiles_root(root), shape.gpu.name, shape.card.name)
+    table = folder / "profile.csv"
+    if table.is_file() and shape.pp == 1:
+        fitted = fitted_profile(shape, table)
+        if fitted is not None:
+            constants, report = fitted
+            return PerfModel(shape, constants,
+                             f"profile {table} (tp={shape.tp}, {report.rows} rows, fit median "
+                             f"error {report.fit_median_ape:.1%})")
+    cal = calibration_path(profiles_root(root), shape.gpu.name, shape.card.name, engine)
+    if cal.is_file():
+        return PerfModel(shape, read_calibration(cal), f"calibrated {cal}")
+    if shape.gpu.name == CPU_SPEC.name:
+        raise InputError(f"no CPU profile of {shape.card.name} under {folder}",
+                         f"run: cascadia-plan profile --model {shape.card.name} --device cpu")
+    return PerfModel(shape, DEFAULT_CONSTANTS, ANALYTIC_SOURCE)
