@@ -270,3 +270,98 @@ def check(trace: Path, quality: Path, cascade: Path, cluster: Path,
                        judged_dropped=dropped, judged_models=judged_models,
                        has_quality=sample.has_quality, z1=z1, z2=z2, quality_target=target,
                        routing=rows)
+
+
+# ---------------------------------------------------------------- performance model
+
+def resolve_gpu(name: str, catalog_dir: Path | None = None):
+    """A GPU card, or the nominal CPU reference for `cpu` (usable with CPU profiles)."""
+    from planner_cli.perf.model import CPU_SPEC
+
+    if name.strip().lower() == "cpu":
+        return CPU_SPEC
+    return load_catalog(catalog_dir).gpu(name)
+
+
+def perf_predict(model: str, gpu: str, tp: int = 1, pp: int = 1, precision: str = "bf16",
+                 prefill_tokens: int = 0, batch: int = 0, context: float = 0.0,
+                 prefill_context: float = 0.0, *, catalog_dir: Path | None = None,
+                 profiles_dir: Path | None = None, engine: str | None = None,
+                 gpu_memory_utilization: float = 0.9,
+                 max_model_len: int | None = None) -> dict:
+    """Memory figures and the predicted iteration time of one replica shape, with its source."""
+    from planner_cli.perf.shapes import ReplicaShape
+    from planner_cli.profiles import perf_model
+
+    if prefill_tokens < 0 or batch < 0 or context < 0 or prefill_context < 0:
+        raise InputError("token counts must be >= 0", "fix --prefill-tokens/--batch/--context")
+    if prefill_tokens + batch == 0:
+        raise InputError("an iteration needs prefill tokens or a decode batch",
+                         "pass --prefill-tokens P and/or --batch B")
+    if batch == 0 and context > 0:
+        raise InputError("--context counts the decode batch's cached tokens, but --batch is 0",
+                         "pass --batch B with --context, or --prefill-context for a chunk")
+    if not 0 < gpu_memory_utilization <= 1:
+        raise InputError(f"--gpu-memory-utilization {gpu_memory_utilization} is not in (0, 1]",
+                         "use e.g. 0.9")
+    card = load_catalog(catalog_dir).model(model)
+    shape = ReplicaShape(card, resolve_gpu(gpu, catalog_dir), tp, pp, precision)
+    pm = perf_model(shape, profiles_dir, engine)
+    mem = pm.memory(gpu_memory_utilization, max_model_len)
+    breakdown = pm.iteration(prefill_tokens, batch, context, prefill_context)
+    return {"shape": {"model": card.name, "gpu": shape.gpu.name, "tp": tp, "pp": pp,
+                      "precision": precision, "gpus": shape.gpus},
+            "iteration": {"prefill_tokens": prefill_tokens, "decode_batch": batch,
+                          "context_tokens": context, "prefill_context": prefill_context},
+            "memory": mem.to_dict(), "time_ms": breakdown.total_s * 1e3,
+            "breakdown_ms": {k.removesuffix("_s"): v * 1e3
+                             for k, v in breakdown.to_dict().items() if k != "total_s"},
+            "source": pm.source}
+
+
+def run_profile(model: str, device: str | None, tp_values: tuple[int, ...], layers: int | None,
+                quick: bool, dtype: str | None, reps: int | None, force: bool, *,
+                catalog_dir: Path | None = None, profiles_dir: Path | None = None,
+                progress=None) -> dict:
+    """Measure `model` on the local device and store the table under profiles/."""
+    from planner_cli.perf import profiler
+    from planner_cli.profiles import profile_folder, profiles_root, write_profile
+
+    card = load_catalog(catalog_dir).model(model)
+    if device is None:
+        torch, _ = profiler._torch()
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    grid = (profiler.QUICK_GRID if quick else
+            (profiler.CPU_GRID if device == "cpu" else profiler.FULL_GRID))
+    reps = reps or (3 if quick else 5)
+    root = profiles_root(profiles_dir)
+    if device == "cpu":
+        target = profile_folder(root, "cpu", card.name) / "profile.csv"
+        if target.exists() and not force:  # refuse before spending minutes measuring
+            raise InputError(f"{target}: a profile exists already", "pass --force to replace it")
+    result = profiler.profile_model(card, device=device, tp_values=tp_values, layers=layers,
+                                    grid=grid, dtype=dtype, warmup=1 if quick else 2, reps=reps,
+                                    progress=progress)
+    path = write_profile(root, result.metadata["device"], card.name, result.rows,
+                         result.metadata, force)
+    return {"table": str(path), "metadata": result.metadata, "rows": result.rows}
+
+
+def calibrate_from(measurements: Path, model: str, gpu: str, engine: str | None = None,
+                   precision: str = "bf16", *, catalog_dir: Path | None = None,
+                   profiles_dir: Path | None = None) -> dict:
+    """Fit the analytic constants to a user's measurements and save them for the planner."""
+    from planner_cli.perf.calibrate import calibrate
+    from planner_cli.profiles import profiles_root, read_measurements, write_calibration
+
+    card = load_catalog(catalog_dir).model(model)
+    spec = resolve_gpu(gpu, catalog_dir)
+    rows = read_measurements(measurements)
+    report = calibrate(card, spec, precision, rows)
+    path = write_calibration(profiles_root(profiles_dir), spec.name, card.name, engine,
+                             precision, report, measurements)
+    return {"saved": str(path), "model": card.name, "gpu": spec.name, "engine": engine,
+            "fit": report.to_dict(),
+            "constants": {k: getattr(report.constants, k) for k in (
+                "compute_efficiency", "bandwidth_efficiency", "attention_efficiency",
+                "attention_bandwidth_efficiency", "iteration_overhead_s", "comm_scale")}}

@@ -13,6 +13,7 @@ import typer
 from planner_cli import __version__, api, render
 from planner_cli.errors import PlannerError
 from planner_cli.io import write_text_atomic
+from planner_cli.profiles import PROFILES_ENV
 from planner_cli.specs.catalog import CATALOG_ENV
 from planner_cli.workload.importers import FORMATS
 from planner_cli.workload.judged import parse_scale
@@ -23,8 +24,12 @@ app = typer.Typer(
     help="Plan GPU allocation, parallelism and routing thresholds for serving an LLM cascade.")
 catalog_app = typer.Typer(no_args_is_help=True, help="The shipped GPU and model catalog.")
 trace_app = typer.Typer(no_args_is_help=True, help="Look at, convert and synthesise traces.")
+perf_app = typer.Typer(invoke_without_command=True,
+                       help="Predict one replica shape's memory and iteration time; "
+                            "`perf calibrate` fits the model to measurements.")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(trace_app, name="trace")
+app.add_typer(perf_app, name="perf")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,6 +59,10 @@ def _catalog_dir() -> Path | None:
     return _ROOT_OPTIONS.get("catalog_dir")
 
 
+def _profiles_dir() -> Path | None:
+    return _ROOT_OPTIONS.get("profiles_dir")
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"cascadia-plan {__version__}")
@@ -65,12 +74,15 @@ def root(
     catalog_dir: Annotated[Path | None, typer.Option(
         envvar=CATALOG_ENV, help="Folder with hardware/ and model_cards/ to use instead of "
         "the shipped catalog.")] = None,
+    profiles_dir: Annotated[Path | None, typer.Option(
+        envvar=PROFILES_ENV, help="Folder of measured profiles and calibrations "
+        "(default: ./profiles).")] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks for input errors too.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
     _ROOT_OPTIONS.clear()
-    _ROOT_OPTIONS.update(catalog_dir=catalog_dir, debug=debug)
+    _ROOT_OPTIONS.update(catalog_dir=catalog_dir, profiles_dir=profiles_dir, debug=debug)
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
@@ -224,6 +236,127 @@ def check(
         uses_example = not any((trace, quality, cascade, cluster))
         render.check_report(report, "Bundled example (examples/NOTICE.md)" if uses_example
                             else "Inputs")
+
+
+# ---------------------------------------------------------------- performance model
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise PlannerError(f"{what} {text!r} is not a comma-separated list of integers",
+                           "write e.g. 1,2,4") from None
+    if not values:
+        raise PlannerError(f"{what} is empty", "write e.g. 1,2,4")
+    return values
+
+
+@app.command("profile")
+@handles_errors
+def profile(
+    model: Annotated[str, typer.Option(help="Model card name, alias or HF id.")],
+    device: Annotated[str | None, typer.Option(
+        help="cuda or cpu (default: cuda when a GPU is visible).")] = None,
+    tp: Annotated[str, typer.Option(help="Tensor-parallel sizes to profile, e.g. 1,2,4.")] = "1",
+    layers: Annotated[int | None, typer.Option(
+        help="Profile this many layers and scale by layer count (default: all).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="A smaller grid, fewer repeats.")
+                     ] = False,
+    dtype: Annotated[str | None, typer.Option(
+        help="bfloat16, float16 or float32 (default: bfloat16 on CUDA, float32 on CPU).")
+    ] = None,
+    reps: Annotated[int | None, typer.Option(help="Timed repeats per point (median).")] = None,
+    force: ForceOpt = False, as_json: JsonOpt = False,
+) -> None:
+    """Measure a model's prefill and decode iteration times on this machine.
+
+    Builds the model from its card with random weights (nothing is downloaded), times a grid of
+    (prefill tokens, decode batch, context) and writes profiles/<device>/<model>/profile.csv and
+    profile.yaml; `perf` and the planner then use it for that device, model and tp.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
+            "{task.completed}/{task.total}"), TimeElapsedColumn(), console=render.console(),
+            transient=True) as bar:
+        task = bar.add_task("loading model", total=None)
+
+        def progress(what: str, done: int, total: int) -> None:
+            bar.update(task, description=what, completed=done, total=total)
+
+        result = api.run_profile(model, device, _ints(tp, "--tp"), layers, quick, dtype, reps,
+                                 force, catalog_dir=_catalog_dir(),
+                                 profiles_dir=_profiles_dir(), progress=progress)
+    if as_json:
+        render.emit_json(result)
+    else:
+        render.profile_table(result)
+
+
+@perf_app.callback()
+@handles_errors
+def perf(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Option(help="Model card name, alias or HF id.")] = None,
+    gpu: Annotated[str | None, typer.Option(help="GPU name (or cpu, with a CPU profile).")
+                   ] = None,
+    tp: Annotated[int, typer.Option(help="Tensor-parallel size.")] = 1,
+    pp: Annotated[int, typer.Option(help="Pipeline-parallel size.")] = 1,
+    precision: Annotated[str, typer.Option(help="bf16, fp8 or int4-awq.")] = "bf16",
+    prefill_tokens: Annotated[int, typer.Option(help="Tokens prefilled this iteration.")] = 0,
+    batch: Annotated[int, typer.Option(help="Sequences decoded this iteration.")] = 0,
+    context: Annotated[float, typer.Option(
+        help="Context tokens the decoding sequences hold in total.")] = 0.0,
+    prefill_context: Annotated[float, typer.Option(
+        help="Tokens already cached before the prefill chunk (chunked prefill).")] = 0.0,
+    engine: Annotated[str | None, typer.Option(
+        help="Use the calibration saved for this engine name.")] = None,
+    gpu_memory_utilization: Annotated[float, typer.Option(
+        help="Share of GPU memory the engine may use.")] = 0.9,
+    max_model_len: Annotated[int | None, typer.Option(
+        help="Longest request to fit (default: the model's context length).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Predict one replica shape: memory, KV capacity and one iteration's time, with its source.
+
+    The source is a measured profile of the same device, model and tp when one exists under
+    profiles/, else a saved calibration, else the analytic roofline with default constants.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if model is None or gpu is None:
+        raise PlannerError("perf needs --model and --gpu",
+                           "e.g. cascadia-plan perf --model llama-3.1-8b --gpu h100-sxm --batch 8 "
+                           "--context 8000")
+    result = api.perf_predict(model, gpu, tp, pp, precision, prefill_tokens, batch, context,
+                              prefill_context, catalog_dir=_catalog_dir(),
+                              profiles_dir=_profiles_dir(), engine=engine,
+                              gpu_memory_utilization=gpu_memory_utilization,
+                              max_model_len=max_model_len)
+    render.emit_json(result) if as_json else render.perf_table(result)
+
+
+@perf_app.command("calibrate")
+@handles_errors
+def perf_calibrate(
+    measurements: Annotated[Path, typer.Option(
+        help="CSV: tp,pp,prefill_tokens,decode_batch,context_tokens,time_ms (a profile table "
+        "works too).")],
+    model: Annotated[str, typer.Option(help="Model card name, alias or HF id.")],
+    gpu: Annotated[str, typer.Option(help="GPU name the measurements come from.")],
+    engine: Annotated[str | None, typer.Option(
+        help="Engine name, to keep calibrations of several engines apart.")] = None,
+    precision: Annotated[str, typer.Option(help="Precision the measurements ran at.")] = "bf16",
+    as_json: JsonOpt = False,
+) -> None:
+    """Fit the analytic model's efficiencies and overheads to measured iteration times.
+
+    Reports the fit error and a cross-validated error (leave one tp out when several were
+    measured), and saves the calibration under profiles/<gpu>/<model>/ for the planner.
+    """
+    result = api.calibrate_from(measurements, model, gpu, engine, precision,
+                                catalog_dir=_catalog_dir(), profiles_dir=_profiles_dir())
+    render.emit_json(result) if as_json else render.calibration_table(result)
 
 
 def main() -> None:

@@ -54,8 +54,9 @@ def write_profile(root: Path, device: str, model: str, rows: list[dict[str, Any]
     writer.writeheader()
     for row in rows:
         writer.writerow({k: row.get(k, "") for k in PROFILE_COLUMNS})
+    meta_text = yaml.safe_dump(metadata, sort_keys=False)  # fails before anything is written
+    write_text_atomic(folder / "profile.yaml", [meta_text])
     write_text_atomic(table, [buf.getvalue()])
-    write_text_atomic(folder / "profile.yaml", [yaml.safe_dump(metadata, sort_keys=False)])
     return table
 
 

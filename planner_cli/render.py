@@ -133,3 +133,73 @@ def check_report(report: CheckReport, title: str) -> None:
             t.add_row(", ".join(f"{x:.1f}" for x in r["thresholds"]),
                       *(f"{s:.1%}" for s in r["answer_share"]), f"{r['quality']:.1f}", flag)
         out.print(t)
+
+
+def _ms(value: float) -> str:
+    return f"{value:,.3f} ms"
+
+
+def perf_table(result: dict) -> None:
+    out = console()
+    s, it, mem = result["shape"], result["iteration"], result["memory"]
+    out.print(f"[bold]{s['model']}[/bold] on {s['gpus']} × {s['gpu']} (tp {s['tp']} × pp "
+              f"{s['pp']}, {s['precision']})")
+    t = Table(title="Memory per GPU (fullest stage)", title_justify="left", show_header=False)
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    t.add_row("weights", f"{mem['weights_bytes_per_gpu'] / 1e9:,.2f} GB")
+    t.add_row("activations", f"{mem['activation_bytes_per_gpu'] / 1e9:,.2f} GB")
+    t.add_row("runtime reserve", f"{mem['reserve_bytes_per_gpu'] / 1e9:,.2f} GB")
+    t.add_row("usable", f"{mem['usable_bytes_per_gpu'] / 1e9:,.2f} GB")
+    t.add_row("KV bytes per token", f"{mem['kv_bytes_per_token_per_gpu']:,.0f} B")
+    t.add_row("KV capacity", f"{mem['kv_capacity_tokens']:,} tokens")
+    t.add_row("fits", "yes" if mem["fits"] else f"no: {mem['reason']}")
+    out.print(t)
+    out.print(f"Iteration: prefill {it['prefill_tokens']:,} tokens, decode "
+              f"{it['decode_batch']:,} sequences holding {it['context_tokens']:,.0f} tokens")
+    t = Table(show_header=False)
+    t.add_column("what")
+    t.add_column("ms", justify="right")
+    for key, value in result["breakdown_ms"].items():
+        t.add_row(key, _ms(value))
+    t.add_row("[bold]total[/bold]", f"[bold]{_ms(result['time_ms'])}[/bold]")
+    out.print(t)
+    out.print(f"source: {result['source']}")
+
+
+def profile_table(result: dict) -> None:
+    out = console()
+    meta = result["metadata"]
+    t = Table(title=f"Profile of {meta['model']} on {meta['device_name']} ({meta['dtype']}, "
+              f"{meta['layers_profiled']} of {meta['layers_total']} layers timed)",
+              title_justify="left")
+    for col in ("tp", "prefill", "batch", "context", "time ms", "head ms", "per layer ms"):
+        t.add_column(col, justify="right")
+    for r in result["rows"]:
+        t.add_row(str(r["tp"]), str(r["prefill_tokens"]), str(r["decode_batch"]),
+                  f"{r['context_tokens']:,}", f"{r['time_ms']:,.2f}", f"{r['head_ms']:,.2f}",
+                  f"{r['per_layer_ms']:,.3f}")
+    out.print(t)
+    for note in meta.get("notes", []):
+        out.print(f"note: {note}")
+    out.print(f"wrote {result['table']}")
+
+
+def calibration_table(result: dict) -> None:
+    out = console()
+    fit = result["fit"]
+    t = Table(title=f"Calibration of {result['model']} on {result['gpu']}"
+              + (f" ({result['engine']})" if result["engine"] else ""), title_justify="left",
+              show_header=False)
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    for key, value in result["constants"].items():
+        t.add_row(key, f"{value * 1e3:,.3f} ms" if key.endswith("_s") else f"{value:.4f}")
+    t.add_row("rows", str(fit["rows"]))
+    t.add_row("fit error (median / p90)",
+              f"{fit['fit_median_ape']:.1%} / {fit['fit_p90_ape']:.1%}")
+    if fit["cv_median_ape"] is not None:
+        t.add_row(f"cross-validated ({fit['cv_scheme']})",
+                  f"{fit['cv_median_ape']:.1%} / {fit['cv_p90_ape']:.1%}")
+    out.print(t)
+    out.print(f"saved {result['saved']}")

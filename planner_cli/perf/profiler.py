@@ -183,6 +183,7 @@ def profile_model(card: ModelCard, *, device: str = "cpu", tp_values: tuple[int,
                   progress: Progress | None = None) -> ProfileResult:
     """Time prefill and decode iterations of `card` over `grid` for each tp."""
     torch, transformers = _torch()
+    transformers.logging.set_verbosity_error()  # deprecation chatter is not for our users
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA GPU is visible",
                          "run on a machine with a GPU or use --device cpu")
@@ -279,8 +280,8 @@ def profile_model(card: ModelCard, *, device: str = "cpu", tp_values: tuple[int,
         "local_gpus": gpus,
         "model": card.name,
         "hf_id": card.hf_id,
-        "torch_version": torch.__version__,
-        "transformers_version": transformers.__version__,
+        "torch_version": str(torch.__version__),
+        "transformers_version": str(transformers.__version__),
         "dtype": dtype,
         "threads": torch.get_num_threads(),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -317,7 +318,7 @@ class _Runner:
                             None)
         with torch.inference_mode():
             out = model(input_ids=self._ids(1, 1), use_cache=True)
-        cache = getattr(out, "past_key_values", None) or getattr(out, "cache", None)
+        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
         self.kv_shapes = []
         for i in range(config.num_hidden_layers):
             if hasattr(cache, "layers"):
