@@ -45,6 +45,10 @@ class AnalyticConstants:
     # Achieved share of HBM bandwidth when attention reads the KV cache (paged, scattered
     # blocks); the same empirical factor by default, fitted apart by calibration.
     attention_bandwidth_efficiency: float = 0.80
+    # Achieved share of bandwidth when an iteration has a single token (matrix-vector
+    # kernels, which BLAS libraries and engines run on a separate, often faster path). None:
+    # the same as bandwidth_efficiency. Fitted by calibration when single-token rows exist.
+    single_token_bandwidth_efficiency: float | None = None
     # Achieved share of link bandwidth in all-reduce and hand-offs (same empirical factor).
     link_efficiency: float = 0.80
     # Fixed cost per kernel launch: aiconfigurator mem_empirical_constant_latency, 3 us.
@@ -110,6 +114,7 @@ class IterationLoad:
     """Raw work of one iteration along its path through the stages, before efficiencies."""
 
     layers: tuple[LayerLoad, ...]
+    tokens: int  # tokens in the iteration (prefill + decode)
     allreduce_s_nominal: float  # ring model at full link speed, no latency
     allreduce_steps: int  # collectives in the iteration (2 per layer when tp > 1)
     head_flops: float
@@ -203,7 +208,7 @@ def iteration_load(shape: ReplicaShape, p: int, b: int, k: float,
         across = shape.gpus > shape.node_size
         handoff = (shape.pp - 1) * n * card.hidden_size * ACT_BYTES / _link_bandwidth(
             shape, across)
-    return IterationLoad(layers=tuple(layers), allreduce_s_nominal=allreduce,
+    return IterationLoad(layers=tuple(layers), tokens=n, allreduce_s_nominal=allreduce,
                          allreduce_steps=steps, head_flops=2.0 * seqs * head_params,
                          head_bytes=head_params * BYTES_UNQUANTISED, handoff_s_nominal=handoff)
 
@@ -214,13 +219,16 @@ def time_from_load(load: IterationLoad, shape: ReplicaShape,
     peak = shape.gpu.dense_tflops(shape.precision) * 1e12
     bw = shape.gpu.hbm_bandwidth_gbps * 1e9
     gemm = attn = 0.0
+    gemm_bw = c.bandwidth_efficiency
+    if load.tokens == 1 and c.single_token_bandwidth_efficiency is not None:
+        gemm_bw = c.single_token_bandwidth_efficiency
     for layer in load.layers:
         gemm += layer.count * max(layer.gemm_flops / (peak * c.compute_efficiency),
-                                  layer.gemm_bytes / (bw * c.bandwidth_efficiency))
+                                  layer.gemm_bytes / (bw * gemm_bw))
         attn += layer.count * max(layer.attn_flops / (peak * c.attention_efficiency),
                                   layer.attn_bytes / (bw * c.attention_bandwidth_efficiency))
     head = max(load.head_flops / (peak * c.compute_efficiency),
-               load.head_bytes / (bw * c.bandwidth_efficiency))
+               load.head_bytes / (bw * gemm_bw))
     collectives = c.comm_scale * (load.allreduce_s_nominal / c.link_efficiency
                                   + load.allreduce_steps * c.collective_latency_s)
     handoff = 0.0

@@ -158,17 +158,30 @@ class _Design:
         self.comm = np.array([ld.allreduce_s_nominal / base.link_efficiency
                               + ld.allreduce_steps * base.collective_latency_s for ld in loads])
         self.t = np.array([r.time_s for r in rows])
+        self.single = np.array([ld.tokens == 1 for ld in loads])
 
     def subset(self, idx: np.ndarray) -> _Design:
         new = object.__new__(_Design)
-        for name in ("count", "gf", "gb", "af", "ab", "hf", "hb", "fixed", "comm", "t"):
+        for name in ("count", "gf", "gb", "af", "ab", "hf", "hb", "fixed", "comm", "t",
+                     "single"):
             setattr(new, name, getattr(self, name)[idx])
         return new
 
     def roofline(self, ec: np.ndarray, eb: np.ndarray, ea: np.ndarray,
-                 eab: np.ndarray) -> np.ndarray:
-        """R[i, c, b, a, ab] for grids ec (GEMM compute), eb (GEMM bandwidth), ea
-        (attention compute), eab (attention bandwidth)."""
+                 eab: np.ndarray, eb1: np.ndarray | None = None) -> np.ndarray:
+        """R[i, c, b, a, ab, b1] for grids ec (GEMM compute), eb (GEMM bandwidth), ea
+        (attention compute), eab (attention bandwidth), eb1 (GEMM bandwidth of single-token
+        iterations; None: eb)."""
+        r = self._roofline(ec, eb, ea, eab)
+        if eb1 is None or not self.single.any():
+            return r[..., None]
+        r1 = self._roofline(ec, eb1, ea, eab)  # (n, C, B1, A, AB): eb1 in eb's place
+        single = self.single[:, None, None, None, None, None]
+        # r1 has B1 where r has B: move it last and broadcast over B
+        return np.where(single, np.moveaxis(r1, 2, -1)[:, :, None, :, :, :], r[..., None])
+
+    def _roofline(self, ec: np.ndarray, eb: np.ndarray, ea: np.ndarray,
+                  eab: np.ndarray) -> np.ndarray:
         c4 = self.count[:, :, None, None]
         gemm = (c4 * np.maximum(self.gf[:, :, None, None] / ec[None, None, :, None],
                                 self.gb[:, :, None, None] / eb[None, None, None, :])
@@ -211,35 +224,43 @@ def _solve_linear(y: np.ndarray, comm: np.ndarray, w: np.ndarray,
 
 def _fit(design: _Design, base: AnalyticConstants, fit_comm: bool) -> AnalyticConstants:
     w = 1.0 / design.t
-    dims = 4  # η_c, η_b, η_a, η_ab
+    single = bool(design.single.any())
+    dims = 5 if single else 4  # η_c, η_b, η_a, η_ab[, η_b1]
+    points = GRID_POINTS if not single else GRID_POINTS - 2
     lo = np.full(dims, np.log(GRID_LOW))
     hi = np.full(dims, np.log(GRID_HIGH))
     best = None
     for _ in range(REFINE_ROUNDS + 1):
-        axes = [np.exp(np.linspace(lo[d], hi[d], GRID_POINTS)) for d in range(dims)]
-        r = design.roofline(*axes)  # (n, C, B, A, AB)
+        axes = [np.exp(np.linspace(lo[d], hi[d], points)) for d in range(dims)]
+        r = design.roofline(*axes[:4], axes[4] if single else None)  # (n, C, B, A, AB, B1)
         n = r.shape[0]
-        y = (design.t[:, None, None, None, None] - r).reshape(n, -1)
+        y = (design.t[:, None, None, None, None, None] - r).reshape(n, -1)
         o, s, loss = _solve_linear(y, design.comm, w, fit_comm)
         g = int(np.argmin(loss))
         idx = np.unravel_index(g, r.shape[1:])
         best = (*(axes[d][idx[d]] for d in range(dims)), float(o[g]), float(s[g]))
+        if not single:
+            best = (*best[:4], None, *best[4:])
         # zoom in around the best point: a quarter of the current span each side
         span = (hi - lo) / 4
-        centre = np.log(np.array(best[:dims]))
+        centre = np.log(np.array([b for b in best[:5] if b is not None]))
         lo, hi = centre - span, centre + span
     assert best is not None
-    ec, eb, ea, eab, o, s = best
+    ec, eb, ea, eab, eb1, o, s = best
     return base.with_(compute_efficiency=float(ec), attention_efficiency=float(ea),
                       bandwidth_efficiency=float(eb),
-                      attention_bandwidth_efficiency=float(eab), iteration_overhead_s=o,
+                      attention_bandwidth_efficiency=float(eab),
+                      single_token_bandwidth_efficiency=None if eb1 is None else float(eb1),
+                      iteration_overhead_s=o,
                       comm_scale=s if fit_comm and np.any(design.comm > 0) else base.comm_scale)
 
 
 def _predict(design: _Design, c: AnalyticConstants) -> np.ndarray:
+    eb1 = c.single_token_bandwidth_efficiency
     r = design.roofline(np.array([c.compute_efficiency]), np.array([c.bandwidth_efficiency]),
                         np.array([c.attention_efficiency]),
-                        np.array([c.attention_bandwidth_efficiency]))[:, 0, 0, 0, 0]
+                        np.array([c.attention_bandwidth_efficiency]),
+                        None if eb1 is None else np.array([eb1])).reshape(len(design.t))
     return r + c.iteration_overhead_s + c.comm_scale * design.comm
 
 

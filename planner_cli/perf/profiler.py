@@ -150,31 +150,30 @@ def _available_bytes(torch: Any, device: str) -> float:
 
 
 class _Timer:
-    def __init__(self, torch: Any, device: str, warmup: int, reps: int) -> None:
-        self.torch, self.device, self.warmup, self.reps = torch, device, warmup, reps
+    def __init__(self, torch: Any, device: str) -> None:
+        self.torch, self.device = torch, device
 
-    def median(self, setup: Callable[[], Any], run: Callable[[Any], Any]) -> tuple[float, list]:
-        """Median seconds of run(setup()) over reps after warm-up; setup is not timed."""
+    def once(self, setup: Callable[[], Any], run: Callable[[Any], Any]) -> float:
+        """Seconds of run(setup()); setup is not timed."""
         torch = self.torch
-        times = []
-        for i in range(self.warmup + self.reps):
-            arg = setup()
-            if self.device == "cuda":
-                torch.cuda.synchronize()
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(
-                    enable_timing=True)
-                start.record()
-                run(arg)
-                end.record()
-                torch.cuda.synchronize()
-                elapsed = start.elapsed_time(end) / 1e3
-            else:
-                t0 = time.perf_counter()
-                run(arg)
-                elapsed = time.perf_counter() - t0
-            if i >= self.warmup:
-                times.append(elapsed)
-        return statistics.median(times), times
+        arg = setup()
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            run(arg)
+            end.record()
+            torch.cuda.synchronize()
+            return start.elapsed_time(end) / 1e3
+        t0 = time.perf_counter()
+        run(arg)
+        return time.perf_counter() - t0
+
+    def median(self, setup: Callable[[], Any], run: Callable[[Any], Any], warmup: int,
+               reps: int) -> float:
+        times = [self.once(setup, run) for _ in range(warmup + reps)]
+        return statistics.median(times[warmup:])
 
 
 def profile_model(card: ModelCard, *, device: str = "cpu", tp_values: tuple[int, ...] = (1,),
@@ -219,11 +218,12 @@ def profile_model(card: ModelCard, *, device: str = "cpu", tp_values: tuple[int,
                          "profile fewer layers with --layers N (times are scaled by layer count)")
     gpus = torch.cuda.device_count() if device == "cuda" else 0
     torch.manual_seed(seed)
-    timer = _Timer(torch, device, warmup, reps)
+    timer = _Timer(torch, device)
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
     points = grid.points()
-    total = len(points) * len(tp_values)
+    rounds = warmup + reps
+    total = rounds * len(points) * len(tp_values)
     done = 0
     for tp in tp_values:
         cfg = hf_config_for(card, n_layers, tp)
@@ -240,31 +240,44 @@ def profile_model(card: ModelCard, *, device: str = "cpu", tp_values: tuple[int,
         elif tp > 1:
             notes.append(f"tp={tp}: shard compute only (no all-reduce on the CPU)")
         runner = _Runner(torch, model, config, device, seed)
-        for p, b, c in points:
-            if progress:
-                progress(f"tp={tp} " + (f"prefill {p}" if p else f"decode b={b} ctx={c}"),
-                         done, total)
-            full, samples = timer.median(*runner.step(p, b, c))
-            head, _ = timer.median(*runner.head(p, b))
-            per_layer = max(0.0, (full - head) / n_layers)
-            scaled = head + card.num_hidden_layers * per_layer
+        # Round-robin over the grid: a slow drift of the machine's speed then touches every
+        # point alike instead of biasing the points measured last.
+        full: dict[tuple[int, int, int], list[float]] = {pt: [] for pt in points}
+        head: dict[tuple[int, int, int], list[float]] = {pt: [] for pt in points}
+        for rnd in range(rounds):
+            for pt in points:
+                p, b, c = pt
+                if progress:
+                    progress(f"tp={tp} round {rnd + 1}/{rounds} "
+                             + (f"prefill {p}" if p else f"decode b={b} ctx={c}"), done, total)
+                t_full = timer.once(*runner.step(p, b, c))
+                t_head = timer.once(*runner.head(p, b))
+                if rnd >= warmup:
+                    full[pt].append(t_full)
+                    head[pt].append(t_head)
+                done += 1
+        for pt in points:
+            p, b, c = pt
+            t_full = statistics.median(full[pt])
+            t_head = statistics.median(head[pt])
+            per_layer = max(0.0, (t_full - t_head) / n_layers)
+            scaled = t_head + card.num_hidden_layers * per_layer
             ar_ms = None
             if allreduce is not None:
                 ar = allreduce(p + b)
                 ar_ms = ar * 1e3
                 scaled += 2 * card.num_hidden_layers * ar
-            scale = scaled / full if full > 0 else 1.0
+            scale = scaled / t_full if t_full > 0 else 1.0
             rows.append({
                 "tp": tp, "pp": 1, "prefill_tokens": p, "decode_batch": b,
                 "context_tokens": b * c, "prefill_context": 0,
                 "time_ms": round(scaled * 1e3, 6),
-                "p10_ms": round(_pct(samples, 10) * scale * 1e3, 6),
-                "p90_ms": round(_pct(samples, 90) * scale * 1e3, 6),
-                "layers_profiled": n_layers, "head_ms": round(head * 1e3, 6),
+                "p10_ms": round(_pct(full[pt], 10) * scale * 1e3, 6),
+                "p90_ms": round(_pct(full[pt], 90) * scale * 1e3, 6),
+                "layers_profiled": n_layers, "head_ms": round(t_head * 1e3, 6),
                 "per_layer_ms": round(per_layer * 1e3, 6),
                 "allreduce_ms": "" if ar_ms is None else round(ar_ms, 6),
             })
-            done += 1
         del model, runner
         if device == "cuda":
             torch.cuda.empty_cache()
@@ -307,10 +320,18 @@ def _pct(values: list[float], q: float) -> float:
 
 
 class _Runner:
-    """Builds inputs and caches for one model and times its forward passes."""
+    """Builds inputs and caches for one model and times its forward passes.
+
+    Decode steps run on a pre-allocated static KV cache of the step's context length, so the
+    timed pass reads the cache as a serving engine's paged attention does, instead of copying
+    it as the dynamic cache's concatenation would.
+    """
 
     def __init__(self, torch: Any, model: Any, config: Any, device: str, seed: int) -> None:
+        from transformers import StaticCache
+
         self.torch, self.model, self.config, self.device = torch, model, config, device
+        self.static_cache = StaticCache
         self.gen = torch.Generator(device="cpu").manual_seed(seed)
         params = inspect.signature(model.forward).parameters
         self.cache_kw = "cache" if "cache" in params else "past_key_values"
@@ -326,21 +347,20 @@ class _Runner:
             else:
                 k, v = cache.key_cache[i], cache.value_cache[i]
             self.kv_shapes.append((tuple(k.shape), tuple(v.shape), k.dtype))
-        from transformers import DynamicCache
-
-        self.cache_cls = DynamicCache
 
     def _ids(self, batch: int, length: int) -> Any:
         ids = self.torch.randint(0, self.config.vocab_size, (batch, length), generator=self.gen)
         return ids.to(self.device)
 
     def _cache(self, batch: int, context: int) -> Any:
+        """A static cache of context + 1 slots, allocated now (outside the timed pass)."""
         torch = self.torch
-        cache = self.cache_cls()
+        cache = self.static_cache(config=self.config, max_cache_len=context + 1)
+        first = {"cache_position": torch.tensor([0], device=self.device)}
         for i, (ks, vs, dt) in enumerate(self.kv_shapes):
-            k = torch.randn((batch, ks[1], context, ks[3]), dtype=dt, device=self.device)
-            v = torch.randn((batch, vs[1], context, vs[3]), dtype=dt, device=self.device)
-            cache.update(k, v, i)
+            k = torch.zeros((batch, ks[1], 1, ks[3]), dtype=dt, device=self.device)
+            v = torch.zeros((batch, vs[1], 1, vs[3]), dtype=dt, device=self.device)
+            cache.update(k, v, i, first)
         return cache
 
     def step(self, p: int, b: int, c: int) -> tuple[Callable[[], Any], Callable[[Any], Any]]:
@@ -353,9 +373,11 @@ class _Runner:
 
             def run(ids: Any) -> Any:
                 with torch.inference_mode():
-                    return model(input_ids=ids, use_cache=True, **kw)
+                    return model(input_ids=ids, use_cache=False, **kw)
 
             return setup, run
+
+        position = torch.tensor([c], device=self.device)
 
         def setup_decode() -> Any:
             return self._ids(b, 1), self._cache(b, c)
@@ -363,7 +385,8 @@ class _Runner:
         def run_decode(arg: Any) -> Any:
             ids, cache = arg
             with torch.inference_mode():
-                return model(input_ids=ids, use_cache=True, **{self.cache_kw: cache})
+                return model(input_ids=ids, use_cache=True, cache_position=position,
+                             position_ids=position.expand(b, 1), **{self.cache_kw: cache})
 
         return setup_decode, run_decode
 
@@ -405,7 +428,7 @@ def _allreduce_timer(torch: Any, tp: int, hidden: int, dtype: Any,
                 for i in range(tp):
                     torch.cuda.synchronize(i)
 
-            cache[n] = timer.median(setup, run)[0]
+            cache[n] = timer.median(setup, run, warmup=2, reps=5)
         return cache[n]
 
     return measure
