@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--model", default="qwen3-0.6b")
     parser.add_argument("--layers", type=int, default=None,
                         help="layers to time (default: all; fewer are scaled by layer count)")
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--save", help="write the measured rows of both grids to this JSON")
     parser.add_argument("--load", help="reuse rows saved by --save instead of measuring")
     args = parser.parse_args()
@@ -59,22 +59,26 @@ def main() -> None:
     grid_b = ProfileGrid(prefill_tokens=(32, 128, 384), decode_batch=(2, 8, 24),
                          decode_context=(256, 768))
 
-    def measure(grid: ProfileGrid, label: str) -> list[Measurement]:
+    def measure() -> tuple[list[Measurement], list[Measurement]]:
+        """Both grids in one round-robin profile, so a drift of the machine's speed over the
+        minutes of measuring touches both alike."""
+        points_a, points_b = grid_a.points(), grid_b.points()
+        both = ProfileGrid(explicit=tuple(points_a + points_b))
         t = time.perf_counter()
-        result = profile_model(card, device="cpu", layers=args.layers, grid=grid, warmup=2,
+        result = profile_model(card, device="cpu", layers=args.layers, grid=both, warmup=2,
                                reps=args.reps)
-        print(f"measured grid {label}: {len(result.rows)} points in "
+        print(f"measured grids A and B: {len(result.rows)} points in "
               f"{time.perf_counter() - t:.0f} s")
-        return [Measurement(r["tp"], 1, r["prefill_tokens"], r["decode_batch"],
+        rows = [Measurement(r["tp"], 1, r["prefill_tokens"], r["decode_batch"],
                             r["context_tokens"], r["time_ms"] / 1e3) for r in result.rows]
+        return rows[:len(points_a)], rows[len(points_a):]
 
     if args.load:
         saved = json.loads(Path(args.load).read_text())
         rows_a = [Measurement(**r) for r in saved["A"]]
         rows_b = [Measurement(**r) for r in saved["B"]]
     else:
-        rows_a = measure(grid_a, "A (fit)")
-        rows_b = measure(grid_b, "B (held out)")
+        rows_a, rows_b = measure()
     if args.save:
         Path(args.save).write_text(json.dumps({"A": [asdict(r) for r in rows_a],
                                                "B": [asdict(r) for r in rows_b]}, indent=1))

@@ -139,11 +139,45 @@ def _link_bandwidth(shape: ReplicaShape, across_nodes: bool) -> float:
     return gbps * 1e9
 
 
-def _layer_work(shape: ReplicaShape, moe_layer: bool, p: int, b: int, k: float,
-                prefill_context: float) -> tuple[float, float, float, float]:
-    """(gemm flops, gemm bytes, attention flops, attention bytes) of one layer on one GPU."""
+@dataclass(frozen=True)
+class AttentionCoeffs:
+    """Attention work per layer on one GPU, per unit of its drivers."""
+
+    flops_prefill: float  # per causal token pair: 2 · heads · (QK + AV dims)
+    flops_decode: float  # per cached token attended by a decoding sequence
+    kv_token_bytes: float  # KV bytes of one token in one layer on one GPU
+    window: int | None  # sliding window, if any
+
+
+def attention_coeffs(shape: ReplicaShape) -> AttentionCoeffs:
     card = shape.card
-    n = p + b
+    heads = shape.heads_per_gpu
+    if card.mla is not None:
+        m = card.mla
+        prefill_dim = m.qk_nope_head_dim + m.qk_rope_head_dim + m.v_head_dim
+        decode_dim = 2 * m.kv_lora_rank + m.qk_rope_head_dim  # absorbed: attend in the latent
+    else:
+        prefill_dim = decode_dim = 2 * card.head_dim
+    kv = shape.kv_elements_per_token_layer_gpu() * BYTES_PER_KV_ELEMENT[shape.kv_dtype]
+    return AttentionCoeffs(2.0 * heads * prefill_dim, 2.0 * heads * decode_dim, kv,
+                           card.sliding_window)
+
+
+def attention_work(a: AttentionCoeffs, p: int, b: int, k: float,
+                   prefill_context: float) -> tuple[float, float]:
+    """(flops, bytes) of one layer's attention: prefill causal over its chunk and prefix,
+    decode over the cached context (capped by a sliding window)."""
+    span_decode = k if a.window is None else min(k, b * a.window)
+    causal = p * prefill_context + p * p / 2.0
+    if a.window is not None:
+        causal = min(causal, p * float(a.window))
+    flops = a.flops_prefill * causal + a.flops_decode * span_decode
+    return flops, a.kv_token_bytes * (span_decode + prefill_context + p + b)
+
+
+def gemm_work(shape: ReplicaShape, moe_layer: bool, n: int) -> tuple[float, float]:
+    """(flops, bytes) of one layer's projections and FFN for `n` tokens on one GPU."""
+    card = shape.card
     per_linear = BYTES_PER_LINEAR_WEIGHT[shape.precision]
     attn_params = shape.attention_linear_params_gpu()
     flops = 2.0 * n * attn_params
@@ -161,23 +195,15 @@ def _layer_work(shape: ReplicaShape, moe_layer: bool, p: int, b: int, k: float,
         flops += 2.0 * n * ffn
         weight_bytes += ffn * per_linear
     act_bytes = n * ACT_BYTES * (6 * card.hidden_size)  # layer in/out, norms, residual adds
-    # attention: per head and context token, QK^T and AV
-    heads = shape.heads_per_gpu
-    if card.mla is not None:
-        m = card.mla
-        prefill_dim = m.qk_nope_head_dim + m.qk_rope_head_dim + m.v_head_dim
-        decode_dim = 2 * m.kv_lora_rank + m.qk_rope_head_dim  # absorbed: attend in the latent
-    else:
-        prefill_dim = decode_dim = 2 * card.head_dim
-    window = card.sliding_window
-    span_decode = k if window is None else min(k, b * window)
-    causal = p * prefill_context + p * p / 2.0
-    if window is not None:
-        causal = min(causal, p * float(window))
-    attn_flops = 2.0 * heads * (prefill_dim * causal + decode_dim * span_decode)
-    kv_token_bytes = shape.kv_elements_per_token_layer_gpu() * BYTES_PER_KV_ELEMENT[shape.kv_dtype]
-    attn_bytes = kv_token_bytes * (span_decode + prefill_context + n)
-    return flops, weight_bytes + act_bytes, attn_flops, attn_bytes
+    return flops, weight_bytes + act_bytes
+
+
+def _layer_work(shape: ReplicaShape, moe_layer: bool, p: int, b: int, k: float,
+                prefill_context: float) -> tuple[float, float, float, float]:
+    """(gemm flops, gemm bytes, attention flops, attention bytes) of one layer on one GPU."""
+    flops, by = gemm_work(shape, moe_layer, p + b)
+    af, ab = attention_work(attention_coeffs(shape), p, b, k, prefill_context)
+    return flops, by, af, ab
 
 
 def iteration_load(shape: ReplicaShape, p: int, b: int, k: float,

@@ -32,9 +32,12 @@ class ProfileGrid:
     prefill_tokens: tuple[int, ...] = (32, 128, 512, 2048)
     decode_batch: tuple[int, ...] = (1, 4, 16, 64)
     decode_context: tuple[int, ...] = (128, 512, 2048)  # cached tokens per sequence
+    explicit: tuple[tuple[int, int, int], ...] = ()  # if given, exactly these points
 
     def points(self) -> list[tuple[int, int, int]]:
         """(prefill tokens, decode batch, context tokens per sequence) to measure."""
+        if self.explicit:
+            return list(self.explicit)
         pts = [(p, 0, 0) for p in self.prefill_tokens]
         pts += [(0, b, c) for b in self.decode_batch for c in self.decode_context]
         return pts

@@ -1,0 +1,151 @@
+"""The analytic iteration time made fast for the simulator: the same formulas as
+`analytic.time_from_load`, with everything that depends only on the token count memoised and
+the attention term in closed form; plus exact sums over runs of decode iterations.
+
+A run of decode iterations with a fixed batch b grows the context by b per iteration. The time
+of one iteration is piecewise linear in the context k (a maximum of two lines, capped by a
+sliding window), so the run's total is a sum of arithmetic series over at most three pieces.
+"""
+
+from __future__ import annotations
+
+import math
+
+from planner_cli.perf.analytic import (
+    ACT_BYTES,
+    AnalyticConstants,
+    _link_bandwidth,
+    attention_coeffs,
+    gemm_work,
+)
+from planner_cli.perf.shapes import ReplicaShape
+from planner_cli.specs.model import BYTES_UNQUANTISED
+
+
+class IterationCost:
+    """Iteration time of one replica shape under one set of constants."""
+
+    def __init__(self, shape: ReplicaShape, constants: AnalyticConstants) -> None:
+        c = constants
+        card = shape.card
+        self.shape, self.constants = shape, constants
+        self.peak = shape.gpu.dense_tflops(shape.precision) * 1e12
+        self.bw = shape.gpu.hbm_bandwidth_gbps * 1e9
+        self.kinds: list[tuple[int, bool]] = []
+        dense = moe = 0
+        for stage in range(shape.pp):
+            d, m = shape.stage_layer_kinds(stage)
+            dense, moe = dense + d, moe + m
+        for count, is_moe in ((dense, False), (moe, True)):
+            if count:
+                self.kinds.append((count, is_moe))
+        self.layers = dense + moe
+        self.attn = attention_coeffs(shape)
+        self.head_params = card.vocab_size * card.hidden_size / shape.tp
+        self.fixed = self.layers * c.kernels_per_layer * c.kernel_latency_s + c.iteration_overhead_s
+        self._by_tokens: dict[int, float] = {}
+
+    def _bandwidth_eff(self, n: int) -> float:
+        c = self.constants
+        if n == 1 and c.single_token_bandwidth_efficiency is not None:
+            return c.single_token_bandwidth_efficiency
+        return c.bandwidth_efficiency
+
+    def _token_part(self, n: int) -> float:
+        """GEMMs, collectives and pipeline hand-off of an iteration of n tokens."""
+        cached = self._by_tokens.get(n)
+        if cached is not None:
+            return cached
+        c, shape = self.constants, self.shape
+        eb = self._bandwidth_eff(n)
+        total = 0.0
+        for count, is_moe in self.kinds:
+            flops, by = gemm_work(shape, is_moe, n)
+            total += count * max(flops / (self.peak * c.compute_efficiency),
+                                 by / (self.bw * eb))
+        hidden_bytes = n * shape.card.hidden_size * ACT_BYTES
+        steps = 0
+        ring = 0.0
+        if shape.tp > 1 and n > 0:
+            steps = 2 * shape.card.num_hidden_layers
+            ring = steps * 2.0 * (shape.tp - 1) / shape.tp * hidden_bytes / _link_bandwidth(
+                shape, False)
+        total += c.comm_scale * (ring / c.link_efficiency + steps * c.collective_latency_s)
+        if shape.pp > 1 and n > 0:
+            across = shape.gpus > shape.node_size
+            handoff = (shape.pp - 1) * hidden_bytes / _link_bandwidth(shape, across)
+            total += handoff / c.link_efficiency + c.collective_latency_s
+        self._by_tokens[n] = total
+        return total
+
+    def _head(self, seqs: int, n: int) -> float:
+        c = self.constants
+        return max(2.0 * seqs * self.head_params / (self.peak * c.compute_efficiency),
+                   self.head_params * BYTES_UNQUANTISED / (self.bw * self._bandwidth_eff(n)))
+
+    def _attention(self, p: int, b: int, k: float, pc: float) -> float:
+        a, c = self.attn, self.constants
+        span = k if a.window is None else min(k, b * a.window)
+        causal = p * pc + p * p / 2.0
+        if a.window is not None:
+            causal = min(causal, p * float(a.window))
+        flops = a.flops_prefill * causal + a.flops_decode * span
+        by = a.kv_token_bytes * (span + pc + p + b)
+        return self.layers * max(flops / (self.peak * c.attention_efficiency),
+                                 by / (self.bw * c.attention_bandwidth_efficiency))
+
+    def time(self, p: int, b: int, k: float, prefill_context: float = 0.0) -> float:
+        """Seconds of one iteration: prefill p tokens, decode b sequences holding k tokens."""
+        n = p + b
+        seqs = b + (1 if p > 0 else 0)
+        return (self._token_part(n) + self._head(seqs, n)
+                + self._attention(p, b, k, prefill_context) + self.fixed)
+
+    # ------------------------------------------------------------ runs of decode iterations
+
+    def _breakpoints(self, b: int) -> list[float]:
+        """Contexts where the decode iteration time changes slope (for batch b)."""
+        a, c = self.attn, self.constants
+        points = []
+        alpha = a.flops_decode / (self.peak * c.attention_efficiency)
+        beta = a.kv_token_bytes / (self.bw * c.attention_bandwidth_efficiency)
+        if alpha > beta:  # the bytes line (with its intercept) is above until they cross
+            points.append(beta * b / (alpha - beta))
+        if a.window is not None:
+            points.append(float(b * a.window))
+        return sorted(points)
+
+    def decode_run(self, b: int, k0: float, n: int) -> float:
+        """Total seconds of n decode iterations of batch b starting at context k0 (exact)."""
+        if n <= 0:
+            return 0.0
+        total = 0.0
+        start = 0
+        for kp in self._breakpoints(b) + [math.inf]:
+            if start >= n:
+                break
+            # last index i in [start, n) with k0 + i*b <= kp
+            last = n - 1 if kp == math.inf else min(n - 1, math.floor((kp - k0) / b))
+            if last < start:
+                continue
+            count = last - start + 1
+            first_t = self.time(0, b, k0 + start * b)
+            last_t = self.time(0, b, k0 + last * b)
+            total += count * (first_t + last_t) / 2.0
+            start = last + 1
+        return total
+
+    def decode_iterations_within(self, b: int, k0: float, budget_s: float, cap: int) -> int:
+        """How many whole decode iterations (at most cap) start and end within budget_s."""
+        if cap <= 0 or self.time(0, b, k0) > budget_s:
+            return 0
+        lo, hi = 1, cap
+        if self.decode_run(b, k0, hi) <= budget_s:
+            return hi
+        while hi - lo > 1:  # decode_run(lo) <= budget < decode_run(hi)
+            mid = (lo + hi) // 2
+            if self.decode_run(b, k0, mid) <= budget_s:
+                lo = mid
+            else:
+                hi = mid
+        return lo

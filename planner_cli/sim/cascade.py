@@ -1,0 +1,146 @@
+"""A cascade of stages, each a set of replicas behind a load balancer, with a judger between.
+
+A request enters stage 1 at its arrival. When stage i finishes it, the judger takes its latency
+and, by the request's judge score against stage i's threshold, the answer is returned or the
+request enters stage i+1 (same prompt, that model's output length). Escalation only moves
+forward, so the stages are simulated one after another: stage i+1's arrivals are stage i's
+completions plus the judger's latency.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from planner_cli.perf.fast import IterationCost
+from planner_cli.sim.engine import INF, Replica, Req
+
+Balancer = Literal["round-robin", "least-outstanding"]
+BALANCERS: tuple[str, ...] = ("round-robin", "least-outstanding")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    name: str
+    cost: IterationCost  # one replica's iteration time
+    replicas: int
+    kv_capacity_tokens: int
+    max_num_batched_tokens: int = 8192
+    max_num_seqs: int = 256
+
+
+@dataclass
+class StageResult:
+    """Per request of the trace (NaN / inf where the request did not visit this stage)."""
+
+    name: str
+    visited: np.ndarray  # bool
+    arrival: np.ndarray
+    first_token: np.ndarray
+    finish: np.ndarray
+    scheduled: np.ndarray
+    output_tokens: np.ndarray
+    preemptions: np.ndarray
+    rejected: int
+    replica_busy_s: list[float]
+    replica_kv_util: list[float]  # time-averaged share of the KV cache in use
+    iterations: int
+
+
+@dataclass
+class CascadeResult:
+    arrival: np.ndarray  # s, per trace request
+    finish: np.ndarray  # s, when the answer is returned (after the last judgement)
+    answered_by: np.ndarray  # stage index that answered
+    stages: list[StageResult]
+    judge_latency_s: float
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def e2e(self) -> np.ndarray:
+        return self.finish - self.arrival
+
+
+def simulate_stage(config: StageConfig, rids: np.ndarray, arrivals: np.ndarray,
+                   prompts: np.ndarray, outputs: np.ndarray, n_total: int,
+                   balancer: Balancer = "round-robin") -> StageResult:
+    """Replay the given arrivals (sorted by time) through one stage's replicas."""
+    replicas = [Replica(config.cost, config.kv_capacity_tokens, config.max_num_batched_tokens,
+                        config.max_num_seqs, index=i) for i in range(config.replicas)]
+    reqs = []
+    order = np.argsort(arrivals, kind="stable")
+    rr = 0
+    for j in order.tolist():
+        t = float(arrivals[j])
+        r = Req(int(rids[j]), t, int(prompts[j]), int(outputs[j]))
+        if balancer == "least-outstanding":
+            for rep in replicas:
+                rep.advance_until(t)
+            target = min(replicas, key=lambda x: (x.outstanding, x.index))
+        else:
+            target = replicas[rr % len(replicas)]
+            rr += 1
+            target.advance_until(t)
+        target.submit(r)
+        reqs.append(r)
+    for rep in replicas:
+        rep.advance_until(INF)
+    visited = np.zeros(n_total, dtype=bool)
+    first = np.full(n_total, np.inf)
+    finish = np.full(n_total, np.inf)
+    sched = np.full(n_total, np.inf)
+    arr = np.full(n_total, np.nan)
+    out = np.zeros(n_total, dtype=np.int64)
+    pre = np.zeros(n_total, dtype=np.int64)
+    for r in reqs:
+        visited[r.rid] = True
+        arr[r.rid] = r.arrival
+        first[r.rid] = r.first_token
+        finish[r.rid] = r.finish
+        sched[r.rid] = r.scheduled
+        out[r.rid] = r.output
+        pre[r.rid] = r.preemptions
+    horizon = max((rep.clock for rep in replicas if rep.clock < INF), default=0.0)
+    span = max(horizon - (float(arrivals.min()) if arrivals.size else 0.0), 1e-12)
+    return StageResult(
+        name=config.name, visited=visited, arrival=arr, first_token=first, finish=finish,
+        scheduled=sched, output_tokens=out, preemptions=pre,
+        rejected=sum(len(rep.rejected) for rep in replicas),
+        replica_busy_s=[rep.busy_s for rep in replicas],
+        replica_kv_util=[rep.kv_token_seconds / (span * max(rep.capacity, 1))
+                         for rep in replicas],
+        iterations=sum(rep.iterations for rep in replicas))
+
+
+def simulate_cascade(stages: Sequence[StageConfig], arrivals_s: np.ndarray,
+                     prompts: np.ndarray, outputs_by_stage: Sequence[np.ndarray],
+                     answered_by: np.ndarray, judge_latency_s: float = 0.0,
+                     balancer: Balancer = "round-robin") -> CascadeResult:
+    """Replay a trace through the cascade; `answered_by[r]` is the stage whose answer passes
+    the judge (the routing function of the thresholds), `outputs_by_stage[i][r]` the tokens
+    stage i generates for request r."""
+    n = arrivals_s.shape[0]
+    m = len(stages)
+    ready = arrivals_s.astype(np.float64).copy()  # when each request reaches the next stage
+    finish = np.full(n, np.inf)
+    results = []
+    for i, config in enumerate(stages):
+        rids = np.flatnonzero(answered_by >= i)
+        res = simulate_stage(config, rids, ready[rids], prompts[rids],
+                             outputs_by_stage[i][rids], n, balancer)
+        results.append(res)
+        done = res.finish[rids]
+        if i < m - 1:
+            # every answer but the last stage's goes to the judger before it is returned
+            # or escalated
+            ready[rids] = done + judge_latency_s
+            answered = rids[answered_by[rids] == i]
+            finish[answered] = ready[answered]
+        else:
+            finish[rids] = done
+    return CascadeResult(arrival=arrivals_s.astype(np.float64), finish=finish,
+                         answered_by=answered_by, stages=results,
+                         judge_latency_s=judge_latency_s)

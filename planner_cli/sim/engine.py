@@ -1,0 +1,257 @@
+"""One replica as a continuous-batching engine in the manner of vLLM.
+
+Each iteration first gives every running decode one token, then prefill chunks to admitted
+requests still prefilling, then admits waiting requests first come first served, all within a
+token budget (max-num-batched-tokens) and a sequence cap (max-num-seqs). KV-cache capacity is
+counted in tokens; when the running decodes need more than is free, the latest admitted request
+is preempted and recomputed later (its prompt plus what it generated is prefilled again).
+
+Events scale with requests, not tokens: between two events (an arrival, a finished prefill, a
+completion, the cache filling up) the batch of decodes does not change, so the whole run of
+decode iterations is advanced at once with the exact closed-form sum of IterationCost.
+Decoding requests are not touched per iteration: a replica-wide tick counts decode iterations
+and each request's progress is its tick offset.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+
+from planner_cli.perf.fast import IterationCost
+
+INF = math.inf
+
+
+class Req:
+    """One visit of a request to a stage."""
+
+    __slots__ = ("rid", "arrival", "prompt", "output", "target", "prefilled", "generated",
+                 "joined_tick", "epoch", "first_token", "finish", "scheduled", "preemptions",
+                 "order", "replica")
+
+    def __init__(self, rid: int, arrival: float, prompt: int, output: int) -> None:
+        self.rid, self.arrival, self.prompt, self.output = rid, arrival, prompt, output
+        self.target = prompt  # tokens to prefill (prompt, plus generated ones on recompute)
+        self.prefilled = 0
+        self.generated = 0  # tokens generated when it joined the decode set
+        self.joined_tick = -1  # tick at which it joined the decode set; -1: not decoding
+        self.epoch = 0  # bumped on preemption, to drop stale heap entries
+        self.first_token = INF
+        self.finish = INF
+        self.scheduled = INF
+        self.preemptions = 0
+        self.order = 0
+        self.replica = -1
+
+
+class Replica:
+    """A continuous-batching engine; advance it lazily with `advance_until`."""
+
+    def __init__(self, cost: IterationCost, kv_capacity_tokens: int,
+                 max_num_batched_tokens: int = 8192, max_num_seqs: int = 256,
+                 index: int = 0) -> None:
+        if max_num_batched_tokens < max_num_seqs:
+            raise ValueError("max_num_batched_tokens must be >= max_num_seqs")
+        self.cost = cost
+        self.capacity = kv_capacity_tokens
+        self.budget = max_num_batched_tokens
+        self.max_seqs = max_num_seqs
+        self.index = index
+        self.clock = 0.0
+        self.waiting: deque[Req] = deque()
+        self.prefilling: list[Req] = []
+        self.decoding: dict[int, Req] = {}  # id(req) -> req
+        self.heap: list[tuple[int, int, int, Req]] = []  # (finish tick, order, epoch, req)
+        self.tick = 0
+        self.dec_ctx = 0  # KV tokens of the decoding requests
+        self.used = 0  # KV tokens in use
+        self.admitted = 0
+        self.done: list[Req] = []
+        self.rejected: list[Req] = []
+        self.iterations = 0
+        self.busy_s = 0.0
+        self.kv_token_seconds = 0.0  # ∫ used dt, for the mean KV utilisation
+
+    # ------------------------------------------------------------ bookkeeping
+
+    @property
+    def outstanding(self) -> int:
+        return len(self.waiting) + len(self.prefilling) + len(self.decoding)
+
+    def _ctx(self, r: Req) -> int:
+        return r.target + (self.tick - r.joined_tick)
+
+    def _join_decode(self, r: Req) -> None:
+        r.joined_tick = self.tick
+        self.decoding[id(r)] = r
+        self.dec_ctx += r.target
+        heapq.heappush(self.heap, (self.tick + (r.output - r.generated), r.order, r.epoch, r))
+
+    def _finish(self, r: Req, at: float) -> None:
+        r.finish = at
+        self.done.append(r)
+
+    def _preempt_latest(self) -> bool:
+        """Free the KV of the latest admitted running request and queue it for recompute."""
+        candidates = list(self.decoding.values()) + self.prefilling
+        if not candidates:
+            return False
+        victim = max(candidates, key=lambda r: r.order)
+        if victim.joined_tick >= 0:
+            ctx = self._ctx(victim)
+            del self.decoding[id(victim)]
+            self.dec_ctx -= ctx
+            self.used -= ctx
+            victim.generated += self.tick - victim.joined_tick
+            victim.joined_tick = -1
+        else:
+            self.prefilling.remove(victim)
+            self.used -= victim.prefilled
+        victim.epoch += 1
+        victim.target = victim.prompt + victim.generated
+        victim.prefilled = 0
+        victim.preemptions += 1
+        self.waiting.appendleft(victim)
+        return True
+
+    def _pop_completions(self, at: float) -> None:
+        heap = self.heap
+        while heap and heap[0][0] <= self.tick:
+            _, _, epoch, r = heapq.heappop(heap)
+            if epoch != r.epoch or id(r) not in self.decoding:
+                continue  # preempted since this entry was pushed
+            ctx = self._ctx(r)
+            del self.decoding[id(r)]
+            self.dec_ctx -= ctx
+            self.used -= ctx
+            r.generated = r.output
+            self._finish(r, at)
+
+    def submit(self, r: Req) -> None:
+        """Queue a request that arrives now (call advance_until(arrival) first)."""
+        if r.prompt + 1 > self.capacity:
+            r.replica = self.index
+            self.rejected.append(r)  # can never fit the KV cache
+            return
+        if not self.outstanding:
+            self.clock = max(self.clock, r.arrival)
+        r.replica = self.index
+        self.waiting.append(r)
+
+    # ------------------------------------------------------------ stepping
+
+    def advance_until(self, t: float) -> None:
+        """Run every iteration that starts before time t."""
+        while self.clock < t and self.outstanding:
+            if not self.prefilling and self.decoding and not self._can_admit():
+                if self._decode_run(t):
+                    continue
+            self._iteration()
+
+    def _can_admit(self) -> bool:
+        if not self.waiting:
+            return False
+        if len(self.prefilling) + len(self.decoding) >= self.max_seqs:
+            return False
+        return self.used + len(self.decoding) < self.capacity
+
+    def _decode_run(self, t: float) -> bool:
+        """Advance a run of pure-decode iterations; False when a normal step is needed."""
+        b = len(self.decoding)
+        free = self.capacity - self.used
+        n_kv = free // b
+        if n_kv < 1:
+            return False
+        while self.heap and (self.heap[0][2] != self.heap[0][3].epoch
+                             or id(self.heap[0][3]) not in self.decoding):
+            heapq.heappop(self.heap)  # drop stale entries so the top is a live request
+        n = min(self.heap[0][0] - self.tick, n_kv)
+        cost = self.cost
+        budget = t - self.clock
+        # iterations that start before t: the last one starts after n-1 iterations
+        if n > 1 and cost.decode_run(b, self.dec_ctx, n - 1) >= budget:
+            n = 1 + cost.decode_iterations_within(b, self.dec_ctx, budget, n - 1)
+            if cost.decode_run(b, self.dec_ctx, n - 1) >= budget and n > 1:
+                n -= 1
+        dt = cost.decode_run(b, self.dec_ctx, n)
+        self.kv_token_seconds += dt * (self.used + b * (n + 1) / 2.0)
+        self.tick += n
+        self.dec_ctx += n * b
+        self.used += n * b
+        self.clock += dt
+        self.busy_s += dt
+        self.iterations += n
+        self._pop_completions(self.clock)
+        return True
+
+    def _iteration(self) -> None:
+        """One general iteration: decodes, prefill chunks, admissions."""
+        # the running decodes need one KV token each; preempt until they fit
+        while self.decoding and self.used + len(self.decoding) > self.capacity:
+            if not self._preempt_latest():
+                break
+        b = len(self.decoding)
+        budget = self.budget - b
+        free = self.capacity - self.used - b
+        chunks: list[tuple[Req, int]] = []
+        for r in self.prefilling:
+            if budget <= 0 or free <= 0:
+                break
+            chunk = min(r.target - r.prefilled, budget, free)
+            chunks.append((r, chunk))
+            budget -= chunk
+            free -= chunk
+        while (self.waiting and budget > 0 and free > 0
+               and len(self.prefilling) + len(self.decoding) < self.max_seqs):
+            r = self.waiting[0]
+            if r.target > self.capacity - b:
+                # it cannot fit even alone beside the decodes; wait for completions
+                if self.decoding or self.prefilling:
+                    break
+                self.waiting.popleft()
+                self.rejected.append(r)
+                continue
+            self.waiting.popleft()
+            self.admitted += 1
+            r.order = self.admitted
+            if r.scheduled == INF:
+                r.scheduled = self.clock
+            self.prefilling.append(r)
+            chunk = min(r.target, budget, free)
+            chunks.append((r, chunk))
+            budget -= chunk
+            free -= chunk
+        p = sum(c for _, c in chunks)
+        if p == 0 and b == 0:
+            # prefilling requests hold all the KV: recompute the latest later, so the
+            # others can go on (the waiting ones that could never fit were rejected above)
+            if self.prefilling:
+                self._preempt_latest()
+            return
+        pc = sum(c * r.prefilled for r, c in chunks) / p if p else 0.0
+        dt = self.cost.time(p, b, self.dec_ctx, pc)
+        end = self.clock + dt
+        self.kv_token_seconds += dt * self.used
+        self.iterations += 1
+        self.busy_s += dt
+        if b:
+            self.tick += 1
+            self.dec_ctx += b
+            self.used += b
+            self._pop_completions(end)
+        for r, chunk in chunks:
+            r.prefilled += chunk
+            self.used += chunk
+            if r.prefilled >= r.target:
+                self.prefilling.remove(r)
+                r.generated += 1  # the iteration that completes the prompt samples a token
+                if r.first_token == INF:
+                    r.first_token = end
+                if r.generated >= r.output:
+                    self.used -= r.target
+                    self._finish(r, end)
+                else:
+                    self._join_decode(r)
+        self.clock = end

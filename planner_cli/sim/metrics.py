@@ -1,0 +1,129 @@
+"""Figures of a simulated run: latency percentiles, throughput, goodput, SLO scale."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from planner_cli.perf.fast import IterationCost
+from planner_cli.sim.cascade import CascadeResult, StageResult
+
+PERCENTILES = (50, 90, 95, 99)
+DEFAULT_ATTAINMENT = 95.0  # % of requests that must meet the SLO (the paper's metric)
+
+
+def percentiles(values: np.ndarray) -> dict[str, float | None]:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return {f"p{q}": None for q in PERCENTILES}
+    got = np.percentile(finite, PERCENTILES)
+    return {f"p{q}": float(v) for q, v in zip(PERCENTILES, got, strict=True)}
+
+
+def unloaded_latency(cost: IterationCost, prompt: np.ndarray, output: np.ndarray,
+                     max_num_batched_tokens: int = 8192) -> np.ndarray:
+    """Latency of each request alone on a replica: its prefill (in chunks of the token
+    budget), then output-1 decode iterations of batch 1."""
+    out = np.empty(prompt.shape[0])
+    cache: dict[tuple[int, int], float] = {}
+    for i, (p, o) in enumerate(zip(prompt.tolist(), output.tolist(), strict=True)):
+        key = (p, o)
+        if key not in cache:
+            t, done = 0.0, 0
+            while done < p:
+                chunk = min(max_num_batched_tokens, p - done)
+                t += cost.time(chunk, 0, 0, done)
+                done += chunk
+            t += cost.decode_run(1, p, max(o - 1, 0))
+            cache[key] = t
+        out[i] = cache[key]
+    return out
+
+
+def slo_scale(e2e: np.ndarray, base: np.ndarray, attainment_pct: float = DEFAULT_ATTAINMENT
+              ) -> float:
+    """The smallest s such that attainment_pct % of requests finish within s x base."""
+    ratio = np.where(np.isfinite(e2e), e2e / base, np.inf)
+    return float(np.percentile(ratio, attainment_pct, method="higher"))
+
+
+def attainment_curve(e2e: np.ndarray, base: np.ndarray,
+                     scales: np.ndarray | None = None) -> list[tuple[float, float]]:
+    """(s, share of requests within s x base) over a range of s."""
+    ratio = np.where(np.isfinite(e2e), e2e / base, np.inf)
+    if scales is None:
+        scales = np.array([1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50, 100.0])
+    return [(float(s), float(np.mean(ratio <= s))) for s in scales]
+
+
+@dataclass(frozen=True)
+class Slo:
+    ttft_s: float | None = None
+    tpot_s: float | None = None
+    e2e_s: float | None = None
+
+
+def stage_figures(stage: StageResult) -> dict:
+    v = stage.visited
+    ttft = stage.first_token[v] - stage.arrival[v]
+    e2e = stage.finish[v] - stage.arrival[v]
+    out = stage.output_tokens[v]
+    tpot = np.where(out > 1, (stage.finish[v] - stage.first_token[v]) / np.maximum(out - 1, 1),
+                    np.nan)
+    queue = stage.scheduled[v] - stage.arrival[v]
+    busy = stage.replica_busy_s
+    return {
+        "stage": stage.name, "requests": int(v.sum()), "rejected": stage.rejected,
+        "ttft_s": percentiles(ttft), "tpot_s": percentiles(tpot[np.isfinite(tpot)]),
+        "latency_s": percentiles(e2e), "queueing_s": percentiles(queue),
+        "preemptions": int(stage.preemptions[v].sum()),
+        "kv_utilisation_mean": float(np.mean(stage.replica_kv_util)) if busy else 0.0,
+        "busy_s_per_replica": [round(b, 3) for b in busy],
+        "iterations": stage.iterations,
+    }
+
+
+def cascade_figures(result: CascadeResult, base: np.ndarray, slo: Slo = Slo(),
+                    attainment_pct: float = DEFAULT_ATTAINMENT) -> dict:
+    e2e = result.e2e
+    n = e2e.shape[0]
+    duration = float(result.arrival.max() - result.arrival.min()) if n > 1 else 0.0
+    finite = np.isfinite(e2e)
+    last = float(result.finish[finite].max()) if finite.any() else 0.0
+    makespan = max(last - float(result.arrival.min()), 1e-12)
+    # the user sees the answering stage's first token after every earlier stage and judgement
+    ttft = np.full(n, np.inf)
+    for i, stage in enumerate(result.stages):
+        mine = result.answered_by == i
+        ttft[mine] = stage.first_token[mine] - result.arrival[mine]
+    good = finite.copy()
+    if slo.e2e_s is not None:
+        good &= e2e <= slo.e2e_s
+    if slo.ttft_s is not None:
+        good &= ttft <= slo.ttft_s
+    if slo.tpot_s is not None:
+        ans = result.answered_by
+        tpot = np.empty(n)
+        for i, stage in enumerate(result.stages):
+            mine = ans == i
+            out = stage.output_tokens[mine]
+            tpot[mine] = np.where(out > 1, (stage.finish[mine] - stage.first_token[mine])
+                                  / np.maximum(out - 1, 1), 0.0)
+        good &= tpot <= slo.tpot_s
+    return {
+        "requests": n,
+        "completed": int(finite.sum()),
+        "answered_by_stage": [int((result.answered_by == i).sum())
+                              for i in range(len(result.stages))],
+        "e2e_latency_s": percentiles(e2e),
+        "ttft_s": percentiles(ttft),
+        "throughput_rps": float(finite.sum() / makespan),
+        "offered_rps": float(n / duration) if duration > 0 else None,
+        "goodput_rps": float(good.sum() / makespan),
+        "slo": {"ttft_s": slo.ttft_s, "tpot_s": slo.tpot_s, "e2e_s": slo.e2e_s},
+        "slo_scale": slo_scale(e2e, base, attainment_pct),
+        "slo_attainment_pct": attainment_pct,
+        "attainment_curve": attainment_curve(e2e, base),
+        "stages": [stage_figures(s) for s in result.stages],
+    }
