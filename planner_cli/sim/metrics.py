@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,8 +45,9 @@ def unloaded_latency(cost: IterationCost, prompt: np.ndarray, output: np.ndarray
 def slo_scale(e2e: np.ndarray, base: np.ndarray, attainment_pct: float = DEFAULT_ATTAINMENT
               ) -> float:
     """The smallest s such that attainment_pct % of requests finish within s x base."""
-    ratio = np.where(np.isfinite(e2e), e2e / base, np.inf)
-    return float(np.percentile(ratio, attainment_pct, method="higher"))
+    ratio = np.sort(np.where(np.isfinite(e2e), e2e / base, np.inf))
+    need = max(1, math.ceil(attainment_pct / 100.0 * ratio.shape[0] - 1e-9))
+    return float(ratio[need - 1])
 
 
 def attainment_curve(e2e: np.ndarray, base: np.ndarray,
