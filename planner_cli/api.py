@@ -365,3 +365,269 @@ def calibrate_from(measurements: Path, model: str, gpu: str, engine: str | None 
             "constants": {k: getattr(report.constants, k) for k in (
                 "compute_efficiency", "bandwidth_efficiency", "attention_efficiency",
                 "attention_bandwidth_efficiency", "iteration_overhead_s", "comm_scale")}}
+
+
+# ---------------------------------------------------------------- simulation
+
+@dataclass(frozen=True)
+class StageDeployment:
+    """A resolved plan stage: shape, its performance model and memory figures."""
+
+    index: int
+    model: str
+    pool: str
+    gpu: str
+    tp: int
+    pp: int
+    replicas: int
+    precision: str
+    kv_capacity_tokens: int
+    perf_source: str
+    cost: object  # IterationCost
+    max_num_batched_tokens: int
+    max_num_seqs: int
+
+
+def load_plan(path: Path):
+    from planner_cli.plan import Plan
+    from planner_cli.specs._yaml import load_yaml_model
+
+    return load_yaml_model(path, Plan)
+
+
+def resolve_stages(plan, plan_path: Path, catalog: Catalog, profiles_dir: Path | None
+                   ) -> list[StageDeployment]:
+    """Check a plan against the catalog and its cluster; build each stage's cost model."""
+    from planner_cli.perf.fast import IterationCost
+    from planner_cli.perf.memory import memory_figures
+    from planner_cli.perf.shapes import ReplicaShape
+    from planner_cli.profiles import perf_model
+
+    names = resolve_cascade(plan.cascade, catalog, plan_path)
+    pools = {p["name"]: p for p in resolve_cluster(plan.cluster, catalog, plan_path)}
+    used: dict[str, int] = {}
+    stages = []
+    for i, (stage, name) in enumerate(zip(plan.stages, names, strict=True)):
+        where = f"{plan_path}: stages[{i}]"
+        try:
+            card = catalog.model(stage.model)
+        except InputError as exc:
+            raise InputError(f"{where}.model: {exc.message}", exc.hint) from None
+        if card.name != name:
+            raise InputError(f"{where}.model {stage.model!r} is not the cascade's model "
+                             f"{i + 1} ({name})", "list the stages in cascade order")
+        pool = pools[stage.pool]
+        used[stage.pool] = used.get(stage.pool, 0) + stage.gpus
+        try:
+            shape = ReplicaShape(card, catalog.gpu(pool["gpu"]), stage.tp, stage.pp,
+                                 stage.precision, gpus_per_node=pool["gpus_per_node"])
+        except InputError as exc:
+            raise InputError(f"{where}: {exc.message}", exc.hint) from None
+        if stage.max_num_batched_tokens < stage.max_num_seqs:
+            raise InputError(f"{where}: max_num_batched_tokens {stage.max_num_batched_tokens} "
+                             f"is below max_num_seqs {stage.max_num_seqs}",
+                             "raise the token budget or lower the sequence cap")
+        mem = memory_figures(shape, stage.gpu_memory_utilization, stage.max_model_len,
+                             stage.max_num_batched_tokens, stage.max_num_seqs)
+        if not mem.fits:
+            raise InputError(f"{where}: {card.name} tp={stage.tp} pp={stage.pp} "
+                             f"{stage.precision} does not fit {pool['gpu']}: {mem.reason}",
+                             "raise tp or pp, use a lower precision, or set max_model_len")
+        pm = perf_model(shape, profiles_dir, plan.simulation.engine)
+        stages.append(StageDeployment(
+            index=i, model=card.name, pool=stage.pool, gpu=pool["gpu"], tp=stage.tp,
+            pp=stage.pp, replicas=stage.replicas, precision=stage.precision,
+            kv_capacity_tokens=mem.kv_capacity_tokens, perf_source=pm.source,
+            cost=IterationCost(shape, pm.constants),
+            max_num_batched_tokens=stage.max_num_batched_tokens,
+            max_num_seqs=stage.max_num_seqs))
+    for name, gpus in sorted(used.items()):
+        if gpus > pools[name]["gpus"]:
+            raise InputError(f"{plan_path}: the stages use {gpus} GPUs of pool {name!r}, which "
+                             f"has {pools[name]['gpus']}",
+                             "use fewer replicas or smaller shapes, or add nodes to the pool")
+    return stages
+
+
+def _relative(plan_path: Path, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    p = Path(value)
+    return p if p.is_absolute() else plan_path.parent / p
+
+
+@dataclass(frozen=True)
+class RequestMix:
+    """Per trace request: its score at each stage, output tokens at each stage, and quality."""
+
+    scores: np.ndarray  # (n, m), 0-100
+    quality: np.ndarray  # (n, m)
+    outputs: list[np.ndarray]  # m arrays of (n,)
+    source: str  # where the scores came from
+
+
+def request_mix(trace: Trace, cascade: CascadeSpec, card_names: list[str], catalog: Catalog,
+                quality_path: Path | None, score_scale: tuple[float, float] | None,
+                seed: int) -> RequestMix:
+    """Scores and output lengths for every trace request: inline in the trace when it has them
+    for every cascade model, else paired with judged prompts by seeded sampling."""
+    n, m = len(trace), len(card_names)
+    inline = []
+    for entry, card in zip(cascade.models, card_names, strict=True):
+        keys = [k for k in trace.scores if k == entry.judged_name or (
+            k in catalog.models and catalog.model(k).name == card)]
+        inline.append(keys[0] if keys else None)
+    if all(k is not None for k in inline) and all(
+            not np.isnan(trace.scores[k]).any() for k in inline):
+        scores = np.column_stack([trace.scores[k] for k in inline])
+        quality = np.column_stack([trace.quality.get(k, trace.scores[k]) for k in inline])
+        outputs = []
+        for k in inline:
+            per = trace.model_output_lengths.get(k)
+            outputs.append(np.where(per >= 1, per, trace.output_lengths)
+                           if per is not None else trace.output_lengths)
+        return RequestMix(scores, quality, outputs, f"inline scores of {trace.source}")
+    if quality_path is None:
+        missing = [cascade.models[i].model for i, k in enumerate(inline) if k is None]
+        what = (f"no scores for {', '.join(missing)}" if missing
+                else "scores missing on some lines")
+        raise InputError(f"{trace.source}: the trace has {what}, which the thresholds need",
+                         "add cascadia.scores {model: 0-100} to every trace line, or give a "
+                         "judged sample with --quality (or inputs.quality in the plan)")
+    sample, _ = judged_for_cascade(io.read_judged(quality_path, score_scale), cascade,
+                                   card_names, catalog)
+    pick = np.random.default_rng(seed).integers(0, len(sample), size=n)
+    outputs = []
+    for i in range(m):
+        if sample.output_tokens is not None:
+            per = sample.output_tokens[pick, i]
+            outputs.append(np.where(per >= 1, per, trace.output_lengths))
+        else:
+            outputs.append(trace.output_lengths)
+    return RequestMix(sample.scores[pick], sample.quality[pick], outputs,
+                      f"{len(sample)} judged prompts of {quality_path} paired with the trace's "
+                      f"requests by seeded sampling (seed {seed})")
+
+
+def reference_cost(plan, catalog: Catalog, profiles_dir: Path | None):
+    """The SLO reference: the cascade's largest model at the smallest tp that fits one node of
+    its stage's GPU (pipeline across nodes only when no single node holds it)."""
+    from planner_cli.perf.fast import IterationCost
+    from planner_cli.perf.memory import memory_figures
+    from planner_cli.perf.shapes import ReplicaShape
+    from planner_cli.profiles import perf_model
+
+    last = plan.stages[-1]
+    pool = next(p for p in plan.cluster.pools if p.name == last.pool)
+    gpu = catalog.gpu(pool.gpu)
+    per_node = pool.gpus_per_node or gpu.gpus_per_node
+    card = catalog.model(last.model)
+    for pp in (1, 2, 4, 8):
+        for tp in (1, 2, 4, 8, 16):
+            if tp > per_node or card.num_attention_heads % tp:
+                continue
+            try:
+                shape = ReplicaShape(card, gpu, tp, pp, last.precision, gpus_per_node=per_node)
+            except InputError:
+                continue
+            if memory_figures(shape, last.gpu_memory_utilization, last.max_model_len).fits:
+                pm = perf_model(shape, profiles_dir, plan.simulation.engine)
+                return IterationCost(shape, pm.constants), f"{card.name} tp{tp} pp{pp}"
+    raise InputError(f"{card.name} fits no single replica of {gpu.name}",
+                     "the SLO reference needs one replica of the largest model")
+
+
+def simulate_plan(plan_path: Path, trace_path: Path | None = None,
+                  quality_path: Path | None = None, rate_scale: float = 1.0,
+                  balancer: str | None = None, capacity_at_scale: float | None = None, *,
+                  catalog_dir: Path | None = None, profiles_dir: Path | None = None) -> dict:
+    """Replay a trace through a plan; figures per stage and end to end."""
+    import time
+
+    from planner_cli.sim.cascade import BALANCERS, StageConfig, simulate_cascade
+    from planner_cli.sim.metrics import Slo, cascade_figures, slo_scale, unloaded_latency
+    from planner_cli.workload.judged import parse_scale
+
+    if rate_scale <= 0:
+        raise InputError(f"--rate-scale {rate_scale} is not positive", "use e.g. 1 or 2.5")
+    plan = load_plan(plan_path)
+    balancer = balancer or plan.simulation.balancer
+    if balancer not in BALANCERS:
+        raise InputError(f"--balancer {balancer!r} is not known", "use " + " or ".join(BALANCERS))
+    if plan.cascade.judger.kind != "external":
+        raise InputError(f"{plan_path}: a self-hosted judger is not simulated yet",
+                         "use an external judger with its measured latency_s")
+    catalog = load_catalog(catalog_dir)
+    stages = resolve_stages(plan, plan_path, catalog, profiles_dir)
+    trace_file = trace_path or _relative(plan_path, plan.inputs.trace)
+    if trace_file is None:
+        raise InputError(f"{plan_path}: no trace", "pass --trace or set inputs.trace")
+    trace = load_trace(trace_file)
+    scale = parse_scale(plan.inputs.score_scale) if plan.inputs.score_scale else None
+    names = [s.model for s in stages]
+    mix = request_mix(trace, plan.cascade, names, catalog,
+                      quality_path or _relative(plan_path, plan.inputs.quality), scale,
+                      plan.simulation.seed)
+    routing = route(mix.scores, mix.quality, plan.thresholds)
+    configs = [StageConfig(s.model, s.cost, s.replicas, s.kv_capacity_tokens,  # type: ignore[arg-type]
+                           s.max_num_batched_tokens, s.max_num_seqs) for s in stages]
+    ref_cost, ref_label = reference_cost(plan, catalog, profiles_dir)
+    base = unloaded_latency(ref_cost, trace.input_lengths, mix.outputs[-1])
+    judge = plan.cascade.judger.latency_s
+    t0 = time.perf_counter()
+    arrivals = (trace.timestamps_ms - trace.timestamps_ms[0]) / 1000.0
+
+    def run(multiple: float):
+        return simulate_cascade(configs, arrivals / multiple, trace.input_lengths, mix.outputs,
+                                routing.answered_by, judge, balancer)  # type: ignore[arg-type]
+
+    result = run(rate_scale)
+    wall = time.perf_counter() - t0
+    slo = Slo(plan.cascade.slo.ttft_s, plan.cascade.slo.tpot_s, plan.cascade.slo.e2e_s)
+    figures = cascade_figures(result, base, slo, plan.cascade.slo.attainment_pct)
+    for fig, s in zip(figures["stages"], stages, strict=True):
+        fig.update(model=s.model, gpu=s.gpu, pool=s.pool, tp=s.tp, pp=s.pp,
+                   replicas=s.replicas, precision=s.precision,
+                   kv_capacity_tokens=s.kv_capacity_tokens, perf_source=s.perf_source)
+    capacity = None
+    if capacity_at_scale is not None:
+        capacity = _capacity_search(run, base, capacity_at_scale,
+                                    plan.cascade.slo.attainment_pct, rate_scale,
+                                    float(len(trace)) / max(float(arrivals[-1]), 1e-9),
+                                    slo_scale)
+    return {
+        "plan": str(plan_path), "trace": str(trace_file), "requests": len(trace),
+        "rate_scale": rate_scale, "balancer": balancer, "thresholds": plan.thresholds,
+        "quality": routing.quality, "scores_from": mix.source,
+        "reach_share": [float(x) for x in routing.reach_fraction],
+        "judge_latency_s": judge, "slo_reference": ref_label,
+        "figures": figures, "capacity": capacity, "simulation_wall_s": wall,
+    }
+
+
+def _capacity_search(run, base, target_scale: float, attainment: float, start: float,
+                     trace_rps: float, slo_scale_fn, steps: int = 10) -> dict:
+    """The largest arrival-rate multiple at which the SLO scale stays within target."""
+    def meets(x: float) -> bool:
+        return slo_scale_fn(run(x).e2e, base, attainment) <= target_scale
+
+    lo, hi = 0.0, start
+    if meets(hi):
+        lo = hi
+        while hi < 1e4:
+            hi *= 2
+            if not meets(hi):
+                break
+            lo = hi
+    for _ in range(steps):
+        if hi - lo <= 0.01 * max(lo, 1e-9):
+            break
+        mid = (lo + hi) / 2 if lo > 0 else hi / 2
+        if meets(mid):
+            lo = mid
+        else:
+            hi = mid
+        if lo == 0 and hi < start / 1024:
+            break
+    return {"slo_scale_target": target_scale, "rate_multiple": lo,
+            "requests_per_s": lo * trace_rps}

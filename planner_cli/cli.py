@@ -359,5 +359,34 @@ def perf_calibrate(
     render.emit_json(result) if as_json else render.calibration_table(result)
 
 
+# ---------------------------------------------------------------- simulation
+
+@app.command("simulate")
+@handles_errors
+def simulate(
+    plan: Annotated[Path, typer.Option(help="The plan (plan.json or YAML).")],
+    trace: Annotated[Path | None, typer.Option(
+        help="Replay this trace instead of the plan's.")] = None,
+    quality: Annotated[Path | None, typer.Option(
+        help="Judged sample for the scores, if the trace has none inline.")] = None,
+    rate_scale: Annotated[float, typer.Option(
+        help="Multiply the trace's arrival rate by this.")] = 1.0,
+    balancer: Annotated[str | None, typer.Option(
+        help="round-robin or least-outstanding (default: the plan's).")] = None,
+    capacity_at_scale: Annotated[float | None, typer.Option(
+        help="Also find the largest rate multiple that keeps this SLO scale.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replay a trace through a plan: latency per stage and end to end, throughput, SLO scale.
+
+    Every replica is a continuous-batching engine (token budget, sequence cap, KV cache with
+    preemption); requests escalate through the stages by their judge scores and the plan's
+    thresholds, paying the judger's latency between stages.
+    """
+    result = api.simulate_plan(plan, trace, quality, rate_scale, balancer, capacity_at_scale,
+                               catalog_dir=_catalog_dir(), profiles_dir=_profiles_dir())
+    render.emit_json(result) if as_json else render.simulation_tables(result)
+
+
 def main() -> None:
     app()

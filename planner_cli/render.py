@@ -203,3 +203,48 @@ def calibration_table(result: dict) -> None:
                   f"{fit['cv_median_ape']:.1%} / {fit['cv_p90_ape']:.1%}")
     out.print(t)
     out.print(f"saved {result['saved']}")
+
+
+def _p(d: dict, key: str) -> str:
+    v = d.get(key)
+    return "—" if v is None else f"{v:,.3f}"
+
+
+def simulation_tables(result: dict) -> None:
+    out = console()
+    fig = result["figures"]
+    out.print(f"[bold]Simulated {result['requests']:,} requests[/bold] of {result['trace']} "
+              f"(rate × {result['rate_scale']:g}, {result['balancer']}); quality Q(θ) = "
+              f"{result['quality']:.1f}; scores: {result['scores_from']}")
+    t = Table(title="Stages", title_justify="left")
+    for col in ("stage", "model", "GPU", "tp×pp×rep", "requests", "TTFT p95 s",
+                "latency p50 s", "p95 s", "p99 s", "queue p95 s", "preempt", "KV use"):
+        t.add_column(col, justify="left" if col in ("model", "GPU") else "right")
+    for i, s in enumerate(fig["stages"]):
+        t.add_row(str(i + 1), s["model"], s["gpu"], f"{s['tp']}×{s['pp']}×{s['replicas']}",
+                  f"{s['requests']:,}", _p(s["ttft_s"], "p95"), _p(s["latency_s"], "p50"),
+                  _p(s["latency_s"], "p95"), _p(s["latency_s"], "p99"),
+                  _p(s["queueing_s"], "p95"), str(s["preemptions"]),
+                  f"{s['kv_utilisation_mean']:.1%}")
+    out.print(t)
+    t = Table(title="End to end (judger included)", title_justify="left", show_header=False)
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    e2e = fig["e2e_latency_s"]
+    t.add_row("latency p50 / p90 / p95 / p99 s", " / ".join(_p(e2e, k) for k in
+                                                          ("p50", "p90", "p95", "p99")))
+    t.add_row("TTFT p50 / p95 s", f"{_p(fig['ttft_s'], 'p50')} / {_p(fig['ttft_s'], 'p95')}")
+    t.add_row("answered per stage", " / ".join(f"{n:,}" for n in fig["answered_by_stage"]))
+    t.add_row("throughput", f"{fig['throughput_rps']:,.2f} req/s")
+    t.add_row("goodput", f"{fig['goodput_rps']:,.2f} req/s")
+    t.add_row(f"SLO scale ({fig['slo_attainment_pct']:g} % within s × base)",
+              f"{fig['slo_scale']:,.2f}")
+    if result.get("capacity"):
+        cap = result["capacity"]
+        t.add_row(f"capacity at SLO scale {cap['slo_scale_target']:g}",
+                  f"× {cap['rate_multiple']:.2f} ({cap['requests_per_s']:,.2f} req/s)")
+    t.add_row("SLO reference", result["slo_reference"])
+    t.add_row("simulation wall time", f"{result['simulation_wall_s']:.2f} s")
+    out.print(t)
+    for i, s in enumerate(fig["stages"]):
+        out.print(f"stage {i + 1} perf source: {s['perf_source']}")

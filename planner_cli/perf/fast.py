@@ -44,6 +44,7 @@ class IterationCost:
         self.head_params = card.vocab_size * card.hidden_size / shape.tp
         self.fixed = self.layers * c.kernels_per_layer * c.kernel_latency_s + c.iteration_overhead_s
         self._by_tokens: dict[int, float] = {}
+        self._decode_cache: dict[int, tuple[float, float, float, float | None]] = {}
 
     def _bandwidth_eff(self, n: int) -> float:
         c = self.constants
@@ -103,49 +104,76 @@ class IterationCost:
 
     # ------------------------------------------------------------ runs of decode iterations
 
-    def _breakpoints(self, b: int) -> list[float]:
-        """Contexts where the decode iteration time changes slope (for batch b)."""
-        a, c = self.attn, self.constants
+    def _decode_parts(self, b: int) -> tuple[float, float, float, float | None]:
+        """(C_b, L·α, L·β, window span) with t(k) = C_b + max(Lα·s, Lβ·(s + b)), s = span(k)."""
+        parts = self._decode_cache.get(b)
+        if parts is None:
+            a, c = self.attn, self.constants
+            const = self._token_part(b) + self._head(b, b) + self.fixed
+            la = self.layers * a.flops_decode / (self.peak * c.attention_efficiency)
+            lb = self.layers * a.kv_token_bytes / (self.bw * c.attention_bandwidth_efficiency)
+            cap = None if a.window is None else float(b * a.window)
+            parts = (const, la, lb, cap)
+            self._decode_cache[b] = parts
+        return parts
+
+    def _decode_time(self, b: int, k: float) -> float:
+        const, la, lb, cap = self._decode_parts(b)
+        s = k if cap is None else min(k, cap)
+        return const + max(la * s, lb * (s + b))
+
+    def _pieces(self, b: int, k0: float, n: int) -> list[tuple[int, int]]:
+        """[(first, last)] iteration index ranges over which t is linear in the index."""
+        const, la, lb, cap = self._decode_parts(b)
         points = []
-        alpha = a.flops_decode / (self.peak * c.attention_efficiency)
-        beta = a.kv_token_bytes / (self.bw * c.attention_bandwidth_efficiency)
-        if alpha > beta:  # the bytes line (with its intercept) is above until they cross
-            points.append(beta * b / (alpha - beta))
-        if a.window is not None:
-            points.append(float(b * a.window))
-        return sorted(points)
+        if la > lb:  # the bytes line (with its intercept) is above until the lines cross
+            points.append(lb * b / (la - lb))
+        if cap is not None:
+            points.append(cap)
+        out = []
+        start = 0
+        for kp in sorted(points) + [math.inf]:
+            if start >= n:
+                break
+            last = n - 1 if kp == math.inf else min(n - 1, math.floor((kp - k0) / b))
+            if last >= start:
+                out.append((start, last))
+                start = last + 1
+        return out
 
     def decode_run(self, b: int, k0: float, n: int) -> float:
         """Total seconds of n decode iterations of batch b starting at context k0 (exact)."""
         if n <= 0:
             return 0.0
         total = 0.0
-        start = 0
-        for kp in self._breakpoints(b) + [math.inf]:
-            if start >= n:
-                break
-            # last index i in [start, n) with k0 + i*b <= kp
-            last = n - 1 if kp == math.inf else min(n - 1, math.floor((kp - k0) / b))
-            if last < start:
-                continue
-            count = last - start + 1
-            first_t = self.time(0, b, k0 + start * b)
-            last_t = self.time(0, b, k0 + last * b)
-            total += count * (first_t + last_t) / 2.0
-            start = last + 1
+        for first, last in self._pieces(b, k0, n):
+            total += (last - first + 1) * (self._decode_time(b, k0 + first * b)
+                                           + self._decode_time(b, k0 + last * b)) / 2.0
         return total
 
     def decode_iterations_within(self, b: int, k0: float, budget_s: float, cap: int) -> int:
-        """How many whole decode iterations (at most cap) start and end within budget_s."""
-        if cap <= 0 or self.time(0, b, k0) > budget_s:
-            return 0
-        lo, hi = 1, cap
-        if self.decode_run(b, k0, hi) <= budget_s:
-            return hi
-        while hi - lo > 1:  # decode_run(lo) <= budget < decode_run(hi)
-            mid = (lo + hi) // 2
-            if self.decode_run(b, k0, mid) <= budget_s:
-                lo = mid
+        """How many whole decode iterations (at most cap) fit in budget_s, in closed form."""
+        done = 0
+        left = budget_s
+        for first, last in self._pieces(b, k0, cap):
+            count = last - first + 1
+            t0 = self._decode_time(b, k0 + first * b)
+            slope = (self._decode_time(b, k0 + last * b) - t0) / (count - 1) if count > 1 else 0.0
+            whole = count * t0 + slope * count * (count - 1) / 2.0
+            if whole <= left:
+                done += count
+                left -= whole
+                continue
+            # largest m with m·t0 + slope·m(m-1)/2 <= left
+            if slope <= 1e-18:
+                m = int(left // t0) if t0 > 0 else count
             else:
-                hi = mid
-        return lo
+                a, bq = slope / 2.0, t0 - slope / 2.0
+                m = int((-bq + math.sqrt(bq * bq + 4 * a * left)) / (2 * a))
+            m = max(0, min(m, count))
+            while m > 0 and m * t0 + slope * m * (m - 1) / 2.0 > left:
+                m -= 1
+            while m < count and (m + 1) * t0 + slope * (m + 1) * m / 2.0 <= left:
+                m += 1
+            return done + m
+        return done

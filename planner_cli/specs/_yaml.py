@@ -100,9 +100,11 @@ def validation_error_line(path: Path | str, root: yaml.Node | None, cls: type[Ba
         return InputError(f"{where}: unknown key '{key}'{shown}", hint)
     if kind == "missing":
         return InputError(f"{where}: missing key '{key}'", "add it")
+    msg = str(err["msg"]).removeprefix("Value error, ")
     value = err.get("input")
-    shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
-    return InputError(f"{where}: key '{key}' = {shown}: {err['msg']}", "fix the value")
+    if isinstance(value, dict | list):  # a check across keys: the message says what
+        return InputError(f"{where}: {key if loc else 'file'}: {msg}", "fix the file")
+    return InputError(f"{where}: key '{key}' = {value!r}: {msg}", "fix the value")
 
 
 def parse_yaml_model(text: str, cls: type[M], path: Path | str) -> M:
