@@ -395,16 +395,44 @@ def load_plan(path: Path):
     return load_yaml_model(path, Plan)
 
 
-def resolve_stages(plan, plan_path: Path, catalog: Catalog, profiles_dir: Path | None
-                   ) -> list[StageDeployment]:
-    """Check a plan against the catalog and its cluster; build each stage's cost model."""
+def _deploy(index: int, stage, card, pool: dict, catalog: Catalog, where: str,
+            profiles_dir: Path | None, engine: str | None) -> StageDeployment:
     from planner_cli.perf.fast import IterationCost
     from planner_cli.perf.memory import memory_figures
     from planner_cli.perf.shapes import ReplicaShape
     from planner_cli.profiles import perf_model
 
+    try:
+        shape = ReplicaShape(card, catalog.gpu(pool["gpu"]), stage.tp, stage.pp,
+                             stage.precision, gpus_per_node=pool["gpus_per_node"])
+    except InputError as exc:
+        raise InputError(f"{where}: {exc.message}", exc.hint) from None
+    if stage.max_num_batched_tokens < stage.max_num_seqs:
+        raise InputError(f"{where}: max_num_batched_tokens {stage.max_num_batched_tokens} "
+                         f"is below max_num_seqs {stage.max_num_seqs}",
+                         "raise the token budget or lower the sequence cap")
+    mem = memory_figures(shape, stage.gpu_memory_utilization, stage.max_model_len,
+                         stage.max_num_batched_tokens, stage.max_num_seqs)
+    if not mem.fits:
+        raise InputError(f"{where}: {card.name} tp={stage.tp} pp={stage.pp} "
+                         f"{stage.precision} does not fit {pool['gpu']}: {mem.reason}",
+                         "raise tp or pp, use a lower precision, or set max_model_len")
+    pm = perf_model(shape, profiles_dir, engine)
+    return StageDeployment(
+        index=index, model=card.name, pool=stage.pool, gpu=pool["gpu"], tp=stage.tp,
+        pp=stage.pp, replicas=stage.replicas, precision=stage.precision,
+        kv_capacity_tokens=mem.kv_capacity_tokens, perf_source=pm.source,
+        cost=IterationCost(shape, pm.constants),
+        max_num_batched_tokens=stage.max_num_batched_tokens, max_num_seqs=stage.max_num_seqs)
+
+
+def resolve_stages(plan, plan_path: Path, catalog: Catalog, profiles_dir: Path | None
+                   ) -> tuple[list[StageDeployment], StageDeployment | None]:
+    """Check a plan against the catalog and its cluster; build each stage's cost model (and
+    the served judge's, if any)."""
     names = resolve_cascade(plan.cascade, catalog, plan_path)
     pools = {p["name"]: p for p in resolve_cluster(plan.cluster, catalog, plan_path)}
+    engine = plan.simulation.engine
     used: dict[str, int] = {}
     stages = []
     for i, (stage, name) in enumerate(zip(plan.stages, names, strict=True)):
@@ -416,37 +444,24 @@ def resolve_stages(plan, plan_path: Path, catalog: Catalog, profiles_dir: Path |
         if card.name != name:
             raise InputError(f"{where}.model {stage.model!r} is not the cascade's model "
                              f"{i + 1} ({name})", "list the stages in cascade order")
-        pool = pools[stage.pool]
         used[stage.pool] = used.get(stage.pool, 0) + stage.gpus
-        try:
-            shape = ReplicaShape(card, catalog.gpu(pool["gpu"]), stage.tp, stage.pp,
-                                 stage.precision, gpus_per_node=pool["gpus_per_node"])
-        except InputError as exc:
-            raise InputError(f"{where}: {exc.message}", exc.hint) from None
-        if stage.max_num_batched_tokens < stage.max_num_seqs:
-            raise InputError(f"{where}: max_num_batched_tokens {stage.max_num_batched_tokens} "
-                             f"is below max_num_seqs {stage.max_num_seqs}",
-                             "raise the token budget or lower the sequence cap")
-        mem = memory_figures(shape, stage.gpu_memory_utilization, stage.max_model_len,
-                             stage.max_num_batched_tokens, stage.max_num_seqs)
-        if not mem.fits:
-            raise InputError(f"{where}: {card.name} tp={stage.tp} pp={stage.pp} "
-                             f"{stage.precision} does not fit {pool['gpu']}: {mem.reason}",
-                             "raise tp or pp, use a lower precision, or set max_model_len")
-        pm = perf_model(shape, profiles_dir, plan.simulation.engine)
-        stages.append(StageDeployment(
-            index=i, model=card.name, pool=stage.pool, gpu=pool["gpu"], tp=stage.tp,
-            pp=stage.pp, replicas=stage.replicas, precision=stage.precision,
-            kv_capacity_tokens=mem.kv_capacity_tokens, perf_source=pm.source,
-            cost=IterationCost(shape, pm.constants),
-            max_num_batched_tokens=stage.max_num_batched_tokens,
-            max_num_seqs=stage.max_num_seqs))
+        stages.append(_deploy(i, stage, card, pools[stage.pool], catalog, where, profiles_dir,
+                              engine))
+    judge = None
+    if plan.judge is not None:
+        card = catalog.model(plan.cascade.judger.model)
+        if catalog.model(plan.judge.model).name != card.name:
+            raise InputError(f"{plan_path}: judge.model {plan.judge.model!r} is not the "
+                             f"cascade's judger ({card.name})", "make them the same model")
+        used[plan.judge.pool] = used.get(plan.judge.pool, 0) + plan.judge.gpus
+        judge = _deploy(len(stages), plan.judge, card, pools[plan.judge.pool], catalog,
+                        f"{plan_path}: judge", profiles_dir, engine)
     for name, gpus in sorted(used.items()):
         if gpus > pools[name]["gpus"]:
             raise InputError(f"{plan_path}: the stages use {gpus} GPUs of pool {name!r}, which "
                              f"has {pools[name]['gpus']}",
                              "use fewer replicas or smaller shapes, or add nodes to the pool")
-    return stages
+    return stages, judge
 
 
 def _relative(plan_path: Path, value: str | None) -> Path | None:
@@ -554,11 +569,8 @@ def simulate_plan(plan_path: Path, trace_path: Path | None = None,
     balancer = balancer or plan.simulation.balancer
     if balancer not in BALANCERS:
         raise InputError(f"--balancer {balancer!r} is not known", "use " + " or ".join(BALANCERS))
-    if plan.cascade.judger.kind != "external":
-        raise InputError(f"{plan_path}: a self-hosted judger is not simulated yet",
-                         "use an external judger with its measured latency_s")
     catalog = load_catalog(catalog_dir)
-    stages = resolve_stages(plan, plan_path, catalog, profiles_dir)
+    stages, judge_stage = resolve_stages(plan, plan_path, catalog, profiles_dir)
     trace_file = trace_path or _relative(plan_path, plan.inputs.trace)
     if trace_file is None:
         raise InputError(f"{plan_path}: no trace", "pass --trace or set inputs.trace")
@@ -573,13 +585,29 @@ def simulate_plan(plan_path: Path, trace_path: Path | None = None,
                            s.max_num_batched_tokens, s.max_num_seqs) for s in stages]
     ref_cost, ref_label = reference_cost(plan, catalog, profiles_dir)
     base = unloaded_latency(ref_cost, trace.input_lengths, mix.outputs[-1])
-    judge = plan.cascade.judger.latency_s
+    judger = plan.cascade.judger
+    judge_model = None
+    delays: list[np.ndarray] | float = 0.0
+    if judger.kind == "external":
+        rng = np.random.default_rng([plan.simulation.seed, 7])
+        delays = [judger.latency_s * (np.exp(rng.normal(0.0, judger.latency_sigma, len(trace)))
+                                      if judger.latency_sigma > 0 else np.ones(len(trace)))
+                  for _ in range(len(stages) - 1)]
+    else:
+        from planner_cli.sim.cascade import JudgeModel
+
+        assert judge_stage is not None
+        judge_model = JudgeModel(StageConfig(
+            "judge:" + judge_stage.model, judge_stage.cost, judge_stage.replicas,  # type: ignore[arg-type]
+            judge_stage.kv_capacity_tokens, judge_stage.max_num_batched_tokens,
+            judge_stage.max_num_seqs), judger.output_tokens)
     t0 = time.perf_counter()
     arrivals = (trace.timestamps_ms - trace.timestamps_ms[0]) / 1000.0
 
     def run(multiple: float):
         return simulate_cascade(configs, arrivals / multiple, trace.input_lengths, mix.outputs,
-                                routing.answered_by, judge, balancer)  # type: ignore[arg-type]
+                                routing.answered_by, delays, balancer,  # type: ignore[arg-type]
+                                judge_model)
 
     result = run(rate_scale)
     wall = time.perf_counter() - t0
@@ -589,6 +617,16 @@ def simulate_plan(plan_path: Path, trace_path: Path | None = None,
         fig.update(model=s.model, gpu=s.gpu, pool=s.pool, tp=s.tp, pp=s.pp,
                    replicas=s.replicas, precision=s.precision,
                    kv_capacity_tokens=s.kv_capacity_tokens, perf_source=s.perf_source)
+    if judge_model is not None and result.extras.get("judge") is not None:
+        from planner_cli.sim.metrics import stage_figures
+
+        jf = stage_figures(result.extras["judge"])
+        jf.update(model=judge_stage.model, gpu=judge_stage.gpu, pool=judge_stage.pool,
+                  tp=judge_stage.tp, pp=judge_stage.pp, replicas=judge_stage.replicas,
+                  precision=judge_stage.precision,
+                  kv_capacity_tokens=judge_stage.kv_capacity_tokens,
+                  perf_source=judge_stage.perf_source)
+        figures["judge"] = jf
     capacity = None
     if capacity_at_scale is not None:
         capacity = _capacity_search(run, base, capacity_at_scale,
@@ -600,9 +638,26 @@ def simulate_plan(plan_path: Path, trace_path: Path | None = None,
         "rate_scale": rate_scale, "balancer": balancer, "thresholds": plan.thresholds,
         "quality": routing.quality, "scores_from": mix.source,
         "reach_share": [float(x) for x in routing.reach_fraction],
-        "judge_latency_s": judge, "slo_reference": ref_label,
+        "judge_latency_s": result.judge_latency_s, "slo_reference": ref_label,
         "figures": figures, "capacity": capacity, "simulation_wall_s": wall,
+        "per_request": _per_request(result, base),
     }
+
+
+def _per_request(result, base: np.ndarray) -> dict:
+    """Columns of per-request figures (for --requests-out)."""
+    n = result.arrival.shape[0]
+    ttft = np.full(n, np.inf)
+    tpot = np.full(n, np.nan)
+    for i, stage in enumerate(result.stages):
+        mine = result.answered_by == i
+        ttft[mine] = stage.first_token[mine] - result.arrival[mine]
+        out = stage.output_tokens[mine]
+        tpot[mine] = np.where(out > 1, (stage.finish[mine] - stage.first_token[mine])
+                              / np.maximum(out - 1, 1), np.nan)
+    return {"request": np.arange(n), "arrival_s": result.arrival,
+            "answered_by_stage": result.answered_by + 1, "ttft_s": ttft, "tpot_s": tpot,
+            "e2e_s": result.e2e, "base_latency_s": base}
 
 
 def _capacity_search(run, base, target_scale: float, attainment: float, start: float,

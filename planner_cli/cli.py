@@ -375,6 +375,10 @@ def simulate(
         help="round-robin or least-outstanding (default: the plan's).")] = None,
     capacity_at_scale: Annotated[float | None, typer.Option(
         help="Also find the largest rate multiple that keeps this SLO scale.")] = None,
+    requests_out: Annotated[Path | None, typer.Option(
+        help="Write per-request TTFT, TPOT, end-to-end latency and answering stage (CSV).")
+    ] = None,
+    force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Replay a trace through a plan: latency per stage and end to end, throughput, SLO scale.
@@ -383,8 +387,13 @@ def simulate(
     preemption); requests escalate through the stages by their judge scores and the plan's
     thresholds, paying the judger's latency between stages.
     """
+    if requests_out is not None and requests_out.exists() and not force:
+        raise PlannerError(f"{requests_out}: already exists", "pass --force to replace it")
     result = api.simulate_plan(plan, trace, quality, rate_scale, balancer, capacity_at_scale,
                                catalog_dir=_catalog_dir(), profiles_dir=_profiles_dir())
+    per_request = result.pop("per_request")
+    if requests_out is not None:
+        write_text_atomic(requests_out, render.csv_lines(per_request))
     render.emit_json(result) if as_json else render.simulation_tables(result)
 
 

@@ -56,6 +56,7 @@ class Plan(StrictModel):
     cluster: ClusterSpec
     thresholds: list[Annotated[float, Field(ge=0, le=101)]]  # 0-100 judge-score scale
     stages: list[StagePlan] = Field(min_length=1)
+    judge: StagePlan | None = None  # the judger's own replicas, when it is a served model
     simulation: SimulationSettings = SimulationSettings()
     predicted: dict | None = None  # figures written by optimize, kept for re-checking
 
@@ -68,6 +69,13 @@ class Plan(StrictModel):
             raise ValueError(f"{len(self.thresholds)} thresholds for a cascade of {m} models "
                              f"(give {m - 1}: one per stage but the last)")
         pools = {p.name for p in self.cluster.pools}
+        if self.cascade.judger.kind == "model" and self.judge is None:
+            raise ValueError("the cascade's judger is a served model: give its replicas under "
+                             "'judge:' (model, pool, tp, replicas)")
+        if self.cascade.judger.kind == "external" and self.judge is not None:
+            raise ValueError("'judge:' replicas given, but the cascade's judger is external")
+        if self.judge is not None and self.judge.pool not in pools:
+            raise ValueError(f"judge.pool {self.judge.pool!r} is not a cluster pool")
         for i, stage in enumerate(self.stages):
             if stage.pool not in pools:
                 raise ValueError(f"stages[{i}].pool {stage.pool!r} is not a cluster pool "

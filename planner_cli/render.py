@@ -248,3 +248,22 @@ def simulation_tables(result: dict) -> None:
     out.print(t)
     for i, s in enumerate(fig["stages"]):
         out.print(f"stage {i + 1} perf source: {s['perf_source']}")
+
+
+def csv_lines(columns: dict) -> list[str]:
+    """Equal-length columns as CSV lines (floats with 6 decimals, inf/NaN left empty)."""
+    names = list(columns)
+    rows = [",".join(names) + "\n"]
+    cols = [list(columns[n]) for n in names]
+    for values in zip(*cols, strict=True):
+        cells = []
+        for v in values:
+            f = float(v)
+            if math.isnan(f) or math.isinf(f):
+                cells.append("")
+            elif f.is_integer() and abs(f) < 1e15:
+                cells.append(str(int(f)))
+            else:
+                cells.append(f"{f:.6f}")
+        rows.append(",".join(cells) + "\n")
+    return rows

@@ -115,13 +115,78 @@ def simulate_stage(config: StageConfig, rids: np.ndarray, arrivals: np.ndarray,
         iterations=sum(rep.iterations for rep in replicas))
 
 
+@dataclass(frozen=True)
+class JudgeModel:
+    """A judger served on the cluster: a stage of its own that every non-final answer visits."""
+
+    config: StageConfig
+    output_tokens: int  # tokens of one verdict
+    max_rounds: int = 6  # fixed-point passes (judge load and stage arrivals depend on each other)
+
+
 def simulate_cascade(stages: Sequence[StageConfig], arrivals_s: np.ndarray,
                      prompts: np.ndarray, outputs_by_stage: Sequence[np.ndarray],
-                     answered_by: np.ndarray, judge_latency_s: float = 0.0,
-                     balancer: Balancer = "round-robin") -> CascadeResult:
+                     answered_by: np.ndarray, judge_latency_s: float | Sequence[np.ndarray] = 0.0,
+                     balancer: Balancer = "round-robin",
+                     judge_model: JudgeModel | None = None) -> CascadeResult:
     """Replay a trace through the cascade; `answered_by[r]` is the stage whose answer passes
     the judge (the routing function of the thresholds), `outputs_by_stage[i][r]` the tokens
-    stage i generates for request r."""
+    stage i generates for request r. The judger is an external call (a fixed latency, or per
+    boundary i an array of per-request latencies) or a served model (`judge_model`)."""
+    n = arrivals_s.shape[0]
+    m = len(stages)
+    if judge_model is None:
+        delays = ([np.full(n, float(judge_latency_s))] * max(m - 1, 0)
+                  if np.isscalar(judge_latency_s) else list(judge_latency_s))  # type: ignore[arg-type]
+        results, finish, _ = _pass(stages, arrivals_s, prompts, outputs_by_stage, answered_by,
+                                   balancer, lambda i, rids, done: done + delays[i][rids])
+        return CascadeResult(arrival=arrivals_s.astype(np.float64), finish=finish,
+                             answered_by=answered_by, stages=results,
+                             judge_latency_s=float(np.mean(delays[0])) if delays else 0.0)
+    # A served judge: its queue mixes the verdicts of every boundary, and stage i+1's arrivals
+    # wait for them, so iterate to a fixed point: the stages with the judge latencies of the
+    # last pass (none at first), then the judge with the stages' finish times.
+    latency = [np.zeros(n) for _ in range(m - 1)]
+    judge_result: StageResult | None = None
+    results: list[StageResult] = []
+    finish = np.full(n, np.inf)
+    for _ in range(judge_model.max_rounds):
+        finished: list[tuple[int, np.ndarray, np.ndarray]] = []
+
+        def after(i: int, rids: np.ndarray, done: np.ndarray,
+                  _seen: list = finished) -> np.ndarray:
+            _seen.append((i, rids, done))
+            return done + latency[i][rids]
+
+        results, finish, _ = _pass(stages, arrivals_s, prompts, outputs_by_stage, answered_by,
+                                   balancer, after)
+        ids = np.concatenate([i * n + rids for i, rids, _ in finished])
+        judge_result = simulate_stage(
+            judge_model.config, ids, np.concatenate([d for _, _, d in finished]),
+            np.concatenate([prompts[r] + outputs_by_stage[i][r] for i, r, _ in finished]),
+            np.concatenate([np.full(r.shape[0], judge_model.output_tokens)
+                            for _, r, _ in finished]),
+            max(m - 1, 1) * n, balancer)
+        moved = 0.0
+        for i, rids, done in finished:
+            new = np.zeros(n)
+            new[rids] = judge_result.finish[i * n + rids] - done
+            moved = max(moved, float(np.max(np.abs(new - latency[i]))))
+            latency[i] = new
+        if moved < 1e-9:
+            break
+    result = CascadeResult(arrival=arrivals_s.astype(np.float64), finish=finish,
+                           answered_by=answered_by, stages=results,
+                           judge_latency_s=float(np.mean(latency[0])) if latency else 0.0)
+    result.extras["judge"] = judge_result
+    return result
+
+
+def _pass(stages: Sequence[StageConfig], arrivals_s: np.ndarray, prompts: np.ndarray,
+          outputs_by_stage: Sequence[np.ndarray], answered_by: np.ndarray, balancer: Balancer,
+          after_judge) -> tuple[list[StageResult], np.ndarray, np.ndarray]:
+    """One pass through the stages; after_judge(i, rids, finish) gives when the verdict on
+    stage i's answers is known."""
     n = arrivals_s.shape[0]
     m = len(stages)
     ready = arrivals_s.astype(np.float64).copy()  # when each request reaches the next stage
@@ -136,11 +201,9 @@ def simulate_cascade(stages: Sequence[StageConfig], arrivals_s: np.ndarray,
         if i < m - 1:
             # every answer but the last stage's goes to the judger before it is returned
             # or escalated
-            ready[rids] = done + judge_latency_s
+            ready[rids] = after_judge(i, rids, done)
             answered = rids[answered_by[rids] == i]
             finish[answered] = ready[answered]
         else:
             finish[rids] = done
-    return CascadeResult(arrival=arrivals_s.astype(np.float64), finish=finish,
-                         answered_by=answered_by, stages=results,
-                         judge_latency_s=judge_latency_s)
+    return results, finish, ready

@@ -19,7 +19,9 @@ class CascadeModel(StrictModel):
 
 class ExternalJudger(StrictModel):
     kind: Literal["external"]
-    latency_s: Annotated[float, Field(ge=0)]  # seconds per judgement call
+    latency_s: Annotated[float, Field(ge=0)]  # seconds per judgement call (the median)
+    # spread of the call latency: log-normal with this sigma around latency_s (0: fixed)
+    latency_sigma: Annotated[float, Field(ge=0)] = 0.0
 
 
 class ModelJudger(StrictModel):
