@@ -29,6 +29,9 @@ def test_every_example_file_loads():
             api.resolve_cascade(io.load_cascade(path), catalog, path)
         elif path.name.startswith("cluster"):
             assert api.resolve_cluster(io.load_cluster(path), catalog, path)
+        elif path.name.startswith("plan"):
+            stages, judge = api.resolve_stages(api.load_plan(path), path, catalog, None)
+            assert stages and judge is None
         else:
             pytest.fail(f"no loader test for {path.name}")
 
