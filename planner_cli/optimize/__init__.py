@@ -1,0 +1,1 @@
+"""The planner: candidates, latency tables, the inner MILP, the outer threshold search."""

@@ -1,0 +1,97 @@
+"""Fast p95 latency of a stage workload on dp replicas of one shape (for the latency tables).
+
+Continuous batching in steady state: with arrival rate λ per replica, mean prompt P̄ and mean
+output Ō, an iteration of time t holds b = λ·Ō·t decoding sequences (Little's law) and prefills
+λ·P̄·t tokens, so t solves t = T(p = λP̄t, b = λŌt, k = b·(P̄ + Ō/2)). A request's latency is
+then its prefill iteration T(P_r, b, k) plus (O_r - 1)·t. The replica is overloaded (latency
+inf) when no fixed point exists within the sequence cap, the token budget or the KV cache.
+The simulator checks the plans this estimate ranks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from planner_cli.perf.fast import IterationCost
+
+MAX_FIXED_POINT_STEPS = 60
+PREFILL_GRID_POINTS = 12
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A stage's requests: arrival rate and (prompt, output) lengths of a sample of them."""
+
+    rate_per_s: float
+    prompts: np.ndarray
+    outputs: np.ndarray
+    key: tuple = ()  # memo key (what it was made from)
+
+    @property
+    def mean_prompt(self) -> float:
+        return float(self.prompts.mean()) if self.prompts.size else 0.0
+
+    @property
+    def mean_output(self) -> float:
+        return float(self.outputs.mean()) if self.outputs.size else 0.0
+
+
+def steady_iteration_s(cost: IterationCost, rate: float, mean_prompt: float, mean_output: float,
+                       max_num_seqs: int, max_num_batched_tokens: int,
+                       kv_capacity_tokens: int) -> tuple[float, float] | None:
+    """(iteration time t, decode batch b) of the steady state, or None when overloaded."""
+    t = cost.time(max(1, int(mean_prompt)), 0, 0)
+    if rate <= 0:
+        return t, 0.0
+    for _ in range(MAX_FIXED_POINT_STEPS):
+        b = rate * mean_output * t
+        p = rate * mean_prompt * t
+        if b > max_num_seqs or p + b > max_num_batched_tokens:
+            return None
+        if b * (mean_prompt + mean_output) > kv_capacity_tokens:
+            return None
+        bi = max(1, int(round(b)))
+        new = cost.time(int(round(p)), bi, bi * (mean_prompt + mean_output / 2.0))
+        if abs(new - t) <= 1e-6 * t:
+            return new, b
+        if new > 1e3:
+            return None
+        t = new
+    b = rate * mean_output * t
+    # a slowly converging fixed point is at the edge of stability: treat it as overloaded
+    return (t, b) if b <= max_num_seqs else None
+
+
+def p95_latency(cost: IterationCost, workload: Workload, replicas: int, max_num_seqs: int,
+                max_num_batched_tokens: int, kv_capacity_tokens: int,
+                percentile: float = 95.0) -> float:
+    """Estimated percentile latency (s) of the workload spread over `replicas` replicas."""
+    if workload.prompts.size == 0:
+        return 0.0
+    rate = workload.rate_per_s / replicas
+    steady = steady_iteration_s(cost, rate, workload.mean_prompt, workload.mean_output,
+                                max_num_seqs, max_num_batched_tokens, kv_capacity_tokens)
+    if steady is None:
+        return float("inf")
+    t, b = steady
+    bi = max(0, int(round(b)))
+    k = bi * (workload.mean_prompt + workload.mean_output / 2.0)
+    grid = np.unique(np.geomspace(max(1, workload.prompts.min()), max(1, workload.prompts.max()),
+                                  PREFILL_GRID_POINTS).astype(int))
+    prefill = np.array([_chunked_prefill(cost, int(pt), bi, k, max_num_batched_tokens)
+                        for pt in grid])
+    first = np.interp(workload.prompts, grid, prefill)
+    latency = first + np.maximum(workload.outputs - 1, 0) * t
+    return float(np.percentile(latency, percentile))
+
+
+def _chunked_prefill(cost: IterationCost, prompt: int, b: int, k: float, budget: int) -> float:
+    chunk = max(1, budget - b)
+    total, done = 0.0, 0
+    while done < prompt:
+        step = min(chunk, prompt - done)
+        total += cost.time(step, b, k, done)
+        done += step
+    return total

@@ -1,0 +1,215 @@
+"""The inner MILP: GPUs and replica shape per cascade model (Cascadia's allocation problem).
+
+Sets
+    I           cascade models (stages), i = 0..m-1
+    G           GPU pools of the cluster
+    F[i,g]      GPU counts worth giving model i in pool g (the improving entries of its
+                latency table)
+Parameters
+    l[i,g,f]    estimated p95 latency (s) of model i's stage workload on f GPUs of pool g,
+                with the best replica shape for f (latency tables)
+    N[g]        GPUs in pool g
+    c[g]        price of one GPU-hour in pool g (USD), when a budget is given
+    B           budget (USD per hour), optional
+Variables
+    x[i,g,f] ∈ {0,1}   model i gets f GPUs of pool g
+    L ≥ 0              the objective's latency (s)
+Objective
+    phase 1: minimise L
+    phase 2: minimise Σ f·x[i,g,f] subject to L ≤ L* (ties broken toward fewer GPUs)
+Constraints
+    C1 assign_i      Σ_{g,f} x[i,g,f] = 1                    for every model i
+    C2 capacity_g    Σ_{i,f} f·x[i,g,f] ≤ N[g]               for every pool g
+    C3 latency_i     L ≥ Σ_{g,f} l[i,g,f]·x[i,g,f]            for every i  (p95-max-stage)
+       latency_e2e   L ≥ Σ_i Σ_{g,f} l[i,g,f]·x[i,g,f]                      (e2e: a request
+                     that visits every stage)
+    C4 budget        Σ_{i,g,f} c[g]·f·x[i,g,f] ≤ B            when B is given
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import product
+from pathlib import Path
+
+import pulp
+
+from planner_cli.errors import PlannerError
+
+INFEASIBLE_LATENCY = float("inf")
+
+
+class InfeasibleError(PlannerError):
+    """No allocation satisfies the constraints; the message names the binding one."""
+
+
+@dataclass(frozen=True)
+class Option:
+    pool: str
+    gpus: int
+    latency_s: float
+    payload: object = None  # the table entry (shape), carried through
+
+
+@dataclass
+class Problem:
+    """A built MILP, ready to solve (or to write with write_lp)."""
+
+    lp: pulp.LpProblem
+    x: dict[tuple[int, str, int], pulp.LpVariable]
+    latency: pulp.LpVariable
+    options: dict[int, list[Option]]
+    objective: str
+    gpus_used: pulp.LpAffineExpression = field(default=None)  # type: ignore[assignment]
+
+    def write_lp(self, path: Path) -> None:
+        self.lp.writeLP(str(path))
+
+
+@dataclass(frozen=True)
+class Solution:
+    assignment: dict[int, Option]  # model index -> chosen option
+    latency_s: float  # L
+    gpus: int
+    solver: str
+    status: str
+    gap: float | None
+    solve_s: float
+
+    def to_dict(self) -> dict:
+        return {"objective_latency_s": self.latency_s, "gpus": self.gpus, "solver": self.solver,
+                "status": self.status, "gap": self.gap, "solve_s": self.solve_s,
+                "assignment": {str(i): {"pool": o.pool, "gpus": o.gpus,
+                                        "latency_s": o.latency_s}
+                               for i, o in sorted(self.assignment.items())}}
+
+
+def diagnose(options: Mapping[int, Sequence[Option]], capacity: Mapping[str, int],
+             names: Sequence[str], price: Mapping[str, float] | None = None,
+             budget: float | None = None) -> None:
+    """Raise InfeasibleError naming the binding constraint, when one obviously binds."""
+    for i, opts in options.items():
+        if not opts:
+            raise InfeasibleError(f"{names[i]} fits no replica shape in any pool",
+                                  "give it more GPU memory (another GPU type, more GPUs per "
+                                  "node) or a lower precision")
+    need = sum(min(o.gpus for o in opts) for opts in options.values())
+    total = sum(capacity.values())
+    if need > total:
+        raise InfeasibleError(f"too few GPUs: the smallest replicas of the cascade's models need "
+                              f"{need} GPUs, the cluster has {total}",
+                              "add GPUs, use a lower precision or drop a model")
+    if budget is not None and price is not None:
+        cheapest = sum(min(price.get(o.pool, 0.0) * o.gpus for o in opts)
+                       for opts in options.values())
+        if cheapest > budget:
+            raise InfeasibleError(f"budget: the cheapest allocation costs {cheapest:.2f} USD/h, "
+                                  f"above the budget of {budget:.2f}",
+                                  "raise budget_usd_per_hour or use cheaper GPUs")
+
+
+def build_problem(options: Mapping[int, Sequence[Option]], capacity: Mapping[str, int],
+                  objective: str = "p95-max-stage", price: Mapping[str, float] | None = None,
+                  budget: float | None = None) -> Problem:
+    lp = pulp.LpProblem("cascadia_allocation", pulp.LpMinimize)
+    latency = pulp.LpVariable("L", lowBound=0)
+    x: dict[tuple[int, str, int], pulp.LpVariable] = {}
+    for i, opts in sorted(options.items()):
+        for o in opts:
+            x[(i, o.pool, o.gpus)] = pulp.LpVariable(f"x_{i}_{o.pool}_{o.gpus}", cat="Binary")
+    lat = {(i, o.pool, o.gpus): o.latency_s for i, opts in options.items() for o in opts}
+    lp += latency
+    for i in sorted(options):
+        keys = [k for k in x if k[0] == i]
+        lp += pulp.lpSum(x[k] for k in keys) == 1, f"C1_assign_{i}"
+        if objective == "p95-max-stage":
+            lp += latency >= pulp.lpSum(lat[k] * x[k] for k in keys), f"C3_latency_{i}"
+    if objective == "e2e":
+        lp += latency >= pulp.lpSum(lat[k] * x[k] for k in x), "C3_latency_e2e"
+    elif objective != "p95-max-stage":
+        raise PlannerError(f"objective {objective!r} is not known", "use p95-max-stage or e2e")
+    for g in sorted(capacity):
+        lp += (pulp.lpSum(k[2] * x[k] for k in x if k[1] == g) <= capacity[g],
+               f"C2_capacity_{g}")
+    if budget is not None and price is not None:
+        lp += (pulp.lpSum(price.get(k[1], 0.0) * k[2] * x[k] for k in x) <= budget,
+               "C4_budget")
+    used = pulp.lpSum(k[2] * x[k] for k in x)
+    return Problem(lp=lp, x=x, latency=latency, options={i: list(o) for i, o in
+                                                         options.items()},
+                   objective=objective, gpus_used=used)
+
+
+def _solver(time_limit_s: float | None) -> pulp.LpSolver:
+    available = pulp.listSolvers(onlyAvailable=True)
+    if "HiGHS" in available:
+        return pulp.getSolver("HiGHS", msg=False, timeLimit=time_limit_s)
+    return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s)
+
+
+def _read(problem: Problem, status: int, what: str) -> None:
+    """Check both the model status and the solution status; a time limit can report an
+    unproven incumbent."""
+    lp = problem.lp
+    if pulp.LpStatus[status] == "Infeasible" or lp.sol_status == pulp.LpSolutionInfeasible:
+        raise InfeasibleError(f"{what}: the MILP is infeasible",
+                              "add GPUs, relax the budget or the quality target")
+    if lp.sol_status not in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
+        raise PlannerError(f"{what}: the solver returned no usable solution "
+                           f"(status {pulp.LpStatus[status]}, solution status "
+                           f"{lp.sol_status})", "raise the solver time limit")
+
+
+def solve(problem: Problem, time_limit_s: float | None = 60.0) -> Solution:
+    """Phase 1 minimises L; phase 2 keeps L and minimises the GPUs used."""
+    solver = _solver(time_limit_s)
+    t0 = time.perf_counter()
+    status = problem.lp.solve(solver)
+    _read(problem, status, "latency phase")
+    best = pulp.value(problem.latency)
+    proven = problem.lp.sol_status == pulp.LpSolutionOptimal
+    # phase 2: fewest GPUs at that latency (a small relative slack for float round-off)
+    problem.lp += problem.latency <= best * (1 + 1e-9) + 1e-12, "C5_keep_latency"
+    problem.lp.setObjective(problem.gpus_used)
+    status = problem.lp.solve(solver)
+    _read(problem, status, "GPU phase")
+    proven = proven and problem.lp.sol_status == pulp.LpSolutionOptimal
+    assignment: dict[int, Option] = {}
+    for (i, g, f), var in problem.x.items():
+        if (var.value() or 0.0) > 0.5:  # round binaries
+            assignment[i] = next(o for o in problem.options[i] if o.pool == g and o.gpus == f)
+    if set(assignment) != set(problem.options):
+        raise PlannerError("the solver's solution leaves a model without GPUs",
+                           "report this as a bug with --dump-lp output")
+    lat = _objective_value(assignment, problem.objective)
+    return Solution(assignment=assignment, latency_s=lat,
+                    gpus=sum(o.gpus for o in assignment.values()), solver=solver.name,
+                    status="optimal" if proven else "feasible (not proven optimal)",
+                    gap=0.0 if proven else None, solve_s=time.perf_counter() - t0)
+
+
+def _objective_value(assignment: Mapping[int, Option], objective: str) -> float:
+    values = [o.latency_s for o in assignment.values()]
+    return sum(values) if objective == "e2e" else max(values)
+
+
+def brute_force(options: Mapping[int, Sequence[Option]], capacity: Mapping[str, int],
+                objective: str = "p95-max-stage") -> tuple[float, int] | None:
+    """(best L, fewest GPUs at it) by enumerating every allocation (for tests)."""
+    keys = sorted(options)
+    best: tuple[float, int] | None = None
+    for combo in product(*(options[i] for i in keys)):
+        used: dict[str, int] = {}
+        for o in combo:
+            used[o.pool] = used.get(o.pool, 0) + o.gpus
+        if any(used[g] > capacity.get(g, 0) for g in used):
+            continue
+        value = _objective_value(dict(zip(keys, combo, strict=True)), objective)
+        gpus = sum(o.gpus for o in combo)
+        cand = (value, gpus)
+        if best is None or cand[0] < best[0] - 1e-12 or (abs(cand[0] - best[0]) <= 1e-12
+                                                         and cand[1] < best[1]):
+            best = cand
+    return best
