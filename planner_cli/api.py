@@ -557,29 +557,42 @@ def simulate_plan(plan_path: Path, trace_path: Path | None = None,
                   balancer: str | None = None, capacity_at_scale: float | None = None, *,
                   catalog_dir: Path | None = None, profiles_dir: Path | None = None) -> dict:
     """Replay a trace through a plan; figures per stage and end to end."""
-    import time
-
-    from planner_cli.sim.cascade import BALANCERS, StageConfig, simulate_cascade
-    from planner_cli.sim.metrics import Slo, cascade_figures, slo_scale, unloaded_latency
     from planner_cli.workload.judged import parse_scale
 
-    if rate_scale <= 0:
-        raise InputError(f"--rate-scale {rate_scale} is not positive", "use e.g. 1 or 2.5")
     plan = load_plan(plan_path)
-    balancer = balancer or plan.simulation.balancer
-    if balancer not in BALANCERS:
-        raise InputError(f"--balancer {balancer!r} is not known", "use " + " or ".join(BALANCERS))
     catalog = load_catalog(catalog_dir)
-    stages, judge_stage = resolve_stages(plan, plan_path, catalog, profiles_dir)
+    resolve_stages(plan, plan_path, catalog, profiles_dir)  # fail on a bad plan before reading
     trace_file = trace_path or _relative(plan_path, plan.inputs.trace)
     if trace_file is None:
         raise InputError(f"{plan_path}: no trace", "pass --trace or set inputs.trace")
     trace = load_trace(trace_file)
     scale = parse_scale(plan.inputs.score_scale) if plan.inputs.score_scale else None
-    names = [s.model for s in stages]
+    names = resolve_cascade(plan.cascade, catalog, plan_path)
     mix = request_mix(trace, plan.cascade, names, catalog,
                       quality_path or _relative(plan_path, plan.inputs.quality), scale,
                       plan.simulation.seed)
+    result = simulate_loaded(plan, plan_path, trace, mix, catalog, profiles_dir, rate_scale,
+                             balancer, capacity_at_scale)
+    result.update(plan=str(plan_path), trace=str(trace_file))
+    return result
+
+
+def simulate_loaded(plan, label: Path, trace: Trace, mix: RequestMix, catalog: Catalog,
+                    profiles_dir: Path | None, rate_scale: float = 1.0,
+                    balancer: str | None = None, capacity_at_scale: float | None = None,
+                    capacity_window: int | None = None) -> dict:
+    """Simulate a plan on a loaded trace and request mix (see simulate_plan)."""
+    import time
+
+    from planner_cli.sim.cascade import BALANCERS, StageConfig, simulate_cascade
+    from planner_cli.sim.metrics import Slo, cascade_figures, slo_scale, unloaded_latency
+
+    if rate_scale <= 0:
+        raise InputError(f"--rate-scale {rate_scale} is not positive", "use e.g. 1 or 2.5")
+    balancer = balancer or plan.simulation.balancer
+    if balancer not in BALANCERS:
+        raise InputError(f"--balancer {balancer!r} is not known", "use " + " or ".join(BALANCERS))
+    stages, judge_stage = resolve_stages(plan, label, catalog, profiles_dir)
     routing = route(mix.scores, mix.quality, plan.thresholds)
     configs = [StageConfig(s.model, s.cost, s.replicas, s.kv_capacity_tokens,  # type: ignore[arg-type]
                            s.max_num_batched_tokens, s.max_num_seqs) for s in stages]
@@ -629,12 +642,22 @@ def simulate_plan(plan_path: Path, trace_path: Path | None = None,
         figures["judge"] = jf
     capacity = None
     if capacity_at_scale is not None:
-        capacity = _capacity_search(run, base, capacity_at_scale,
+        window = slice(0, capacity_window or len(trace))
+        arr_w, pr_w = arrivals[window], trace.input_lengths[window]
+        out_w = [o[window] for o in mix.outputs]
+        ans_w = routing.answered_by[window]
+        dl_w = [d[window] for d in delays] if isinstance(delays, list) else delays
+
+        def run_window(multiple: float):
+            return simulate_cascade(configs, arr_w / multiple, pr_w, out_w, ans_w, dl_w,
+                                    balancer, judge_model)  # type: ignore[arg-type]
+
+        capacity = _capacity_search(run_window, base[window], capacity_at_scale,
                                     plan.cascade.slo.attainment_pct, rate_scale,
-                                    float(len(trace)) / max(float(arrivals[-1]), 1e-9),
+                                    float(arr_w.shape[0]) / max(float(arr_w[-1]), 1e-9),
                                     slo_scale)
     return {
-        "plan": str(plan_path), "trace": str(trace_file), "requests": len(trace),
+        "plan": str(label), "trace": trace.source, "requests": len(trace),
         "rate_scale": rate_scale, "balancer": balancer, "thresholds": plan.thresholds,
         "quality": routing.quality, "scores_from": mix.source,
         "reach_share": [float(x) for x in routing.reach_fraction],
@@ -686,3 +709,33 @@ def _capacity_search(run, base, target_scale: float, attainment: float, start: f
             break
     return {"slo_scale_target": target_scale, "rate_multiple": lo,
             "requests_per_s": lo * trace_rps}
+
+
+# ---------------------------------------------------------------- optimisation
+
+def optimize(trace: Path | None = None, quality: Path | None = None,
+             cascade: Path | None = None, cluster: Path | None = None,
+             quality_target: float | None = None, objective: str = "p95-max-stage", *,
+             catalog_dir: Path | None = None, profiles_dir: Path | None = None,
+             capacity_scale: float = 5.0, dump_lp: Path | None = None,
+             progress=None) -> dict:
+    """Run the planner; missing inputs come from the bundled example."""
+    from planner_cli import planner
+
+    example = bundled_example()
+    files = planner.OptimizeInputs(trace or example.trace, quality or example.quality,
+                                   cascade or example.cascade, cluster or example.cluster)
+    if capacity_scale <= 0:
+        raise InputError(f"--capacity-slo-scale {capacity_scale} is not positive", "use e.g. 5")
+    return planner.optimize(files, quality_target, objective, catalog_dir=catalog_dir,
+                            profiles_dir=profiles_dir, capacity_scale=capacity_scale,
+                            dump_lp=dump_lp, progress=progress)
+
+
+def plan_json(plan) -> str:
+    """The plan as deterministic JSON text (NaN and inf written as null)."""
+    import json
+
+    from planner_cli.render import clean
+
+    return json.dumps(clean(plan.model_dump(mode="python", exclude_none=True)), indent=2) + "\n"

@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from planner_cli import __version__, api, render
-from planner_cli.errors import PlannerError
+from planner_cli.errors import MissingDependencyError, PlannerError
 from planner_cli.io import write_text_atomic
 from planner_cli.profiles import PROFILES_ENV
 from planner_cli.specs.catalog import CATALOG_ENV
@@ -395,6 +395,63 @@ def simulate(
     if requests_out is not None:
         write_text_atomic(requests_out, render.csv_lines(per_request))
     render.emit_json(result) if as_json else render.simulation_tables(result)
+
+
+# ---------------------------------------------------------------- optimisation
+
+@app.command("optimize")
+@handles_errors
+def optimize(
+    trace: Annotated[Path | None, typer.Option(help="Trace file (default: bundled).")] = None,
+    quality: Annotated[Path | None, typer.Option(
+        help="Judged sample CSV (default: bundled).")] = None,
+    cascade: Annotated[Path | None, typer.Option(
+        help="Cascade YAML (default: bundled).")] = None,
+    cluster: Annotated[Path | None, typer.Option(
+        help="Cluster YAML (default: bundled).")] = None,
+    quality_target: Annotated[float | None, typer.Option(
+        help="Quality target on the 0-100 scale (default: the cascade file's).")] = None,
+    objective: Annotated[str, typer.Option(
+        help="p95-max-stage (the paper's: the slowest stage) or e2e (the sum of stages).")
+    ] = "p95-max-stage",
+    out: Annotated[Path, typer.Option(help="Where to write the plan.")] = Path("plan.json"),
+    capacity_slo_scale: Annotated[float, typer.Option(
+        help="SLO scale at which throughput capacity is measured.")] = 5.0,
+    dump_lp: Annotated[Path | None, typer.Option(
+        help="Also write the chosen thresholds' MILP as an .lp file.")] = None,
+    plot: Annotated[Path | None, typer.Option(
+        help="Write pareto.png and attainment.png into this folder (needs matplotlib).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Plan the cascade: thresholds, GPUs and parallelism per model (no flags: bundled example).
+
+    The outer search over thresholds (the paper's objective for the quality target, and
+    weighted Tchebycheff for the Pareto front) solves the inner MILP for each candidate; the
+    best few plans are replayed through the simulator and the best simulated one is written,
+    with the baselines (single model, even split, uniform parallelism) and the gains over them.
+    """
+    if plot is not None and not plot.is_dir():
+        raise PlannerError(f"{plot}: not a folder", "create it first")
+    if plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise MissingDependencyError("--plot needs matplotlib",
+                                         "pip install 'cascadia-plan[plot]'") from None
+    with render.console().status("planning") as status:
+        result = api.optimize(trace, quality, cascade, cluster, quality_target, objective,
+                              catalog_dir=_catalog_dir(), profiles_dir=_profiles_dir(),
+                              capacity_scale=capacity_slo_scale, dump_lp=dump_lp,
+                              progress=lambda msg: status.update(msg))
+    write_text_atomic(out, [api.plan_json(result["plan"])])
+    if plot is not None:
+        render.plot_pngs(result, str(plot))
+    if as_json:
+        render.emit_json({"plan": result["plan"].model_dump(mode="python", exclude_none=True),
+                          "timings": result["timings"], "out": str(out)})
+    else:
+        render.optimize_tables(result, str(out))
 
 
 def main() -> None:

@@ -20,18 +20,18 @@ def console() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=False, width=width)
 
 
-def _clean(obj: Any) -> Any:
+def clean(obj: Any) -> Any:
     if isinstance(obj, float):
         return None if math.isnan(obj) or math.isinf(obj) else obj
     if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
+        return {k: clean(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
+        return [clean(v) for v in obj]
     return obj
 
 
 def emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(_clean(obj), indent=2) + "\n")
+    sys.stdout.write(json.dumps(clean(obj), indent=2) + "\n")
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -267,3 +267,109 @@ def csv_lines(columns: dict) -> list[str]:
                 cells.append(f"{f:.6f}")
         rows.append(",".join(cells) + "\n")
     return rows
+
+
+def optimize_tables(result: dict, out_path: str | None) -> None:
+    out = console()
+    plan = result["plan"]
+    pred = plan.predicted
+    sim = pred["simulated"]
+    target = pred["quality_target"]
+    out.print(f"[bold]Plan[/bold]: thresholds {', '.join(f'{t:.1f}' for t in plan.thresholds)} "
+              f"(0-100) → quality Q = {pred['quality']:.1f} (target {_fmt(target)}; "
+              f"z1* {pred['z1']:.1f}, z2* {pred['z2']:.1f}); scores: "
+              f"{pred['judged']['scores_from']}")
+    t = Table(title="Allocation", title_justify="left")
+    for col in ("stage", "model", "pool", "GPU", "GPUs", "tp×pp×replicas", "share of requests",
+                "MILP p95 s", "sim p50 s", "sim p95 s", "sim p99 s"):
+        t.add_column(col, justify="left" if col in ("model", "pool", "GPU") else "right")
+    milp = pred["milp"]["assignment"]
+    for i, (stage, fig) in enumerate(zip(plan.stages, sim["stages"], strict=True)):
+        gpus = stage.tp * stage.pp * stage.replicas
+        t.add_row(str(i + 1), stage.model, stage.pool, fig["gpu"], str(gpus),
+                  f"{stage.tp}×{stage.pp}×{stage.replicas}",
+                  f"{fig['requests'] / max(sim['requests'], 1):.1%}",
+                  _p(milp[str(i)], "latency_s"), _p(fig["latency_s"], "p50"),
+                  _p(fig["latency_s"], "p95"), _p(fig["latency_s"], "p99"))
+    out.print(t)
+    e2e = sim["e2e_latency_s"]
+    cap = pred["capacity"]
+    out.print(f"End to end (simulated, judger included): p50 {_p(e2e, 'p50')} s, p95 "
+              f"{_p(e2e, 'p95')} s, p99 {_p(e2e, 'p99')} s; SLO scale {sim['slo_scale']:.2f}; "
+              f"throughput capacity at SLO scale {cap['slo_scale_target']:g}: "
+              f"× {cap['rate_multiple']:.2f} the trace ({cap['requests_per_s']:.1f} req/s). "
+              f"MILP estimate of the slowest stage's p95: "
+              f"{pred['milp_estimate_latency_s']:.3f} s ({pred['milp']['solver']}, "
+              f"{pred['milp']['status']})")
+    t = Table(title="Baselines (same trace and cluster, simulated)", title_justify="left")
+    for col in ("baseline", "deployment", "SLO scale", "e2e p95 s", "capacity ×",
+                "plan's SLO-scale gain", "plan's throughput gain"):
+        t.add_column(col, justify="left" if col in ("baseline", "deployment") else "right")
+    for name, b in pred["baselines"].items():
+        if "error" in b:
+            t.add_row(name, b["error"], "—", "—", "—", "—", "—")
+            continue
+        dep = ", ".join(f"{s['model']} {s['tp']}×{s['pp']}×{s['replicas']}"
+                        for s in b["plan"]["stages"])
+        g = pred["gains"].get(name, {})
+        t.add_row(name, dep, f"{b['simulated']['slo_scale']:.2f}",
+                  _p(b["simulated"]["e2e_latency_s"], "p95"),
+                  f"{b['capacity']['rate_multiple']:.2f}",
+                  _fmt(g.get("slo_scale_gain"), 2) + "×" if g.get("slo_scale_gain") else "—",
+                  _fmt(g.get("throughput_gain"), 2) + "×" if g.get("throughput_gain") else "—")
+    out.print(t)
+    front = pred["pareto_front"]
+    out.print("Pareto front (quality → MILP latency s): " + "; ".join(
+        f"{p['quality']:.1f} → {p['milp_latency_s']:.2f}" for p in front))
+    tm = result["timings"]
+    out.print(f"{tm['evaluated_thresholds']} threshold vectors evaluated, {tm['milp_solves']} "
+              f"MILP solves, {tm['total_s']:.1f} s in all")
+    if out_path:
+        out.print(f"wrote {out_path}")
+
+
+def plot_pngs(result: dict, folder: str) -> list[str]:
+    """pareto.png and attainment.png; needs matplotlib (the `plot` extra)."""
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pred = result["plan"].predicted
+    paths = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    front = pred["pareto_front"]
+    ax.plot([p["quality"] for p in front], [p["milp_latency_s"] for p in front], "o-",
+            label="Pareto front (MILP estimate)")
+    ax.plot([pred["quality"]], [pred["milp_estimate_latency_s"]], "r*", markersize=14,
+            label="chosen plan")
+    if pred["quality_target"] is not None:
+        ax.axvline(pred["quality_target"], color="grey", linestyle="--", label="quality target")
+    ax.set_xlabel("quality Q(θ) (0-100)")
+    ax.set_ylabel("slowest stage p95 latency (s)")
+    ax.legend()
+    fig.tight_layout()
+    path = os.path.join(folder, "pareto.png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    paths.append(path)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    curves = {"cascadia plan": pred["simulated"]["attainment_curve"]}
+    for name, b in pred["baselines"].items():
+        if "simulated" in b:
+            curves[name] = b["simulated"]["attainment_curve"]
+    for name, curve in curves.items():
+        ax.plot([c[0] for c in curve], [100 * c[1] for c in curve], marker=".", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("SLO scale s")
+    ax.set_ylabel("% of requests within s × base latency")
+    ax.axhline(95, color="grey", linestyle="--")
+    ax.legend()
+    fig.tight_layout()
+    path = os.path.join(folder, "attainment.png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    paths.append(path)
+    return paths

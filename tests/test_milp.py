@@ -48,7 +48,9 @@ def test_milp_matches_brute_force(seed, objective):
         return
     sol = solve(build_problem(options, pools, objective))
     assert sol.latency_s == pytest.approx(expected[0], rel=1e-6)
-    assert sol.gpus == expected[1]
+    path = sum(o.latency_s for o in sol.assignment.values())
+    assert path == pytest.approx(expected[1], rel=1e-6)
+    assert sol.gpus == expected[2]
     assert sol.status == "optimal"
     for g, cap in pools.items():
         assert sum(o.gpus for o in sol.assignment.values() if o.pool == g) <= cap

@@ -14,9 +14,11 @@ Parameters
 Variables
     x[i,g,f] ∈ {0,1}   model i gets f GPUs of pool g
     L ≥ 0              the objective's latency (s)
-Objective
+Objective (lexicographic, each phase keeps the optimum of the ones before)
     phase 1: minimise L
-    phase 2: minimise Σ f·x[i,g,f] subject to L ≤ L* (ties broken toward fewer GPUs)
+    phase 2: minimise Σ_{i,g,f} l[i,g,f]·x[i,g,f]   (among equally slow slowest stages, the
+             fastest path through every stage: what an escalated request pays)
+    phase 3: minimise Σ f·x[i,g,f]                  (ties broken toward fewer GPUs)
 Constraints
     C1 assign_i      Σ_{g,f} x[i,g,f] = 1                    for every model i
     C2 capacity_g    Σ_{i,f} f·x[i,g,f] ≤ N[g]               for every pool g
@@ -163,15 +165,24 @@ def _read(problem: Problem, status: int, what: str) -> None:
 
 
 def solve(problem: Problem, time_limit_s: float | None = 60.0) -> Solution:
-    """Phase 1 minimises L; phase 2 keeps L and minimises the GPUs used."""
+    """Phase 1 minimises L; phase 2 the sum of stage latencies at that L; phase 3 the GPUs."""
     solver = _solver(time_limit_s)
     t0 = time.perf_counter()
     status = problem.lp.solve(solver)
     _read(problem, status, "latency phase")
     best = pulp.value(problem.latency)
     proven = problem.lp.sol_status == pulp.LpSolutionOptimal
-    # phase 2: fewest GPUs at that latency (a small relative slack for float round-off)
+    # small relative slacks keep each optimum against float round-off
     problem.lp += problem.latency <= best * (1 + 1e-9) + 1e-12, "C5_keep_latency"
+    if problem.objective == "p95-max-stage":
+        path = pulp.lpSum(o.latency_s * problem.x[(i, o.pool, o.gpus)]
+                          for i, opts in problem.options.items() for o in opts)
+        problem.lp.setObjective(path)
+        status = problem.lp.solve(solver)
+        _read(problem, status, "path phase")
+        proven = proven and problem.lp.sol_status == pulp.LpSolutionOptimal
+        best_path = pulp.value(path)
+        problem.lp += path <= best_path * (1 + 1e-9) + 1e-12, "C6_keep_path"
     problem.lp.setObjective(problem.gpus_used)
     status = problem.lp.solve(solver)
     _read(problem, status, "GPU phase")
@@ -196,10 +207,11 @@ def _objective_value(assignment: Mapping[int, Option], objective: str) -> float:
 
 
 def brute_force(options: Mapping[int, Sequence[Option]], capacity: Mapping[str, int],
-                objective: str = "p95-max-stage") -> tuple[float, int] | None:
-    """(best L, fewest GPUs at it) by enumerating every allocation (for tests)."""
+                objective: str = "p95-max-stage") -> tuple[float, float, int] | None:
+    """(best L, least path latency at it, fewest GPUs at both) by enumerating every
+    allocation (for tests)."""
     keys = sorted(options)
-    best: tuple[float, int] | None = None
+    best: tuple[float, float, int] | None = None
     for combo in product(*(options[i] for i in keys)):
         used: dict[str, int] = {}
         for o in combo:
@@ -207,9 +219,18 @@ def brute_force(options: Mapping[int, Sequence[Option]], capacity: Mapping[str, 
         if any(used[g] > capacity.get(g, 0) for g in used):
             continue
         value = _objective_value(dict(zip(keys, combo, strict=True)), objective)
-        gpus = sum(o.gpus for o in combo)
-        cand = (value, gpus)
-        if best is None or cand[0] < best[0] - 1e-12 or (abs(cand[0] - best[0]) <= 1e-12
-                                                         and cand[1] < best[1]):
+        path = sum(o.latency_s for o in combo)
+        cand = (value, path, sum(o.gpus for o in combo))
+        if best is None or _lex_less(cand, best):
             best = cand
     return best
+
+
+def _lex_less(a: tuple[float, float, int], b: tuple[float, float, int]) -> bool:
+    tol = 1e-9
+    for x, y in zip(a, b, strict=True):
+        if x < y - tol * max(1.0, abs(y)):
+            return True
+        if x > y + tol * max(1.0, abs(y)):
+            return False
+    return False

@@ -55,7 +55,8 @@ def attainment_curve(e2e: np.ndarray, base: np.ndarray,
     """(s, share of requests within s x base) over a range of s."""
     ratio = np.where(np.isfinite(e2e), e2e / base, np.inf)
     if scales is None:
-        scales = np.array([1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50, 100.0])
+        scales = np.array([0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10, 15, 20, 30,
+                           50, 100.0])
     return [(float(s), float(np.mean(ratio <= s))) for s in scales]
 
 

@@ -1,0 +1,139 @@
+"""`cascadia-plan optimize`: the bundled example, determinism, infeasibility, heterogeneous
+clusters, LP dump and plots."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from planner_cli import api
+from planner_cli.plan import Plan
+from tests.conftest import ROOT
+from tests.util import assert_one_line_error
+
+EX = ROOT / "examples"
+
+
+@pytest.fixture(scope="module")
+def short_trace(tmp_path_factory):
+    """The first 800 requests of the bundled trace (keeps the suite fast)."""
+    path = tmp_path_factory.mktemp("trace") / "short.jsonl"
+    lines = (EX / "azure-conv-10min.jsonl").read_text().splitlines(keepends=True)[:800]
+    path.write_text("".join(lines))
+    return path
+
+
+@pytest.fixture(scope="module")
+def bundled(tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from planner_cli.cli import app
+
+    out = tmp_path_factory.mktemp("plan") / "plan.json"
+    result = CliRunner().invoke(app, ["optimize", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out, result
+
+
+def test_bundled_example_plan(bundled):
+    out, result = bundled
+    plan = Plan.model_validate(json.loads(out.read_text()))
+    pred = plan.predicted
+    assert pred["quality"] >= plan.cascade.quality_target
+    gpus = sum(s.tp * s.pp * s.replicas for s in plan.stages)
+    assert gpus <= 32
+    assert len(plan.thresholds) == 1
+    for key in ("latency_tables", "milp", "pareto_front", "baselines", "gains", "simulated",
+                "capacity"):
+        assert key in pred
+    assert pred["milp"]["status"] == "optimal"
+    assert set(pred["baselines"]) == {"single-model", "even-split", "uniform-parallelism"}
+    # every table is non-increasing in GPUs
+    for table in pred["latency_tables"].values():
+        lat = [e["latency_s"] for e in table]
+        assert lat == sorted(lat, reverse=True)
+    # the front is non-dominated: quality rises with latency
+    front = pred["pareto_front"]
+    assert [p["quality"] for p in front] == sorted(p["quality"] for p in front)
+    assert "Baselines" in result.stderr and "Allocation" in result.stderr
+
+
+def test_written_plan_simulates(bundled, cli):
+    out, _ = bundled
+    result = cli("simulate", "--plan", out, "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    plan = json.loads(out.read_text())
+    assert data["figures"]["slo_scale"] == pytest.approx(
+        plan["predicted"]["simulated"]["slo_scale"])
+
+
+def test_same_inputs_same_plan_bytes(cli, tmp_path, short_trace):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    for out in (a, b):
+        assert cli("optimize", "--trace", short_trace, "--out", out).exit_code == 0
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_objective_e2e_and_dump_lp_and_plots(cli, tmp_path, short_trace):
+    lp = tmp_path / "model.lp"
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    result = cli("optimize", "--trace", short_trace, "--objective", "e2e", "--out",
+                 tmp_path / "p.json", "--dump-lp", lp, "--plot", plots, "--json")
+    assert result.exit_code == 0, result.output
+    assert "C3_latency_e2e" in lp.read_text() and "C2_capacity_h100" in lp.read_text()
+    for name in ("pareto.png", "attainment.png"):
+        assert (plots / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads(result.stdout)
+    assert data["plan"]["predicted"]["objective"] == "e2e"
+
+
+def _cluster(tmp_path, pools):
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump({"schema_version": 1, "pools": pools}))
+    return path
+
+
+def test_quality_target_above_z1(cli, tmp_path, short_trace):
+    result = cli("optimize", "--trace", short_trace, "--quality-target", "95", "--out",
+                 tmp_path / "p.json")
+    assert_one_line_error(result, "above z1*", "lower the quality target")
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_too_few_gpus_and_no_fit(cli, tmp_path, short_trace):
+    small = _cluster(tmp_path, [{"name": "h100", "gpu": "h100-sxm", "nodes": 1,
+                                 "gpus_per_node": 2}])
+    assert_one_line_error(cli("optimize", "--trace", short_trace, "--cluster", small,
+                              "--out", tmp_path / "p.json"), "too few GPUs")
+    tiny = _cluster(tmp_path, [{"name": "l4", "gpu": "l4", "nodes": 1, "gpus_per_node": 1}])
+    assert_one_line_error(cli("optimize", "--trace", short_trace, "--cluster", tiny,
+                              "--out", tmp_path / "p.json"), "fits no replica shape")
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_heterogeneous_cluster_end_to_end(cli, tmp_path, short_trace):
+    mixed = _cluster(tmp_path, [
+        {"name": "h100", "gpu": "h100-sxm", "nodes": 1, "gpus_per_node": 4},
+        {"name": "l40s", "gpu": "l40s", "nodes": 1, "gpus_per_node": 8}])
+    out = tmp_path / "p.json"
+    result = cli("optimize", "--trace", short_trace, "--cluster", mixed, "--out", out)
+    assert result.exit_code == 0, result.output
+    plan = Plan.model_validate(json.loads(out.read_text()))
+    used = {}
+    for s in plan.stages:
+        used[s.pool] = used.get(s.pool, 0) + s.tp * s.pp * s.replicas
+    assert used.get("h100", 0) <= 4 and used.get("l40s", 0) <= 8
+    tables = plan.predicted["latency_tables"]
+    assert any(k.endswith("@l40s") for k in tables) and any(k.endswith("@h100") for k in tables)
+    sim = cli("simulate", "--plan", out, "--json")
+    assert sim.exit_code == 0, sim.output
+
+
+def test_api_reports_timings(short_trace):
+    result = api.optimize(trace=short_trace)
+    assert result["timings"]["milp_solves"] >= 1
+    assert result["plan"].predicted["quality"] >= 55
