@@ -519,9 +519,10 @@ def request_mix(trace: Trace, cascade: CascadeSpec, card_names: list[str], catal
             outputs.append(np.where(per >= 1, per, trace.output_lengths))
         else:
             outputs.append(trace.output_lengths)
+    label = (f"SYNTHETIC judged sample ({sample.synthetic}): " if sample.synthetic else "")
     return RequestMix(sample.scores[pick], sample.quality[pick], outputs,
-                      f"{len(sample)} judged prompts of {quality_path} paired with the trace's "
-                      f"requests by seeded sampling (seed {seed})")
+                      f"{label}{len(sample)} judged prompts of {quality_path} paired with the "
+                      f"trace's requests by seeded sampling (seed {seed})")
 
 
 def reference_cost(plan, catalog: Catalog, profiles_dir: Path | None):
@@ -684,7 +685,8 @@ def _per_request(result, base: np.ndarray) -> dict:
 
 
 def _capacity_search(run, base, target_scale: float, attainment: float, start: float,
-                     trace_rps: float, slo_scale_fn, steps: int = 10) -> dict:
+                     trace_rps: float, slo_scale_fn, steps: int = 8,
+                     tolerance: float = 0.03) -> dict:
     """The largest arrival-rate multiple at which the SLO scale stays within target."""
     def meets(x: float) -> bool:
         return slo_scale_fn(run(x).e2e, base, attainment) <= target_scale
@@ -698,7 +700,7 @@ def _capacity_search(run, base, target_scale: float, attainment: float, start: f
                 break
             lo = hi
     for _ in range(steps):
-        if hi - lo <= 0.01 * max(lo, 1e-9):
+        if hi - lo <= tolerance * max(lo, 1e-9):
             break
         mid = (lo + hi) / 2 if lo > 0 else hi / 2
         if meets(mid):

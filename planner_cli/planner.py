@@ -37,10 +37,10 @@ from planner_cli.specs.catalog import Catalog, load_catalog
 from planner_cli.workload.routing import reference_points, route
 
 WORKLOAD_SAMPLE = 2000  # requests per stage workload used for the p95 estimate
-VERIFY_TOP = 3  # plans replayed through the simulator
+VERIFY_TOP = 2  # plans replayed through the simulator
 KEEP_NOTHING = 101.0  # a threshold above every 0-100 score: nobody stays at that stage
 DEFAULT_CAPACITY_SCALE = 5.0
-CAPACITY_WINDOW = 4000  # requests of the trace used for the capacity bisection
+CAPACITY_WINDOW = 1500  # requests of the trace used for the capacity bisection
 
 Progress = Callable[[str], None]
 
@@ -107,6 +107,7 @@ class Planner:
         self._costs: dict[tuple, IterationCost] = {}
         self.sources: dict[str, str] = {}
         self.milp_solves = 0
+        self._solutions: dict[tuple, tuple[float, Solution | InfeasibleError]] = {}
         self.capacity_scale = DEFAULT_CAPACITY_SCALE
 
     # ------------------------------------------------------------ pieces
@@ -176,18 +177,29 @@ class Planner:
             out[i] = opts
         return out
 
-    def allocate(self, theta: tuple[float, ...], tp_only: int | None = None
-                 ) -> tuple[float, Solution | InfeasibleError]:
+    def allocate(self, theta: tuple[float, ...], tp_only: int | None = None,
+                 full: bool = False) -> tuple[float, Solution | InfeasibleError]:
+        """The MILP for θ: latency only while searching; every phase for a plan."""
         options = self.options(theta, tp_only)
+        key = (tuple((i, tuple((o.pool, o.gpus, o.latency_s) for o in opts))
+                     for i, opts in sorted(options.items())), full)
+        if key in self._solutions:
+            return self._solutions[key]
         try:
             diagnose(options, self.capacity, self.names, self.price,
                      self.cluster.budget_usd_per_hour)
             self.milp_solves += 1
             sol = solve(build_problem(options, self.capacity, self.objective, self.price,
-                                      self.cluster.budget_usd_per_hour))
+                                      self.cluster.budget_usd_per_hour),
+                        phases=3 if full else 1)
+            out: tuple[float, Solution | InfeasibleError] = (sol.latency_s, sol)
         except InfeasibleError as exc:
-            return math.inf, exc
-        return sol.latency_s, sol
+            out = (math.inf, exc)
+        self._solutions[key] = out
+        return out
+
+    def search_latency(self, theta: tuple[float, ...]) -> tuple[float, object]:
+        return self.allocate(theta)
 
     def plan_for(self, theta: tuple[float, ...], sol: Solution, name: str,
                  cascade=None, stages_from: dict[int, Option] | None = None) -> Plan:
@@ -232,7 +244,7 @@ def optimize(files: OptimizeInputs, quality_target: float | None = None,
     m = len(pl.cards)
     candidates = [np.unique(pl.sample.scores[:, i]) for i in range(m - 1)]
     candidates = [np.append(c, math.inf) for c in candidates]
-    search = ThresholdSearch(candidates, pl.quality, pl.allocate, pl.z1, pl.z2)
+    search = ThresholdSearch(candidates, pl.quality, pl.search_latency, pl.z1, pl.z2)
     say("searching thresholds (MILP per candidate)")
     t_search = time.perf_counter()
     best = search.optimise(pl.q_min) if m > 1 else ()
@@ -261,7 +273,10 @@ def optimize(files: OptimizeInputs, quality_target: float | None = None,
     say(f"simulating the best {len(top)} plans")
     verified = []
     for k, point in enumerate(top):
-        plan = pl.plan_for(point.thresholds, point.detail, f"candidate-{k + 1}")  # type: ignore[arg-type]
+        _, full_sol = pl.allocate(point.thresholds, full=True)
+        assert isinstance(full_sol, Solution)
+        point.detail = full_sol
+        plan = pl.plan_for(point.thresholds, full_sol, f"candidate-{k + 1}")
         sim = pl.simulate(plan)
         verified.append((point, plan, sim))
     rank_key = "e2e" if objective == "e2e" else "slo"
@@ -373,22 +388,19 @@ def _baselines(pl: Planner, point) -> dict:
         plan = pl.plan_for(theta, None, "baseline-even-split", stages_from=even)  # type: ignore[arg-type]
         out["even-split"] = _run_baseline(pl, plan)
     # (c) one tensor-parallel size for every model: the smallest every model fits with
+    # (c) one tensor-parallel size for every model: the best of those every model fits with
     tps = sorted({s.tp for i in range(m) for pool in pl.pools for s, _ in pl.shapes(i, pool)})
-    uniform = None
-    for tp in tps:
-        if all(any(s.tp == tp for pool in pl.pools for s, _ in pl.shapes(i, pool))
-               for i in range(m)):
-            uniform = tp
-            break
-    if uniform is None:
-        out["uniform-parallelism"] = {"error": "no tensor-parallel size fits every model"}
+    common = [tp for tp in tps if all(any(s.tp == tp for pool in pl.pools
+                                          for s, _ in pl.shapes(i, pool)) for i in range(m))]
+    tried = [(pl.allocate(theta, tp_only=tp, full=True), tp) for tp in common]
+    ok = [(lat, tp, sol) for (lat, sol), tp in tried if isinstance(sol, Solution)]
+    if not ok:
+        out["uniform-parallelism"] = {"error": "no tensor-parallel size serves every model "
+                                               "within the cluster"}
     else:
-        lat, sol = pl.allocate(theta, tp_only=uniform)
-        if isinstance(sol, Solution):
-            plan = pl.plan_for(theta, sol, f"baseline-uniform-tp{uniform}")
-            out["uniform-parallelism"] = _run_baseline(pl, plan) | {"tp": uniform}
-        else:
-            out["uniform-parallelism"] = {"error": sol.one_line(), "tp": uniform}
+        _, tp, sol = min(ok, key=lambda x: (x[0], x[1]))
+        plan = pl.plan_for(theta, sol, f"baseline-uniform-tp{tp}")
+        out["uniform-parallelism"] = _run_baseline(pl, plan) | {"tp": tp}
     return out
 
 

@@ -137,3 +137,15 @@ def test_api_reports_timings(short_trace):
     result = api.optimize(trace=short_trace)
     assert result["timings"]["milp_solves"] >= 1
     assert result["plan"].predicted["quality"] >= 55
+
+
+def test_paper_cascade_example_is_labelled_synthetic(short_trace):
+    r1 = EX / "r1-cascade"
+    result = api.optimize(trace=short_trace, cascade=r1 / "cascade.yaml",
+                          quality=r1 / "judged-synthetic.csv", quality_target=85.0)
+    pred = result["plan"].predicted
+    assert pred["judged"]["scores_from"].startswith("SYNTHETIC judged sample")
+    assert pred["quality"] >= 85.0
+    assert [s.model for s in result["plan"].stages] == [
+        "deepseek-r1-distill-qwen-7b", "deepseek-r1-distill-llama-70b", "deepseek-r1"]
+    assert result["plan"].stages[2].tp * result["plan"].stages[2].pp >= 8  # R1 int4 needs 8

@@ -60,7 +60,8 @@ def test_human_output(cli):
 
 def _plan_copy(tmp_path):
     for f in (ROOT / "examples").iterdir():
-        shutil.copy(f, tmp_path / f.name)
+        if f.is_file():
+            shutil.copy(f, tmp_path / f.name)
     return tmp_path / PLAN.name
 
 

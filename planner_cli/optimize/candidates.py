@@ -37,8 +37,6 @@ def replica_shapes(card: ModelCard, pool: PoolInfo, precision: str,
         for tp in tps:
             if tp * pp > pool.gpus:
                 continue
-            if pp > 1 and tp < pool.gpus_per_node:
-                continue  # pipeline only once tensor parallelism fills a node
             try:
                 shape = ReplicaShape(card, pool.gpu, tp, pp, precision,
                                      gpus_per_node=pool.gpus_per_node)

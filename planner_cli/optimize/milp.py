@@ -164,14 +164,17 @@ def _read(problem: Problem, status: int, what: str) -> None:
                            f"{lp.sol_status})", "raise the solver time limit")
 
 
-def solve(problem: Problem, time_limit_s: float | None = 60.0) -> Solution:
-    """Phase 1 minimises L; phase 2 the sum of stage latencies at that L; phase 3 the GPUs."""
+def solve(problem: Problem, time_limit_s: float | None = 60.0, phases: int = 3) -> Solution:
+    """Phase 1 minimises L; phase 2 the sum of stage latencies at that L; phase 3 the GPUs.
+    `phases=1` stops after the latency (enough to rank threshold vectors)."""
     solver = _solver(time_limit_s)
     t0 = time.perf_counter()
     status = problem.lp.solve(solver)
     _read(problem, status, "latency phase")
     best = pulp.value(problem.latency)
     proven = problem.lp.sol_status == pulp.LpSolutionOptimal
+    if phases == 1:
+        return _solution(problem, solver, proven, t0)
     # small relative slacks keep each optimum against float round-off
     problem.lp += problem.latency <= best * (1 + 1e-9) + 1e-12, "C5_keep_latency"
     if problem.objective == "p95-max-stage":
@@ -187,6 +190,10 @@ def solve(problem: Problem, time_limit_s: float | None = 60.0) -> Solution:
     status = problem.lp.solve(solver)
     _read(problem, status, "GPU phase")
     proven = proven and problem.lp.sol_status == pulp.LpSolutionOptimal
+    return _solution(problem, solver, proven, t0)
+
+
+def _solution(problem: Problem, solver: pulp.LpSolver, proven: bool, t0: float) -> Solution:
     assignment: dict[int, Option] = {}
     for (i, g, f), var in problem.x.items():
         if (var.value() or 0.0) > 0.5:  # round binaries

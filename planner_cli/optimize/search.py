@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 Thresholds = tuple[float, ...]
-DEFAULT_WEIGHTS = (0.1, 0.3, 0.5, 0.7, 0.9)
+DEFAULT_WEIGHTS = (0.2, 0.5, 0.8)
 MAX_SWEEPS = 4
+COARSE_POINTS = 11  # coarse pass: this many values per stage (score quantiles), then refine
 
 
 @dataclass
@@ -80,13 +81,37 @@ class ThresholdSearch:
                        (1 - weight) * (self.z1 - p.quality) / self.spread)
         return t
 
+    def _coarse(self, values: np.ndarray) -> np.ndarray:
+        """About COARSE_POINTS values spread over the candidates (ends included)."""
+        if values.size <= COARSE_POINTS:
+            return values
+        idx = np.unique(np.round(np.linspace(0, values.size - 1, COARSE_POINTS)).astype(int))
+        return values[idx]
+
+    def _around(self, values: np.ndarray, current: float) -> np.ndarray:
+        """The candidates between the coarse neighbours of `current`."""
+        coarse = self._coarse(values)
+        if coarse.size == values.size:
+            return values
+        pos = int(np.searchsorted(coarse, current))
+        lo = coarse[max(0, pos - 1)]
+        hi = coarse[min(coarse.size - 1, pos + 1)]
+        return values[(values >= lo) & (values <= hi)]
+
     def descend(self, objective: Callable[[Thresholds], float], start: Thresholds
                 ) -> Thresholds:
-        """Coordinate descent over the candidate values, one stage at a time."""
+        """Coordinate descent, coarse to fine: over spread-out candidate values first, then
+        over every value between the coarse neighbours of the coarse optimum."""
+        best = self._sweep(objective, start, [self._coarse(v) for v in self.candidates])
+        fine = [self._around(v, best[i]) for i, v in enumerate(self.candidates)]
+        return self._sweep(objective, best, fine)
+
+    def _sweep(self, objective: Callable[[Thresholds], float], start: Thresholds,
+               candidates: Sequence[np.ndarray]) -> Thresholds:
         best, best_value = start, objective(start)
         for _ in range(MAX_SWEEPS):
             improved = False
-            for i, values in enumerate(self.candidates):
+            for i, values in enumerate(candidates):
                 for v in values:
                     theta = best[:i] + (float(v),) + best[i + 1:]
                     if theta == best:

@@ -21,6 +21,7 @@ REQUIRED = ("request_id", "model", "score")
 OPTIONAL = ("quality", "output_tokens")
 _SCALE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(?:-|\.\.|:|to)\s*(-?\d+(?:\.\d+)?)\s*$")
 _DECL = re.compile(r"^#\s*(score_scale|quality_scale)\s*[:=]\s*(.+?)\s*$")
+_SYNTHETIC = re.compile(r"^#\s*synthetic\s*:\s*(.+?)\s*$", re.IGNORECASE)
 
 
 def parse_scale(text: str, what: str = "score_scale") -> tuple[float, float]:
@@ -45,6 +46,7 @@ class JudgedSample:
     score_scale: tuple[float, float]
     quality_scale: tuple[float, float]
     source: str = "<judged>"
+    synthetic: str | None = None  # the file's `# synthetic: ...` note, if it declares one
 
     def __len__(self) -> int:
         return len(self.request_ids)
@@ -79,6 +81,7 @@ class JudgedSample:
             score_scale=self.score_scale,
             quality_scale=self.quality_scale,
             source=self.source,
+            synthetic=self.synthetic,
         )
         return sub, int((~keep).sum())
 
@@ -94,9 +97,13 @@ def parse_judged_csv(lines: Iterable[str], source: str = "<judged>",
     """Parse a long-format judged sample; every problem names the line and column."""
     lines = list(lines)
     declared: dict[str, tuple[float, float]] = {}
+    synthetic = None
     body_start = 0
     for i, raw in enumerate(lines):
         m = _DECL.match(raw.strip())
+        syn = _SYNTHETIC.match(raw.strip())
+        if syn:
+            synthetic = syn.group(1)
         if m:
             declared[m.group(1)] = parse_scale(m.group(2), m.group(1))
         elif raw.strip().startswith("#") or not raw.strip():
@@ -172,7 +179,7 @@ def parse_judged_csv(lines: Iterable[str], source: str = "<judged>",
         request_ids=tuple(req_index), models=tuple(model_index), scores=scores,
         quality=quality, output_tokens=tokens_arr if has_tokens else None,
         has_quality=has_quality, score_scale=score_scale, quality_scale=quality_scale,
-        source=source)
+        source=source, synthetic=synthetic)
 
 
 def _number(text: str, column: str, scale: tuple[float, float], source: str,
