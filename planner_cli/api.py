@@ -741,3 +741,56 @@ def plan_json(plan) -> str:
     from planner_cli.render import clean
 
     return json.dumps(clean(plan.model_dump(mode="python", exclude_none=True)), indent=2) + "\n"
+
+
+# ---------------------------------------------------------------- exports
+
+EXPORT_FORMATS = ("vllm", "sglang", "k8s", "router", "bench", "all")
+
+
+def export(plan_path: Path, fmt: str, out: Path, force: bool = False,
+           trace_path: Path | None = None, catalog_dir: Path | None = None) -> dict:
+    """Render the plan's launch files and write them to `out` in one move."""
+    from planner_cli.export.placement import place
+    from planner_cli.export.render import FORMATS, render
+    from planner_cli.export.writer import write_tree
+
+    if fmt not in EXPORT_FORMATS:
+        raise InputError(f"--format {fmt!r} is not known", "use " + ", ".join(EXPORT_FORMATS))
+    plan = load_plan(plan_path)
+    catalog = load_catalog(catalog_dir)
+    names = resolve_cascade(plan.cascade, catalog, plan_path)
+    resolve_cluster(plan.cluster, catalog, plan_path)
+    weights = {}
+    for entry, name in zip(plan.cascade.models, names, strict=True):
+        weights[name] = entry.weights or catalog.model(name).hf_id
+    for stage in plan.stages:
+        weights.setdefault(catalog.model(stage.model).name, catalog.model(stage.model).hf_id)
+    if plan.judge is not None:
+        judge = catalog.model(plan.judge.model).name
+        weights.setdefault(judge, catalog.model(judge).hf_id)
+    stages_named = plan.model_copy(update={
+        "stages": [s.model_copy(update={"model": catalog.model(s.model).name})
+                   for s in plan.stages],
+        "judge": None if plan.judge is None else plan.judge.model_copy(
+            update={"model": catalog.model(plan.judge.model).name})})
+    replicas = place(stages_named, weights)
+    formats = list(FORMATS) if fmt == "all" else [fmt]
+    trace = None
+    if "bench" in formats:
+        trace_file = trace_path or _relative(plan_path, plan.inputs.trace)
+        if trace_file is None:
+            raise InputError(f"{plan_path}: no trace for the bench export",
+                             "pass --trace or set inputs.trace")
+        trace = load_trace(trace_file)
+    warnings: list[str] = []
+    files = render(stages_named, replicas, formats, trace, warnings)
+    written = write_tree(files, out, force)
+    return {"out": str(out), "files": [str(p) for p in written], "warnings": warnings,
+            "replicas": len(replicas)}
+
+
+def cascade_schema() -> dict:
+    from planner_cli.export.router import RouterConfig
+
+    return RouterConfig.model_json_schema()

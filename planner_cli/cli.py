@@ -454,5 +454,49 @@ def optimize(
         render.optimize_tables(result, str(out))
 
 
+# ---------------------------------------------------------------- exports
+
+@app.command("export")
+@handles_errors
+def export(
+    plan: Annotated[Path, typer.Option(help="The plan (plan.json or YAML).")],
+    fmt: Annotated[str, typer.Option(
+        "--format", help="vllm, sglang, k8s, router, bench or all.")],
+    out: Annotated[Path, typer.Option(help="Folder to write (must not exist or be empty).")],
+    trace: Annotated[Path | None, typer.Option(
+        help="Trace for the bench export (default: the plan's).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the files that launch the plan: engine scripts and configs, Kubernetes manifests,
+    router configs, a replay benchmark.
+
+    vLLM and SGLang: one YAML config and one script per replica (per node for a replica that
+    spans nodes); k8s: Deployments, Services and LeaderWorkerSets; router: the cascade's own
+    cascade.yaml, a vLLM Semantic Router config and a LiteLLM config; bench: the trace in
+    Mooncake JSONL and the vllm bench / aiperf commands. Written in one move: a failure leaves
+    nothing behind, and the same plan gives byte-identical files.
+    """
+    result = api.export(plan, fmt, out, force, trace, _catalog_dir())
+    for w in result["warnings"]:
+        typer.echo(f"warning: {w}", err=True)
+    if as_json:
+        render.emit_json(result)
+    else:
+        render.console().print(f"wrote {len(result['files'])} files for "
+                               f"{result['replicas']} replicas under {result['out']}")
+
+
+schema_app = typer.Typer(no_args_is_help=True, help="JSON Schemas of the files the tool writes.")
+app.add_typer(schema_app, name="schema")
+
+
+@schema_app.command("cascade")
+@handles_errors
+def schema_cascade() -> None:
+    """The JSON Schema of the router's cascade.yaml (export --format router)."""
+    render.emit_json(api.cascade_schema())
+
+
 def main() -> None:
     app()

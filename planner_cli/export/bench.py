@@ -1,0 +1,85 @@
+"""The replay benchmark: the trace in Mooncake JSONL and the commands that replay it against the
+deployment (vLLM's timed_trace dataset and AIPerf's mooncake_trace fixed schedule), with the
+plan's predicted figures to compare against."""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+
+from planner_cli.export.router import RouterConfig
+from planner_cli.workload.trace import Trace
+
+q = shlex.quote
+BLOCK = 512  # tokens per prefix-hash block (Mooncake's)
+
+
+def mooncake_lines(trace: Trace) -> list[str]:
+    """Mooncake JSONL: timestamp ms, input/output length, hash_ids of ceil(input/512) blocks
+    (the trace's own when it has them, else fresh ids: no shared prefixes assumed)."""
+    out = []
+    next_id = 0
+    ts = trace.timestamps_ms - trace.timestamps_ms[0]
+    for r in range(len(trace)):
+        inp = int(trace.input_lengths[r])
+        hashes = trace.hash_ids(r)
+        if hashes is None:
+            n = math.ceil(inp / BLOCK)
+            hashes = list(range(next_id, next_id + n))
+            next_id += n
+        t = round(float(ts[r]), 3)
+        out.append(json.dumps({"timestamp": int(t) if t.is_integer() else t,
+                               "input_length": inp,
+                               "output_length": int(trace.output_lengths[r]),
+                               "hash_ids": hashes}) + "\n")
+    return out
+
+
+def commands(cfg: RouterConfig, predicted: dict | None, slo) -> str:
+    first = cfg.tiers[0]
+    url = first.endpoints[0].removesuffix("/v1")
+    goodput = []
+    if slo is not None:
+        if slo.ttft_s:
+            goodput.append(f"ttft:{slo.ttft_s * 1000:g}")
+        if slo.tpot_s:
+            goodput.append(f"tpot:{slo.tpot_s * 1000:g}")
+        if slo.e2e_s:
+            goodput.append(f"e2el:{slo.e2e_s * 1000:g}")
+    vllm_cmd = ["vllm", "bench", "serve", "--backend", "openai-chat", "--base-url", q(url),
+                "--endpoint", "/v1/chat/completions", "--model", q(first.hf_id),
+                "--served-model-name", q(first.model), "--dataset-name", "timed_trace",
+                "--dataset-path", '"$HERE"/trace.mooncake.jsonl',
+                "--timed-trace-chunk-hash-size", str(BLOCK),
+                "--timed-trace-sec-multiplier", "0.001", "--save-result",
+                "--result-dir", '"$HERE"/results']
+    if goodput:
+        vllm_cmd += ["--goodput", *goodput]
+    aiperf_cmd = ["aiperf", "profile", "--model", q(first.model), "--url", q(url),
+                  "--endpoint-type", "chat", "--input-file", '"$HERE"/trace.mooncake.jsonl',
+                  "--custom-dataset-type", "mooncake_trace", "--fixed-schedule",
+                  "--artifact-dir", '"$HERE"/results/aiperf']
+    lines = ["#!/usr/bin/env bash",
+             "# Replay the planned trace against tier 1 of the deployment (cascadia-plan "
+             "export). The router escalates;",
+             "# point the URL at your cascade router instead of tier 1 to measure end to end.",
+             "set -euo pipefail", 'HERE="$(cd "$(dirname "$0")" && pwd)"',
+             'mkdir -p "$HERE"/results', "",
+             "# vLLM's benchmark (timed_trace replays the timestamps)",
+             " ".join(vllm_cmd), "",
+             "# or AIPerf (mooncake_trace with a fixed schedule)",
+             "# " + " ".join(aiperf_cmd)]
+    return "\n".join(lines) + "\n"
+
+
+def predictions(predicted: dict | None) -> str:
+    if not predicted or "simulated" not in predicted:
+        return json.dumps({"note": "the plan holds no predicted figures (hand-written plan); "
+                                   "run cascadia-plan simulate --plan PLAN"}, indent=2) + "\n"
+    sim = predicted["simulated"]
+    keep = {"e2e_latency_s": sim.get("e2e_latency_s"), "ttft_s": sim.get("ttft_s"),
+            "throughput_rps": sim.get("throughput_rps"), "slo_scale": sim.get("slo_scale"),
+            "stages": [{k: s.get(k) for k in ("stage", "requests", "ttft_s", "latency_s",
+                                              "tpot_s")} for s in sim.get("stages", [])]}
+    return json.dumps(keep, indent=2) + "\n"

@@ -1,0 +1,61 @@
+"""One table of neutral engine parameters → engine flags, pinned to the engine versions whose
+own argument parsers listed them (tests/fixtures/engine_flags/)."""
+
+from __future__ import annotations
+
+ENGINES: dict[str, dict[str, str]] = {
+    "vllm": {
+        "version": "0.33.0",
+        "tp": "--tensor-parallel-size",
+        "pp": "--pipeline-parallel-size",
+        "host": "--host",
+        "port": "--port",
+        "served_model_name": "--served-model-name",
+        "max_model_len": "--max-model-len",
+        "max_num_seqs": "--max-num-seqs",
+        "max_num_batched_tokens": "--max-num-batched-tokens",
+        "gpu_memory_utilization": "--gpu-memory-utilization",
+        "quantization": "--quantization",
+        "dtype": "--dtype",
+        "nnodes": "--nnodes",
+        "node_rank": "--node-rank",
+        "master_addr": "--master-addr",
+        "master_port": "--master-port",
+        "headless": "--headless",
+        "config": "--config",
+    },
+    "sglang": {
+        "version": "0.5.23",
+        "model": "--model-path",
+        "tp": "--tp-size",  # SGLang's --pp is ambiguous; the full names are used
+        "pp": "--pp-size",
+        "host": "--host",
+        "port": "--port",
+        "served_model_name": "--served-model-name",
+        "max_model_len": "--context-length",
+        "max_num_seqs": "--max-running-requests",
+        "max_num_batched_tokens": "--chunked-prefill-size",
+        "gpu_memory_utilization": "--mem-fraction-static",
+        "quantization": "--quantization",
+        "dtype": "--dtype",
+        "nnodes": "--nnodes",
+        "node_rank": "--node-rank",
+        "dist_init_addr": "--dist-init-addr",
+        "config": "--config",
+    },
+}
+# Precision → (dtype, quantization) per engine.
+PRECISION = {
+    "bf16": ("bfloat16", None),
+    "fp8": ("bfloat16", "fp8"),
+    "int4-awq": ("float16", "awq"),
+}
+DIST_PORT = 29500  # rendezvous port of multi-node replicas
+BASE_PORT = 8000  # the first replica on a node listens here, the next on 8001, ...
+
+
+def config_key(engine: str, flag: str) -> str:
+    """The key a flag takes in the engine's --config YAML: vLLM keeps the flag's dashes,
+    SGLang uses the dest (underscores)."""
+    name = flag.removeprefix("--")
+    return name if engine == "vllm" else name.replace("-", "_")

@@ -1,0 +1,104 @@
+"""Kubernetes manifests (vLLM): a Deployment and a Service per tier whose replicas fit one node,
+a LeaderWorkerSet (and Service) per tier whose replicas span nodes. Commands are argument lists
+(no shell), so interpolated values stay inert; LWS fills $(LWS_*) from its environment."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from planner_cli.export.engines import replica_config
+from planner_cli.export.flags import DIST_PORT, ENGINES
+from planner_cli.export.placement import Replica
+
+IMAGE = f"vllm/vllm-openai:v{ENGINES['vllm']['version']}"
+PORT = 8000
+SHM = "16Gi"
+
+
+def dns(name: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63]
+
+
+def _args(r: Replica) -> list[str]:
+    args = ["serve", r.hf_id]
+    for key, value in replica_config("vllm", r).items():
+        if key == "port":
+            value = PORT  # one pod per replica: every pod listens on the same port
+        args += [f"--{key}", str(value)]
+    return args
+
+
+def _container(r: Replica, args: list[str], gpus: int, leader: bool) -> dict:
+    c = {"name": "vllm", "image": IMAGE, "command": ["vllm"], "args": args,
+         "resources": {"limits": {"nvidia.com/gpu": gpus}},
+         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}]}
+    if leader:
+        c["ports"] = [{"containerPort": PORT, "name": "http"}]
+        probe = {"httpGet": {"path": "/health", "port": PORT}, "periodSeconds": 10}
+        c["readinessProbe"] = probe | {"initialDelaySeconds": 60}
+        c["livenessProbe"] = probe | {"initialDelaySeconds": 600, "failureThreshold": 6}
+    return c
+
+
+def _pod(r: Replica, labels: dict, containers: list[dict]) -> dict:
+    return {"metadata": {"labels": labels},
+            "spec": {"containers": containers,
+                     "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory",
+                                                                "sizeLimit": SHM}}]}}
+
+
+class _Dumper(yaml.SafeDumper):
+    """No &anchors: every manifest spells out its labels."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
+
+def tier_manifests(replicas: list[Replica]) -> str:
+    """All replicas of one tier (same shape) as YAML documents."""
+    r = replicas[0]
+    name = dns(f"{r.tier}-{r.model}")
+    labels = {"app.kubernetes.io/name": name, "cascadia/tier": r.tier}
+    docs = []
+    per_node = len(r.nodes[0].gpus)
+    if not r.multi_node:
+        docs.append({"apiVersion": "apps/v1", "kind": "Deployment",
+                     "metadata": {"name": name, "labels": labels},
+                     "spec": {"replicas": len(replicas), "selector": {"matchLabels": labels},
+                              "template": _pod(r, labels, [_container(r, _args(r),
+                                                                      r.tp * r.pp, True)])}})
+        selector = labels
+    else:
+        base = _args(r) + ["--nnodes", "$(LWS_GROUP_SIZE)", "--node-rank",
+                           "$(LWS_WORKER_INDEX)", "--master-addr", "$(LWS_LEADER_ADDRESS)",
+                           "--master-port", str(DIST_PORT)]
+        docs.append({
+            "apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"replicas": len(replicas),
+                     "leaderWorkerTemplate": {
+                         "size": len(r.nodes),
+                         "leaderTemplate": _pod(r, labels, [_container(r, base, per_node,
+                                                                       True)]),
+                         "workerTemplate": _pod(r, labels, [_container(
+                             r, base + ["--headless"], per_node, False)])}}})
+        selector = labels | {"leaderworkerset.sigs.k8s.io/worker-index": "0"}
+    docs.append({"apiVersion": "v1", "kind": "Service",
+                 "metadata": {"name": name, "labels": labels},
+                 "spec": {"selector": selector,
+                          "ports": [{"name": "http", "port": PORT, "targetPort": PORT}]}})
+    return "---\n".join(yaml.dump(d, Dumper=_Dumper, sort_keys=False) for d in docs)
+
+
+def render_k8s(replicas: list[Replica]) -> dict[str, str]:
+    files = {}
+    tiers: dict[str, list[Replica]] = {}
+    for r in replicas:
+        tiers.setdefault(r.tier, []).append(r)
+    for tier, reps in tiers.items():
+        files[f"k8s/{dns(f'{tier}-{reps[0].model}')}.yaml"] = (
+            f"# {tier}: {len(reps)} replica(s) of {reps[0].model} (cascadia-plan export; "
+            f"{IMAGE})\n" + tier_manifests(reps))
+    return files

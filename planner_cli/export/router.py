@@ -1,0 +1,138 @@
+"""Router configs: the plan's own cascade.yaml (schema: `cascadia-plan schema cascade`), its
+translation to the vLLM Semantic Router (v0.3 config, a `confidence` decision), and a LiteLLM
+proxy config with one load-balancing group per tier. API keys are referenced by environment
+variable, never written."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import Field, PositiveFloat
+
+from planner_cli.export.placement import Replica
+from planner_cli.specs._yaml import StrictModel
+
+ROUTER_SCHEMA_VERSION = 1
+SEMANTIC_ROUTER_VERSION = "v0.3"
+SEMANTIC_ROUTER_WARNING = (
+    "the vLLM Semantic Router's confidence decision escalates on one threshold for every "
+    "tier; the plan's per-tier thresholds collapse into one (the first tier's)")
+
+
+class RouterTier(StrictModel):
+    name: str
+    model: str  # served model name
+    hf_id: str
+    endpoints: list[str] = Field(min_length=1)  # OpenAI-compatible base URLs
+    threshold: Annotated[float, Field(ge=0, le=101)] | None  # None: the last tier answers
+
+
+class RouterJudger(StrictModel):
+    kind: Literal["external", "model"]
+    latency_s: Annotated[float, Field(ge=0)] | None = None  # external: measured latency
+    model: str | None = None  # served judge
+    endpoints: list[str] = []
+
+
+class Escalation(StrictModel):
+    policy: Literal["score-below-threshold"] = "score-below-threshold"
+    score_scale: Literal["0-100"] = "0-100"
+    timeout_s: PositiveFloat | None = None
+
+
+class RouterConfig(StrictModel):
+    """The cascade a router runs: tiers in order, their endpoints and thresholds, the judger."""
+
+    schema_version: Literal[1]
+    name: str
+    tiers: list[RouterTier] = Field(min_length=1)
+    judger: RouterJudger
+    escalation: Escalation = Escalation()
+    api_key_env: str = "CASCADIA_API_KEY"  # the variable that holds the endpoints' API key
+
+
+def endpoints(replicas: list[Replica], stage: int) -> list[str]:
+    return [f"http://{r.nodes[0].host}:{r.port}/v1" for r in replicas if r.stage == stage]
+
+
+def router_config(plan, replicas: list[Replica]) -> RouterConfig:
+    tiers = []
+    for i, stage in enumerate(plan.stages):
+        head = next(r for r in replicas if r.stage == i)
+        tiers.append(RouterTier(
+            name=f"tier{i + 1}", model=stage.model, hf_id=head.hf_id,
+            endpoints=endpoints(replicas, i),
+            threshold=plan.thresholds[i] if i < len(plan.thresholds) else None))
+    j = plan.cascade.judger
+    if j.kind == "external":
+        judger = RouterJudger(kind="external", latency_s=j.latency_s)
+    else:
+        judger = RouterJudger(kind="model", model=plan.judge.model,
+                              endpoints=endpoints(replicas, -1))
+    return RouterConfig(schema_version=1, name=plan.cascade.name, tiers=tiers, judger=judger)
+
+
+def litellm_config(cfg: RouterConfig) -> str:
+    model_list = []
+    for tier in cfg.tiers:
+        for url in tier.endpoints:
+            model_list.append({
+                "model_name": tier.name,  # one load-balancing group per tier
+                "litellm_params": {"model": f"hosted_vllm/{tier.model}", "api_base": url,
+                                   "api_key": f"os.environ/{cfg.api_key_env}"},
+            })
+    doc = {"model_list": model_list,
+           "router_settings": {"routing_strategy": "least-busy"},
+           "general_settings": {"master_key": "os.environ/LITELLM_MASTER_KEY"}}
+    return ("# LiteLLM proxy config (cascadia-plan export): one load-balancing group per "
+            "cascade tier;\n# the cascade's escalation itself runs in the caller or router.\n"
+            + yaml.safe_dump(doc, sort_keys=False))
+
+
+def cascade_yaml(cfg: RouterConfig) -> str:
+    return ("# The cascade this plan deploys (cascadia-plan export); schema: "
+            "cascadia-plan schema cascade\n"
+            + yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+def semantic_router_config(cfg: RouterConfig) -> str:
+    """vLLM Semantic Router (config v0.3): the tiers as provider models, their replicas as
+    backend_refs, one decision with the `confidence` algorithm trying them in order."""
+    first = next((t.threshold for t in cfg.tiers if t.threshold is not None), None)
+    models = []
+    for tier in cfg.tiers:
+        refs = []
+        for k, url in enumerate(tier.endpoints):
+            hostport = url.removeprefix("http://").removesuffix("/v1")
+            refs.append({"name": f"{tier.name}-r{k}", "provider": "vllm", "endpoint": hostport,
+                         "protocol": "http", "weight": 100})
+        models.append({"name": tier.model, "backend_refs": refs})
+    confidence = {"confidence_method": "hybrid", "on_error": "skip"}
+    if first is not None:
+        confidence["threshold"] = round(min(first, 100.0) / 100.0, 6)
+    doc = {
+        "version": SEMANTIC_ROUTER_VERSION,
+        "listeners": [{"name": "http-8899", "address": "0.0.0.0", "port": 8899,
+                       "timeout": "300s"}],
+        "providers": {"defaults": {"model": cfg.tiers[0].model}, "models": models},
+        "routing": {
+            "modelCards": [{"name": t.model} for t in cfg.tiers],
+            "decisions": [{
+                "name": "cascade",
+                "description": f"cascade {cfg.name}: smallest model first, escalate when not "
+                               "confident (cascadia-plan export)",
+                "priority": 100,
+                "rules": {"operator": "AND", "conditions": []},
+                "modelRefs": [{"model": t.model, "use_reasoning": False} for t in cfg.tiers],
+                "algorithm": {"type": "confidence", "confidence": confidence},
+            }],
+        },
+    }
+    notes = ["# vLLM Semantic Router config (v0.3), exported by cascadia-plan.",
+             "# WARNING: the router escalates on the model's own token confidence (hybrid of",
+             "# logprob and margin, 0-1), not on the plan's judge; the threshold is the first",
+             "# tier's judge threshold / 100."]
+    if sum(t.threshold is not None for t in cfg.tiers) > 1:
+        notes.append(f"# WARNING: {SEMANTIC_ROUTER_WARNING}.")
+    return "\n".join(notes) + "\n" + yaml.safe_dump(doc, sort_keys=False)

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# cascadia-plan export for sglang 0.5.23: tier1 replica 7 of mistral-7b-instruct-v0.1
+# run on host h100-0 (GPUs 7); serves port 8007
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+export CUDA_VISIBLE_DEVICES=7
+exec python3 -m sglang.launch_server --model-path mistralai/Mistral-7B-Instruct-v0.1 --config "$HERE"/tier1-mistral-7b-instruct-v0.1-7.yaml

@@ -1,0 +1,281 @@
+"""`cascadia-plan export`: goldens, engine flag lists, shell safety, router configs, bench."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from planner_cli.export.router import RouterConfig
+from tests.conftest import FIXTURES, ROOT
+from tests.util import assert_one_line_error
+
+PLANS = FIXTURES / "plans"
+GOLDEN = Path(__file__).parent / "golden"
+FLAGS = {name: {line.strip() for line in (FIXTURES / "engine_flags" / f"{name}.txt")
+                .read_text().splitlines() if line.startswith("--")}
+         for name in ("vllm-0.33.0", "sglang-0.5.23")}
+UPDATE = os.environ.get("CASCADIA_UPDATE_GOLDENS") == "1"
+
+
+def export(cli, plan: Path, out: Path, fmt: str = "all", *extra):
+    result = cli("export", "--plan", plan, "--format", fmt, "--out", out, *extra)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("case", ["single-node", "multi-node"])
+def test_goldens(cli, tmp_path, case):
+    out = tmp_path / "out"
+    export(cli, PLANS / f"{case}.yaml", out)
+    got = tree(out)
+    golden = GOLDEN / case
+    if UPDATE:
+        shutil.rmtree(golden, ignore_errors=True)
+        shutil.copytree(out, golden)
+    assert got == tree(golden), "exports differ from tests/golden (CASCADIA_UPDATE_GOLDENS=1)"
+
+
+def test_export_twice_is_byte_identical(cli, tmp_path):
+    export(cli, PLANS / "multi-node.yaml", tmp_path / "a")
+    export(cli, PLANS / "multi-node.yaml", tmp_path / "b")
+    assert tree(tmp_path / "a") == tree(tmp_path / "b")
+
+
+def _script_flags(text: str) -> set[str]:
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("exec "):
+            flags |= {w for w in line.split() if w.startswith("--")}
+    return flags
+
+
+@pytest.mark.parametrize("case", ["single-node", "multi-node"])
+def test_every_engine_flag_is_in_the_engine_flag_list(cli, tmp_path, case):
+    out = tmp_path / "out"
+    export(cli, PLANS / f"{case}.yaml", out)
+    for engine, flags in (("vllm", FLAGS["vllm-0.33.0"]), ("sglang", FLAGS["sglang-0.5.23"])):
+        seen = set()
+        for path in (out / engine).iterdir():
+            if path.suffix == ".sh":
+                seen |= _script_flags(path.read_text())
+            elif path.suffix == ".yaml":
+                for key in yaml.safe_load(path.read_text()):
+                    seen.add("--" + (key if engine == "vllm" else key.replace("_", "-")))
+        assert seen, engine
+        assert seen <= flags, (engine, sorted(seen - flags))
+    k8s_flags = set()
+    for path in (out / "k8s").iterdir():
+        for doc in yaml.safe_load_all(path.read_text()):
+            for container in _containers(doc):
+                k8s_flags |= {a for a in container["args"] if a.startswith("--")}
+    assert k8s_flags and k8s_flags <= FLAGS["vllm-0.33.0"], sorted(k8s_flags - FLAGS[
+        "vllm-0.33.0"])
+
+
+def _containers(doc: dict) -> list[dict]:
+    spec = doc.get("spec", {})
+    pods = []
+    if "template" in spec:
+        pods.append(spec["template"])
+    lws = spec.get("leaderWorkerTemplate", {})
+    pods += [lws[k] for k in ("leaderTemplate", "workerTemplate") if k in lws]
+    return [c for pod in pods for c in pod["spec"]["containers"]]
+
+
+def test_scripts_parse_and_start_strict(cli, tmp_path):
+    out = tmp_path / "out"
+    export(cli, PLANS / "multi-node.yaml", out)
+    scripts = sorted(out.rglob("*.sh"))
+    assert len(scripts) >= 7
+    for path in scripts:
+        assert subprocess.run(["bash", "-n", str(path)], check=False).returncode == 0, path
+        assert "set -euo pipefail" in path.read_text().splitlines()[:5]
+        assert os.access(path, os.X_OK)
+
+
+def test_multi_node_commands(cli, tmp_path):
+    out = tmp_path / "out"
+    export(cli, PLANS / "multi-node.yaml", out)
+    head = (out / "vllm" / "tier2-llama-3.1-405b-0-node0.sh").read_text()
+    worker = (out / "vllm" / "tier2-llama-3.1-405b-0-node1.sh").read_text()
+    assert "--nnodes 2 --node-rank 0 --master-addr" in head and "--headless" not in head
+    assert "--node-rank 1" in worker and worker.rstrip().endswith("--headless")
+    sg = (out / "sglang" / "tier2-llama-3.1-405b-0-node1.sh").read_text()
+    assert "--nnodes 2 --node-rank 1 --dist-init-addr" in sg
+    single = (out / "vllm" / "tier1-llama-3.1-70b-1.sh").read_text()
+    assert "CUDA_VISIBLE_DEVICES=4,5,6,7" in single and "--nnodes" not in single
+    docs = list(yaml.safe_load_all((out / "k8s" / "tier2-llama-3-1-405b.yaml").read_text()))
+    assert [d["kind"] for d in docs] == ["LeaderWorkerSet", "Service"]
+    lws = docs[0]["spec"]["leaderWorkerTemplate"]
+    assert lws["size"] == 2
+    worker_args = lws["workerTemplate"]["spec"]["containers"][0]["args"]
+    assert "$(LWS_LEADER_ADDRESS)" in worker_args and "--headless" in worker_args
+    docs = list(yaml.safe_load_all((out / "k8s" / "tier1-llama-3-1-70b.yaml").read_text()))
+    assert [d["kind"] for d in docs] == ["Deployment", "Service"]
+    pod = docs[0]["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 4
+    assert c["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert pod["volumes"][0]["emptyDir"]["medium"] == "Memory"
+
+
+def test_hostile_names_stay_inert(cli, tmp_path):
+    evil = "evil'; touch PWNED; echo \"$(touch PWNED2)\" `touch PWNED3` x y"
+    plan = yaml.safe_load((PLANS / "single-node.yaml").read_text())
+    plan["cascade"]["models"][0]["weights"] = evil
+    path = tmp_path / "evil.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    shutil.copy(PLANS / "trace-20.jsonl", tmp_path / "trace-20.jsonl")
+    out = tmp_path / "out"
+    export(cli, path, out, "vllm")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "vllm"
+    fake.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "$ARGV_OUT"\n')
+    fake.chmod(0o755)
+    script = out / "vllm" / "tier1-mistral-7b-instruct-v0.1-0.sh"
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}",
+               ARGV_OUT=str(tmp_path / "argv.txt"))
+    run = subprocess.run(["bash", str(script)], cwd=tmp_path, env=env, check=False,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    argv = (tmp_path / "argv.txt").read_text().splitlines()
+    assert argv[0] == "serve" and argv[1] == evil
+    assert argv[2] == "--config" and argv[3].endswith("tier1-mistral-7b-instruct-v0.1-0.yaml")
+    assert not any(tmp_path.glob("PWNED*")) and not any(Path.cwd().glob("PWNED*"))
+
+
+def test_router_configs(cli, tmp_path):
+    out = tmp_path / "out"
+    result = export(cli, PLANS / "multi-node.yaml", out, "router")
+    cfg = RouterConfig.model_validate(yaml.safe_load((out / "router" / "cascade.yaml")
+                                                     .read_text()))
+    assert [t.name for t in cfg.tiers] == ["tier1", "tier2"]
+    assert cfg.tiers[0].threshold == 70.0 and cfg.tiers[1].threshold is None
+    assert cfg.tiers[0].endpoints == ["http://h100-0:8000/v1", "http://h100-0:8001/v1"]
+    lite = yaml.safe_load((out / "router" / "litellm-config.yaml").read_text())
+    groups = {m["model_name"] for m in lite["model_list"]}
+    assert groups == {"tier1", "tier2"}
+    assert all(m["litellm_params"]["api_key"].startswith("os.environ/")
+               for m in lite["model_list"])
+    sr = (out / "router" / "semantic-router.yaml").read_text()
+    assert "WARNING" in sr
+    doc = yaml.safe_load(sr)
+    decision = doc["routing"]["decisions"][0]
+    assert decision["algorithm"]["type"] == "confidence"
+    assert [m["name"] for m in doc["providers"]["models"]] == ["llama-3.1-70b", "llama-3.1-405b"]
+    assert len(doc["providers"]["models"][0]["backend_refs"]) == 2
+    assert "warning:" not in result.stderr  # two tiers: nothing collapses
+
+
+def test_semantic_router_validates_with_vllm_sr(cli, tmp_path):
+    local = Path(sys.executable).parent / "vllm-sr"
+    exe = str(local) if local.exists() else shutil.which("vllm-sr")
+    if exe is None:
+        pytest.skip("vllm-sr is not installed")
+    out = tmp_path / "out"
+    export(cli, PLANS / "single-node.yaml", out, "router")
+    good = out / "router" / "semantic-router.yaml"
+    ok = subprocess.run([exe, "config", "validate", "--config", str(good)],
+                        capture_output=True, text=True, check=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(good.read_text().replace("type: confidence", "type: not-an-algorithm"))
+    broken = subprocess.run([exe, "config", "validate", "--config", str(bad)],
+                            capture_output=True, text=True, check=False)
+    assert broken.returncode != 0
+
+
+def test_three_tiers_warn_that_thresholds_collapse(cli, tmp_path):
+    plan = yaml.safe_load((PLANS / "multi-node.yaml").read_text())
+    plan["cascade"]["models"].insert(0, {"model": "llama-3.1-8b", "precision": "bf16"})
+    plan["stages"].insert(0, {"model": "llama-3.1-8b", "pool": "h100", "tp": 1,
+                              "replicas": 0 + 1, "max_model_len": 16384})
+    plan["stages"][1]["replicas"] = 1
+    plan["thresholds"] = [60.0, 70.0]
+    path = tmp_path / "three.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    shutil.copy(PLANS / "trace-20.jsonl", tmp_path / "trace-20.jsonl")
+    result = export(cli, path, tmp_path / "out", "router")
+    assert "warning:" in result.stderr and "collapse" in result.stderr
+    assert "collapse" in (tmp_path / "out" / "router" / "semantic-router.yaml").read_text()
+
+
+def test_schema_command(cli):
+    result = cli("schema", "cascade")
+    assert result.exit_code == 0
+    schema = json.loads(result.stdout)
+    assert schema["title"] == "RouterConfig" and "tiers" in schema["properties"]
+
+
+def test_bench_export(cli, tmp_path):
+    out = tmp_path / "out"
+    export(cli, PLANS / "multi-node.yaml", out, "bench")
+    lines = [json.loads(x) for x in (out / "bench" / "trace.mooncake.jsonl").read_text()
+             .splitlines()]
+    assert len(lines) == 20
+    for rec in lines:
+        assert len(rec["hash_ids"]) == math.ceil(rec["input_length"] / 512)
+    ids = [h for rec in lines for h in rec["hash_ids"]]
+    assert len(ids) == len(set(ids))
+    replay = (out / "bench" / "replay.sh").read_text()
+    for flag in ("--dataset-name timed_trace", "--timed-trace-chunk-hash-size 512",
+                 "--timed-trace-sec-multiplier 0.001", "--goodput ttft:2000 e2el:60000",
+                 "--custom-dataset-type mooncake_trace", "--fixed-schedule"):
+        assert flag in replay
+    assert subprocess.run(["bash", "-n", str(out / "bench" / "replay.sh")]).returncode == 0
+    assert "note" in json.loads((out / "bench" / "predicted.json").read_text())
+
+
+def test_bench_of_an_optimized_plan_carries_predictions(cli, tmp_path):
+    plan = tmp_path / "plan.json"
+    short = tmp_path / "short.jsonl"
+    short.write_text("".join((ROOT / "examples" / "azure-conv-10min.jsonl").read_text()
+                             .splitlines(keepends=True)[:300]))
+    assert cli("optimize", "--trace", short, "--out", plan).exit_code == 0
+    export(cli, plan, tmp_path / "out", "bench")
+    pred = json.loads((tmp_path / "out" / "bench" / "predicted.json").read_text())
+    assert pred["e2e_latency_s"]["p95"] > 0 and len(pred["stages"]) == 2
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda d: d.update(schema_version=9), "schema_version"),
+    (lambda d: d.pop("stages"), "missing key 'stages'"),
+])
+def test_bad_plan_writes_nothing(cli, tmp_path, edit, needle):
+    plan = yaml.safe_load((PLANS / "single-node.yaml").read_text())
+    edit(plan)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    out = tmp_path / "out"
+    assert_one_line_error(cli("export", "--plan", path, "--format", "vllm", "--out", out),
+                          needle)
+    assert not out.exists()
+
+
+def test_unknown_format_and_non_empty_out(cli, tmp_path):
+    out = tmp_path / "out"
+    assert_one_line_error(cli("export", "--plan", PLANS / "single-node.yaml", "--format",
+                              "tgi", "--out", out), "tgi")
+    assert not out.exists()
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert_one_line_error(cli("export", "--plan", PLANS / "single-node.yaml", "--format",
+                              "vllm", "--out", out), "--force")
+    assert (out / "keep.txt").read_text() == "mine" and len(list(out.iterdir())) == 1
+    export(cli, PLANS / "single-node.yaml", out, "vllm", "--force")
+    assert not (out / "keep.txt").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
