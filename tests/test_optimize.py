@@ -149,3 +149,15 @@ def test_paper_cascade_example_is_labelled_synthetic(short_trace):
     assert [s.model for s in result["plan"].stages] == [
         "deepseek-r1-distill-qwen-7b", "deepseek-r1-distill-llama-70b", "deepseek-r1"]
     assert result["plan"].stages[2].tp * result["plan"].stages[2].pp >= 8  # R1 int4 needs 8
+
+
+def test_readme_flow_optimize_then_export_sglang(bundled, cli, tmp_path):
+    out, _ = bundled
+    deploy = tmp_path / "deploy"
+    result = cli("export", "--plan", out, "--format", "sglang", "--out", deploy)
+    assert result.exit_code == 0, result.output
+    scripts = sorted((deploy / "sglang").glob("*.sh"))
+    plan = Plan.model_validate(json.loads(out.read_text()))
+    assert len(scripts) == sum(s.replicas for s in plan.stages)
+    assert "--tp-size" in (deploy / "sglang" / scripts[0].name.replace(".sh", ".yaml")
+                           ).read_text().replace("tp_size", "--tp-size")
