@@ -96,6 +96,11 @@ ArrivalOpt = Annotated[str, typer.Option(
 CvOpt = Annotated[float, typer.Option(
     "--cv", help="Inter-arrival coefficient of variation for gamma arrivals (1 = Poisson).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same output).")]
+# The four inputs of a planning problem; each defaults to the bundled example's.
+TraceOpt = Annotated[Path | None, typer.Option(help="Trace file (default: bundled).")]
+QualityOpt = Annotated[Path | None, typer.Option(help="Judged sample CSV (default: bundled).")]
+CascadeOpt = Annotated[Path | None, typer.Option(help="Cascade YAML (default: bundled).")]
+ClusterOpt = Annotated[Path | None, typer.Option(help="Cluster YAML (default: bundled).")]
 
 
 def _arrivals(rate: float | None, arrival: str, cv: float, seed: int) -> api.ArrivalOptions:
@@ -204,13 +209,8 @@ def _floats(text: str | None, what: str) -> list[float] | None:
 @app.command("check")
 @handles_errors
 def check(
-    trace: Annotated[Path | None, typer.Option(help="Trace file (default: bundled).")] = None,
-    quality: Annotated[Path | None, typer.Option(
-        help="Judged sample CSV (default: bundled).")] = None,
-    cascade: Annotated[Path | None, typer.Option(
-        help="Cascade YAML (default: bundled).")] = None,
-    cluster: Annotated[Path | None, typer.Option(
-        help="Cluster YAML (default: bundled).")] = None,
+    trace: TraceOpt = None, quality: QualityOpt = None, cascade: CascadeOpt = None,
+    cluster: ClusterOpt = None,
     thresholds: Annotated[str | None, typer.Option(
         help="Route with these thresholds (0-100, one per stage but the last), e.g. 60,75.")
     ] = None,
@@ -402,13 +402,8 @@ def simulate(
 @app.command("optimize")
 @handles_errors
 def optimize(
-    trace: Annotated[Path | None, typer.Option(help="Trace file (default: bundled).")] = None,
-    quality: Annotated[Path | None, typer.Option(
-        help="Judged sample CSV (default: bundled).")] = None,
-    cascade: Annotated[Path | None, typer.Option(
-        help="Cascade YAML (default: bundled).")] = None,
-    cluster: Annotated[Path | None, typer.Option(
-        help="Cluster YAML (default: bundled).")] = None,
+    trace: TraceOpt = None, quality: QualityOpt = None, cascade: CascadeOpt = None,
+    cluster: ClusterOpt = None,
     quality_target: Annotated[float | None, typer.Option(
         help="Quality target on the 0-100 scale (default: the cascade file's).")] = None,
     objective: Annotated[str, typer.Option(

@@ -23,6 +23,7 @@ from planner_cli.perf.analytic import DEFAULT_CONSTANTS, AnalyticConstants
 from planner_cli.perf.calibrate import FitReport, Measurement, calibrate, parse_measurements
 from planner_cli.perf.model import ANALYTIC_SOURCE, CPU_SPEC, PerfModel
 from planner_cli.perf.shapes import ReplicaShape
+from planner_cli.specs._yaml import read_text
 
 PROFILES_ENV = "CASCADIA_PROFILES_DIR"
 PROFILE_COLUMNS = ("tp", "pp", "prefill_tokens", "decode_batch", "context_tokens",
@@ -61,12 +62,7 @@ def write_profile(root: Path, device: str, model: str, rows: list[dict[str, Any]
 
 
 def read_measurements(path: Path) -> list[Measurement]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file", "check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read: {exc}", "pass a CSV file") from None
+    text = read_text(path, "pass a CSV file")
     return parse_measurements(text.splitlines(keepends=True), str(path))
 
 

@@ -126,12 +126,16 @@ def parse_yaml_model(text: str, cls: type[M], path: Path | str) -> M:
         raise validation_error_line(path, root, cls, exc) from None
 
 
-def load_yaml_model(path: Path, cls: type[M]) -> M:
-    """Read and validate a YAML file as `cls`."""
+def read_text(path: Path, hint: str = "check the file") -> str:
+    """A text file's content; a missing or unreadable file is one InputError."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError(f"{path}: no such file", "check the path") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read: {exc}", "check the file") from None
-    return parse_yaml_model(text, cls, path)
+        raise InputError(f"{path}: cannot read: {exc}", hint) from None
+
+
+def load_yaml_model(path: Path, cls: type[M]) -> M:
+    """Read and validate a YAML file as `cls`."""
+    return parse_yaml_model(read_text(path), cls, path)
