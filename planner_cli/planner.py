@@ -300,6 +300,10 @@ def optimize(files: OptimizeInputs, quality_target: float | None = None,
                                if figures["slo_scale"] > 0 else None),
             "throughput_gain": (main_capacity["rate_multiple"] / b["capacity"]["rate_multiple"]
                                 if b["capacity"]["rate_multiple"] > 0 else None),
+            # a capacity found at the search's request limit is a lower bound
+            "throughput_gain_bound": ("at most" if b["capacity"].get("at_least") else
+                                      "at least" if main_capacity.get("at_least") else
+                                      "exact"),
         }
     front = [{"thresholds": _finite(p.thresholds), "quality": p.quality,
               "milp_latency_s": p.latency_s} for p in search.front()]

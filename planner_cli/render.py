@@ -296,7 +296,8 @@ def optimize_tables(result: dict, out_path: str | None) -> None:
     cap = pred["capacity"]
     out.print(f"End to end (simulated, judger included): p50 {_p(e2e, 'p50')} s, p95 "
               f"{_p(e2e, 'p95')} s, p99 {_p(e2e, 'p99')} s; SLO scale {sim['slo_scale']:.2f}; "
-              f"throughput capacity at SLO scale {cap['slo_scale_target']:g}: "
+              f"throughput capacity at SLO scale {cap['slo_scale_target']:g} (sustained "
+              f"{cap['sustained_s']:g} s): {'≥ ' if cap.get('at_least') else ''}"
               f"× {cap['rate_multiple']:.2f} the trace ({cap['requests_per_s']:.1f} req/s). "
               f"MILP estimate of the slowest stage's p95: "
               f"{pred['milp_estimate_latency_s']:.3f} s ({pred['milp']['solver']}, "
@@ -314,9 +315,12 @@ def optimize_tables(result: dict, out_path: str | None) -> None:
         g = pred["gains"].get(name, {})
         t.add_row(name, dep, f"{b['simulated']['slo_scale']:.2f}",
                   _p(b["simulated"]["e2e_latency_s"], "p95"),
-                  f"{b['capacity']['rate_multiple']:.2f}",
+                  ("≥ " if b["capacity"].get("at_least") else "")
+                  + f"{b['capacity']['rate_multiple']:.2f}",
                   _fmt(g.get("slo_scale_gain"), 2) + "×" if g.get("slo_scale_gain") else "—",
-                  _fmt(g.get("throughput_gain"), 2) + "×" if g.get("throughput_gain") else "—")
+                  ({"at most": "≤ ", "at least": "≥ "}.get(g.get("throughput_gain_bound"), "")
+                   + _fmt(g.get("throughput_gain"), 2) + "×") if g.get("throughput_gain")
+                  else "—")
     out.print(t)
     front = pred["pareto_front"]
     out.print("Pareto front (quality → MILP latency s): " + "; ".join(
