@@ -159,5 +159,7 @@ def test_readme_flow_optimize_then_export_sglang(bundled, cli, tmp_path):
     scripts = sorted((deploy / "sglang").glob("*.sh"))
     plan = Plan.model_validate(json.loads(out.read_text()))
     assert len(scripts) == sum(s.replicas for s in plan.stages)
-    assert "--tp-size" in (deploy / "sglang" / scripts[0].name.replace(".sh", ".yaml")
-                           ).read_text().replace("tp_size", "--tp-size")
+    config = yaml.safe_load((deploy / "sglang" / scripts[0].name.replace(".sh", ".yaml"))
+                            .read_text())
+    assert config["tp_size"] == plan.stages[0].tp
+    assert "python3 -m sglang.launch_server --model-path" in scripts[0].read_text()
