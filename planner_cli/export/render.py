@@ -24,8 +24,10 @@ def render(plan, replicas: list[Replica], formats: list[str], trace: Trace | Non
             files["router/cascade.yaml"] = router.cascade_yaml(cfg)
             files["router/litellm-config.yaml"] = router.litellm_config(cfg)
             files["router/semantic-router.yaml"] = router.semantic_router_config(cfg)
-            if warnings is not None and len(cfg.tiers) > 2:
-                warnings.append(router.SEMANTIC_ROUTER_WARNING)
+            if warnings is not None:
+                warnings.append("router/semantic-router.yaml: " + router.SEMANTIC_ROUTER_WARNING
+                                + ", and it escalates on the model's token confidence, not "
+                                  "the plan's judge")
         elif fmt == "bench":
             if trace is None:
                 raise ValueError("bench needs the trace")

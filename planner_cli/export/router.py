@@ -133,6 +133,5 @@ def semantic_router_config(cfg: RouterConfig) -> str:
              "# WARNING: the router escalates on the model's own token confidence (hybrid of",
              "# logprob and margin, 0-1), not on the plan's judge; the threshold is the first",
              "# tier's judge threshold / 100."]
-    if sum(t.threshold is not None for t in cfg.tiers) > 1:
-        notes.append(f"# WARNING: {SEMANTIC_ROUTER_WARNING}.")
+    notes.append(f"# WARNING: {SEMANTIC_ROUTER_WARNING}.")
     return "\n".join(notes) + "\n" + yaml.safe_dump(doc, sort_keys=False)
