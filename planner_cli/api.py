@@ -563,18 +563,18 @@ def simulate_plan(plan_path: Path, trace_path: Path | None = None,
 
     plan = load_plan(plan_path)
     catalog = load_catalog(catalog_dir)
-    resolve_stages(plan, plan_path, catalog, profiles_dir)  # fail on a bad plan before reading
+    resolved = resolve_stages(plan, plan_path, catalog, profiles_dir)  # fail before reading
     trace_file = trace_path or _relative(plan_path, plan.inputs.trace)
     if trace_file is None:
         raise InputError(f"{plan_path}: no trace", "pass --trace or set inputs.trace")
     trace = load_trace(trace_file)
     scale = parse_scale(plan.inputs.score_scale) if plan.inputs.score_scale else None
-    names = resolve_cascade(plan.cascade, catalog, plan_path)
+    names = [s.model for s in resolved[0]]
     mix = request_mix(trace, plan.cascade, names, catalog,
                       quality_path or _relative(plan_path, plan.inputs.quality), scale,
                       plan.simulation.seed)
     result = simulate_loaded(plan, plan_path, trace, mix, catalog, profiles_dir, rate_scale,
-                             balancer, capacity_at_scale)
+                             balancer, capacity_at_scale, resolved=resolved)
     result.update(plan=str(plan_path), trace=str(trace_file))
     return result
 
@@ -582,7 +582,9 @@ def simulate_plan(plan_path: Path, trace_path: Path | None = None,
 def simulate_loaded(plan, label: Path, trace: Trace, mix: RequestMix, catalog: Catalog,
                     profiles_dir: Path | None, rate_scale: float = 1.0,
                     balancer: str | None = None, capacity_at_scale: float | None = None,
-                    capacity_window: int | None = None) -> dict:
+                    capacity_window: int | None = None,
+                    resolved: tuple[list[StageDeployment], StageDeployment | None] | None = None
+                    ) -> dict:
     """Simulate a plan on a loaded trace and request mix (see simulate_plan)."""
     import time
 
@@ -594,7 +596,7 @@ def simulate_loaded(plan, label: Path, trace: Trace, mix: RequestMix, catalog: C
     balancer = balancer or plan.simulation.balancer
     if balancer not in BALANCERS:
         raise InputError(f"--balancer {balancer!r} is not known", "use " + " or ".join(BALANCERS))
-    stages, judge_stage = resolve_stages(plan, label, catalog, profiles_dir)
+    stages, judge_stage = resolved or resolve_stages(plan, label, catalog, profiles_dir)
     routing = route(mix.scores, mix.quality, plan.thresholds)
     configs = [StageConfig(s.model, s.cost, s.replicas, s.kv_capacity_tokens,  # type: ignore[arg-type]
                            s.max_num_batched_tokens, s.max_num_seqs) for s in stages]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from planner_cli.errors import InputError
-from planner_cli.specs._yaml import load_yaml_model
+from planner_cli.specs._yaml import load_yaml_model, read_text
 from planner_cli.specs.cascade import CascadeSpec
 from planner_cli.specs.cluster import ClusterSpec
 from planner_cli.workload import importers
@@ -98,11 +98,7 @@ def write_text_atomic(path: Path, chunks: Iterable[str]) -> None:
 
 def read_judged(path: Path, score_scale: tuple[float, float] | None = None,
                 quality_scale: tuple[float, float] | None = None) -> JudgedSample:
-    with _open_text(path) as handle:
-        try:
-            lines = handle.read().splitlines(keepends=True)
-        except UnicodeDecodeError:
-            raise InputError(f"{path}: not UTF-8 text", "pass a CSV judged sample") from None
+    lines = read_text(path, "pass a CSV judged sample").splitlines(keepends=True)
     return parse_judged_csv(lines, str(path), score_scale, quality_scale)
 
 

@@ -71,11 +71,11 @@ class Planner:
 
     def __init__(self, files: OptimizeInputs, quality_target: float | None, objective: str,
                  catalog_dir: Path | None, profiles_dir: Path | None, seed: int = 0,
-                 progress: Progress | None = None) -> None:
+                 capacity_scale: float = DEFAULT_CAPACITY_SCALE) -> None:
         self.files = files
         self.objective = objective
         self.profiles_dir = profiles_dir
-        self.progress = progress or (lambda _msg: None)
+        self.capacity_scale = capacity_scale
         self.catalog = load_catalog(catalog_dir)
         self.cascade = io.load_cascade(files.cascade)
         self.cluster = io.load_cluster(files.cluster)
@@ -108,7 +108,7 @@ class Planner:
         self.sources: dict[str, str] = {}
         self.milp_solves = 0
         self._solutions: dict[tuple, tuple[float, Solution | InfeasibleError]] = {}
-        self.capacity_scale = DEFAULT_CAPACITY_SCALE
+        self._answered: dict[tuple[float, ...], np.ndarray] = {}
 
     # ------------------------------------------------------------ pieces
 
@@ -130,7 +130,12 @@ class Planner:
         return self._shapes[key]
 
     def answered_by(self, theta: tuple[float, ...]) -> np.ndarray:
-        return route(self.mix.scores, self.mix.quality, _finite(theta)).answered_by
+        """The stage answering each trace request under θ (memoised: the search asks for the
+        same θ once per stage, per pool and per table)."""
+        if theta not in self._answered:
+            self._answered[theta] = route(self.mix.scores, self.mix.quality,
+                                          _finite(theta)).answered_by
+        return self._answered[theta]
 
     def workload(self, i: int, theta: tuple[float, ...]) -> Workload:
         reach = np.flatnonzero(self.answered_by(theta) >= i)
@@ -239,8 +244,8 @@ def optimize(files: OptimizeInputs, quality_target: float | None = None,
     if objective not in ("p95-max-stage", "e2e"):
         raise InputError(f"--objective {objective!r} is not known", "use p95-max-stage or e2e")
     say("loading inputs")
-    pl = Planner(files, quality_target, objective, catalog_dir, profiles_dir, progress=say)
-    pl.capacity_scale = capacity_scale
+    pl = Planner(files, quality_target, objective, catalog_dir, profiles_dir,
+                 capacity_scale=capacity_scale)
     m = len(pl.cards)
     candidates = [np.unique(pl.sample.scores[:, i]) for i in range(m - 1)]
     candidates = [np.append(c, math.inf) for c in candidates]
@@ -318,7 +323,7 @@ def optimize(files: OptimizeInputs, quality_target: float | None = None,
         "quality": point.quality, "z1": pl.z1, "z2": pl.z2, "quality_target": pl.q_min,
         "objective": objective, "milp": sol.to_dict() | {"solve_s": None},
         "milp_estimate_latency_s": point.latency_s,
-        "simulated": _strip(figures), "capacity": main_capacity,
+        "simulated": figures, "capacity": main_capacity,
         "baselines": {k: _strip_baseline(v) for k, v in baselines.items()},
         "gains": gains, "pareto_front": front, "latency_tables": tables,
         "judged": {"prompts": len(pl.sample), "dropped": pl.dropped,
@@ -335,11 +340,6 @@ def optimize(files: OptimizeInputs, quality_target: float | None = None,
                "milp_solves": pl.milp_solves, "last_milp_solve_s": sol.solve_s,
                "evaluated_thresholds": len(search.evaluated)}
     return {"plan": plan, "timings": timings}
-
-
-def _strip(figures: dict) -> dict:
-    return {k: v for k, v in figures.items() if k != "attainment_curve"} | {
-        "attainment_curve": figures.get("attainment_curve")}
 
 
 def _strip_baseline(b: dict) -> dict:

@@ -342,7 +342,15 @@ def plot_pngs(result: dict, folder: str) -> list[str]:
     import matplotlib.pyplot as plt
 
     pred = result["plan"].predicted
-    paths = []
+    paths: list[str] = []
+
+    def save(fig, name: str) -> None:
+        fig.tight_layout()
+        path = os.path.join(folder, name)
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+
     fig, ax = plt.subplots(figsize=(6, 4))
     front = pred["pareto_front"]
     ax.plot([p["quality"] for p in front], [p["milp_latency_s"] for p in front], "o-",
@@ -354,11 +362,7 @@ def plot_pngs(result: dict, folder: str) -> list[str]:
     ax.set_xlabel("quality Q(θ) (0-100)")
     ax.set_ylabel("slowest stage p95 latency (s)")
     ax.legend()
-    fig.tight_layout()
-    path = os.path.join(folder, "pareto.png")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    paths.append(path)
+    save(fig, "pareto.png")
     fig, ax = plt.subplots(figsize=(6, 4))
     curves = {"cascadia plan": pred["simulated"]["attainment_curve"]}
     for name, b in pred["baselines"].items():
@@ -371,9 +375,5 @@ def plot_pngs(result: dict, folder: str) -> list[str]:
     ax.set_ylabel("% of requests within s × base latency")
     ax.axhline(95, color="grey", linestyle="--")
     ax.legend()
-    fig.tight_layout()
-    path = os.path.join(folder, "attainment.png")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    paths.append(path)
+    save(fig, "attainment.png")
     return paths

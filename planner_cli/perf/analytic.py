@@ -206,6 +206,37 @@ def _layer_work(shape: ReplicaShape, moe_layer: bool, p: int, b: int, k: float,
     return flops, by, af, ab
 
 
+def communication_work(shape: ReplicaShape, n: int) -> tuple[float, int, float]:
+    """(all-reduce seconds at full link speed, collective steps, pipeline hand-off seconds at
+    full link speed) of an iteration of n tokens: two all-reduces per layer (after attention
+    and after the FFN) when tp > 1, one hand-off between consecutive stages when pp > 1."""
+    if n <= 0:
+        return 0.0, 0, 0.0
+    hidden_bytes = n * shape.card.hidden_size * ACT_BYTES
+    allreduce, steps = 0.0, 0
+    if shape.tp > 1:
+        steps = 2 * shape.card.num_hidden_layers
+        allreduce = steps * 2.0 * (shape.tp - 1) / shape.tp * hidden_bytes / _link_bandwidth(
+            shape, False)
+    handoff = 0.0
+    if shape.pp > 1:
+        across = shape.gpus > shape.node_size
+        handoff = (shape.pp - 1) * hidden_bytes / _link_bandwidth(shape, across)
+    return allreduce, steps, handoff
+
+
+def communication_time(c: AnalyticConstants, allreduce_nominal_s: float, steps: int,
+                       handoff_nominal_s: float) -> tuple[float, float]:
+    """(all-reduce seconds, hand-off seconds) under the constants' link efficiency,
+    latencies and collective scale."""
+    collectives = c.comm_scale * (allreduce_nominal_s / c.link_efficiency
+                                  + steps * c.collective_latency_s)
+    handoff = 0.0
+    if handoff_nominal_s > 0:
+        handoff = handoff_nominal_s / c.link_efficiency + c.collective_latency_s
+    return collectives, handoff
+
+
 def iteration_load(shape: ReplicaShape, p: int, b: int, k: float,
                    prefill_context: float = 0.0) -> IterationLoad:
     """The work of one iteration along its path (all pipeline stages in turn)."""
@@ -221,19 +252,9 @@ def iteration_load(shape: ReplicaShape, p: int, b: int, k: float,
         if counts[is_moe]:
             f, by, af, ab = _layer_work(shape, is_moe, p, b, k, prefill_context)
             layers.append(LayerLoad(counts[is_moe], f, by, af, ab))
-    allreduce, steps = 0.0, 0
-    if shape.tp > 1 and n > 0:  # after attention and after the FFN in every layer
-        size = n * card.hidden_size * ACT_BYTES
-        steps = 2 * card.num_hidden_layers
-        allreduce = steps * 2.0 * (shape.tp - 1) / shape.tp * size / _link_bandwidth(
-            shape, False)
+    allreduce, steps, handoff = communication_work(shape, n)
     seqs = b + (1 if p > 0 else 0)  # logits only for the last token of each sequence
     head_params = card.vocab_size * card.hidden_size / shape.tp
-    handoff = 0.0
-    if shape.pp > 1 and n > 0:
-        across = shape.gpus > shape.node_size
-        handoff = (shape.pp - 1) * n * card.hidden_size * ACT_BYTES / _link_bandwidth(
-            shape, across)
     return IterationLoad(layers=tuple(layers), tokens=n, allreduce_s_nominal=allreduce,
                          allreduce_steps=steps, head_flops=2.0 * seqs * head_params,
                          head_bytes=head_params * BYTES_UNQUANTISED, handoff_s_nominal=handoff)
@@ -255,11 +276,8 @@ def time_from_load(load: IterationLoad, shape: ReplicaShape,
                                   layer.attn_bytes / (bw * c.attention_bandwidth_efficiency))
     head = max(load.head_flops / (peak * c.compute_efficiency),
                load.head_bytes / (bw * gemm_bw))
-    collectives = c.comm_scale * (load.allreduce_s_nominal / c.link_efficiency
-                                  + load.allreduce_steps * c.collective_latency_s)
-    handoff = 0.0
-    if load.handoff_s_nominal > 0:
-        handoff = load.handoff_s_nominal / c.link_efficiency + c.collective_latency_s
+    collectives, handoff = communication_time(c, load.allreduce_s_nominal,
+                                              load.allreduce_steps, load.handoff_s_nominal)
     return Breakdown(gemm_s=gemm, attention_s=attn,
                      kernel_s=load.layer_count * c.kernels_per_layer * c.kernel_latency_s,
                      allreduce_s=collectives, lm_head_s=head, pipeline_s=handoff,

@@ -12,10 +12,11 @@ from __future__ import annotations
 import math
 
 from planner_cli.perf.analytic import (
-    ACT_BYTES,
     AnalyticConstants,
-    _link_bandwidth,
     attention_coeffs,
+    attention_work,
+    communication_time,
+    communication_work,
     gemm_work,
 )
 from planner_cli.perf.shapes import ReplicaShape
@@ -64,18 +65,7 @@ class IterationCost:
             flops, by = gemm_work(shape, is_moe, n)
             total += count * max(flops / (self.peak * c.compute_efficiency),
                                  by / (self.bw * eb))
-        hidden_bytes = n * shape.card.hidden_size * ACT_BYTES
-        steps = 0
-        ring = 0.0
-        if shape.tp > 1 and n > 0:
-            steps = 2 * shape.card.num_hidden_layers
-            ring = steps * 2.0 * (shape.tp - 1) / shape.tp * hidden_bytes / _link_bandwidth(
-                shape, False)
-        total += c.comm_scale * (ring / c.link_efficiency + steps * c.collective_latency_s)
-        if shape.pp > 1 and n > 0:
-            across = shape.gpus > shape.node_size
-            handoff = (shape.pp - 1) * hidden_bytes / _link_bandwidth(shape, across)
-            total += handoff / c.link_efficiency + c.collective_latency_s
+        total += sum(communication_time(c, *communication_work(shape, n)))
         self._by_tokens[n] = total
         return total
 
@@ -85,13 +75,8 @@ class IterationCost:
                    self.head_params * BYTES_UNQUANTISED / (self.bw * self._bandwidth_eff(n)))
 
     def _attention(self, p: int, b: int, k: float, pc: float) -> float:
-        a, c = self.attn, self.constants
-        span = k if a.window is None else min(k, b * a.window)
-        causal = p * pc + p * p / 2.0
-        if a.window is not None:
-            causal = min(causal, p * float(a.window))
-        flops = a.flops_prefill * causal + a.flops_decode * span
-        by = a.kv_token_bytes * (span + pc + p + b)
+        c = self.constants
+        flops, by = attention_work(self.attn, p, b, k, pc)
         return self.layers * max(flops / (self.peak * c.attention_efficiency),
                                  by / (self.bw * c.attention_bandwidth_efficiency))
 

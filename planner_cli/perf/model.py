@@ -39,11 +39,6 @@ class PerfModel:
         return analytic_iteration(self.shape, prefill_tokens, decode_batch, context_tokens,
                                   prefill_context, self.constants)
 
-    def iteration_time(self, prefill_tokens: int, decode_batch: int, context_tokens: float,
-                       prefill_context: float = 0.0) -> float:
-        return self.iteration(prefill_tokens, decode_batch, context_tokens,
-                              prefill_context).total_s
-
     def memory(self, gpu_memory_utilization: float = 0.9,
                max_model_len: int | None = None) -> MemoryFigures:
         return memory_figures(self.shape, gpu_memory_utilization, max_model_len)

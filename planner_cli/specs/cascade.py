@@ -56,6 +56,3 @@ class CascadeSpec(StrictModel):
         if len(set(names)) != len(names):
             raise ValueError("a model appears twice in the cascade")
         return self
-
-    def judged_names(self) -> list[str]:
-        return [m.judged_name or m.model for m in self.models]
