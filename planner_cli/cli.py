@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,8 +13,9 @@ import typer
 
 from planner_cli import __version__, api, render
 from planner_cli.errors import MissingDependencyError, PlannerError
-from planner_cli.io import write_text_atomic
-from planner_cli.profiles import PROFILES_ENV
+from planner_cli.io import refuse_existing, write_text_atomic
+from planner_cli.perf.memory import DEFAULT_GPU_MEMORY_UTILIZATION
+from planner_cli.perf.profiles import PROFILES_ENV
 from planner_cli.specs.catalog import CATALOG_ENV
 from planner_cli.workload.importers import FORMATS
 from planner_cli.workload.judged import parse_scale
@@ -59,10 +61,6 @@ def _catalog_dir() -> Path | None:
     return _ROOT_OPTIONS.get("catalog_dir")
 
 
-def _profiles_dir() -> Path | None:
-    return _ROOT_OPTIONS.get("profiles_dir")
-
-
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"cascadia-plan {__version__}")
@@ -74,19 +72,22 @@ def root(
     catalog_dir: Annotated[Path | None, typer.Option(
         envvar=CATALOG_ENV, help="Folder with hardware/ and model_cards/ to use instead of "
         "the shipped catalog.")] = None,
-    profiles_dir: Annotated[Path | None, typer.Option(
-        envvar=PROFILES_ENV, help="Folder of measured profiles and calibrations "
-        "(default: ./profiles).")] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks for input errors too.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
     _ROOT_OPTIONS.clear()
-    _ROOT_OPTIONS.update(catalog_dir=catalog_dir, profiles_dir=profiles_dir, debug=debug)
+    _ROOT_OPTIONS.update(catalog_dir=catalog_dir, debug=debug)
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output file.")]
+ProfilesOpt = Annotated[Path | None, typer.Option(
+    "--profiles", envvar=PROFILES_ENV, help="Folder of measured profiles and calibrations "
+    "(default: ./profiles).")]
+EngineOpt = Annotated[str | None, typer.Option(
+    "--engine", help="Engine whose calibrations to use (e.g. vllm, sglang); default: the only "
+    "one saved, or the engine-neutral one.")]
 FormatOpt = Annotated[str | None, typer.Option(
     "--format", help=f"Input format ({', '.join(FORMATS)}); default: detected.")]
 RateOpt = Annotated[float | None, typer.Option(
@@ -266,7 +267,7 @@ def profile(
         help="bfloat16, float16 or float32 (default: bfloat16 on CUDA, float32 on CPU).")
     ] = None,
     reps: Annotated[int | None, typer.Option(help="Timed repeats per point (median).")] = None,
-    force: ForceOpt = False, as_json: JsonOpt = False,
+    profiles: ProfilesOpt = None, force: ForceOpt = False, as_json: JsonOpt = False,
 ) -> None:
     """Measure a model's prefill and decode iteration times on this machine.
 
@@ -285,8 +286,8 @@ def profile(
             bar.update(task, description=what, completed=done, total=total)
 
         result = api.run_profile(model, device, _ints(tp, "--tp"), layers, quick, dtype, reps,
-                                 force, catalog_dir=_catalog_dir(),
-                                 profiles_dir=_profiles_dir(), progress=progress)
+                                 force, catalog_dir=_catalog_dir(), profiles_dir=profiles,
+                                 progress=progress)
     if as_json:
         render.emit_json(result)
     else:
@@ -309,10 +310,10 @@ def perf(
         help="Context tokens the decoding sequences hold in total.")] = 0.0,
     prefill_context: Annotated[float, typer.Option(
         help="Tokens already cached before the prefill chunk (chunked prefill).")] = 0.0,
-    engine: Annotated[str | None, typer.Option(
-        help="Use the calibration saved for this engine name.")] = None,
+    engine: EngineOpt = None,
+    profiles: ProfilesOpt = None,
     gpu_memory_utilization: Annotated[float, typer.Option(
-        help="Share of GPU memory the engine may use.")] = 0.9,
+        help="Share of GPU memory the engine may use.")] = DEFAULT_GPU_MEMORY_UTILIZATION,
     max_model_len: Annotated[int | None, typer.Option(
         help="Longest request to fit (default: the model's context length).")] = None,
     as_json: JsonOpt = False,
@@ -330,7 +331,7 @@ def perf(
                            "--context 8000")
     result = api.perf_predict(model, gpu, tp, pp, precision, prefill_tokens, batch, context,
                               prefill_context, catalog_dir=_catalog_dir(),
-                              profiles_dir=_profiles_dir(), engine=engine,
+                              profiles_dir=profiles, engine=engine,
                               gpu_memory_utilization=gpu_memory_utilization,
                               max_model_len=max_model_len)
     render.emit_json(result) if as_json else render.perf_table(result)
@@ -347,7 +348,7 @@ def perf_calibrate(
     engine: Annotated[str | None, typer.Option(
         help="Engine name, to keep calibrations of several engines apart.")] = None,
     precision: Annotated[str, typer.Option(help="Precision the measurements ran at.")] = "bf16",
-    as_json: JsonOpt = False,
+    profiles: ProfilesOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Fit the analytic model's efficiencies and overheads to measured iteration times.
 
@@ -355,7 +356,7 @@ def perf_calibrate(
     measured), and saves the calibration under profiles/<gpu>/<model>/ for the planner.
     """
     result = api.calibrate_from(measurements, model, gpu, engine, precision,
-                                catalog_dir=_catalog_dir(), profiles_dir=_profiles_dir())
+                                catalog_dir=_catalog_dir(), profiles_dir=profiles)
     render.emit_json(result) if as_json else render.calibration_table(result)
 
 
@@ -378,6 +379,7 @@ def simulate(
     requests_out: Annotated[Path | None, typer.Option(
         help="Write per-request TTFT, TPOT, end-to-end latency and answering stage (CSV).")
     ] = None,
+    engine: EngineOpt = None, profiles: ProfilesOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -387,14 +389,17 @@ def simulate(
     preemption); requests escalate through the stages by their judge scores and the plan's
     thresholds, paying the judger's latency between stages.
     """
-    if requests_out is not None and requests_out.exists() and not force:
-        raise PlannerError(f"{requests_out}: already exists", "pass --force to replace it")
-    result = api.simulate_plan(plan, trace, quality, rate_scale, balancer, capacity_at_scale,
-                               catalog_dir=_catalog_dir(), profiles_dir=_profiles_dir())
-    per_request = result.pop("per_request")
     if requests_out is not None:
-        write_text_atomic(requests_out, render.csv_lines(per_request))
-    render.emit_json(result) if as_json else render.simulation_tables(result)
+        refuse_existing(requests_out, force, "--requests-out")
+    result, trace_file = api.simulate_plan(
+        plan, trace, quality, rate_scale, balancer, capacity_at_scale,
+        catalog_dir=_catalog_dir(), profiles_dir=profiles, engine=engine)
+    if requests_out is not None:
+        write_text_atomic(requests_out, render.csv_lines(result.per_request))
+    if as_json:
+        render.emit_json({"plan": str(plan), "trace": str(trace_file)} | result.summary())
+    else:
+        render.simulation_tables(result, str(trace_file))
 
 
 # ---------------------------------------------------------------- optimisation
@@ -417,6 +422,9 @@ def optimize(
     plot: Annotated[Path | None, typer.Option(
         help="Write pareto.png and attainment.png into this folder (needs matplotlib).")
     ] = None,
+    engine: EngineOpt = None, profiles: ProfilesOpt = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace existing --out / --dump-lp files.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Plan the cascade: thresholds, GPUs and parallelism per model (no flags: bundled example).
@@ -425,9 +433,14 @@ def optimize(
     weighted Tchebycheff for the Pareto front) solves the inner MILP for each candidate; the
     best few plans are replayed through the simulator and the best simulated one is written,
     with the baselines (single model, even split, uniform parallelism) and the gains over them.
+    With no quality target (flag or cascade file) it plans the fastest thresholds, with no
+    quality floor.
     """
+    refuse_existing(out, force)
+    if dump_lp is not None:
+        refuse_existing(dump_lp, force, "--dump-lp")
     if plot is not None and not plot.is_dir():
-        raise PlannerError(f"{plot}: not a folder", "create it first")
+        raise PlannerError(f"--plot {plot}: not a folder", "create it first")
     if plot is not None:
         try:
             import matplotlib  # noqa: F401
@@ -436,15 +449,17 @@ def optimize(
                                          "pip install 'cascadia-plan[plot]'") from None
     with render.console().status("planning") as status:
         result = api.optimize(trace, quality, cascade, cluster, quality_target, objective,
-                              catalog_dir=_catalog_dir(), profiles_dir=_profiles_dir(),
-                              capacity_scale=capacity_slo_scale, dump_lp=dump_lp,
+                              catalog_dir=_catalog_dir(), profiles_dir=profiles, engine=engine,
+                              capacity_scale=capacity_slo_scale,
                               progress=lambda msg: status.update(msg))
-    write_text_atomic(out, [api.plan_json(result["plan"])])
+    write_text_atomic(out, [api.plan_json(result.plan)])
+    if dump_lp is not None:
+        result.milp.write_lp(dump_lp)
     if plot is not None:
         render.plot_pngs(result, str(plot))
     if as_json:
-        render.emit_json({"plan": result["plan"].model_dump(mode="python", exclude_none=True),
-                          "timings": result["timings"], "out": str(out)})
+        render.emit_json({"plan": json.loads(api.plan_json(result.plan)),
+                          "timings": result.timings.to_dict(), "out": str(out)})
     else:
         render.optimize_tables(result, str(out))
 
@@ -473,13 +488,13 @@ def export(
     nothing behind, and the same plan gives byte-identical files.
     """
     result = api.export(plan, fmt, out, force, trace, _catalog_dir())
-    for w in result["warnings"]:
+    for w in result.warnings:
         typer.echo(f"warning: {w}", err=True)
     if as_json:
-        render.emit_json(result)
+        render.emit_json(result.to_dict())
     else:
-        render.console().print(f"wrote {len(result['files'])} files for "
-                               f"{result['replicas']} replicas under {result['out']}")
+        render.console().print(f"wrote {len(result.files)} files for {result.replicas} "
+                               f"replicas under {result.out}")
 
 
 schema_app = typer.Typer(no_args_is_help=True, help="JSON Schemas of the files the tool writes.")

@@ -80,16 +80,44 @@ def read_trace(path: Path, fmt: str | None = None, *, rate_per_s: float | None =
                        num_requests=inputs.shape[0], seed=seed, source=source)
 
 
+def umask() -> int:
+    """The process's file-creation mask (read without changing it for longer than a call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def public_mode(path: Path, folder: bool = False) -> None:
+    """Give a file (0666) or folder (0777) made through a private temporary the permissions the
+    user's umask grants, as a plain open() or mkdir() would have."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~umask())
+
+
+def refuse_existing(path: Path, force: bool, option: str = "--out") -> None:
+    """Before any work: an output that names a folder is refused, an existing file needs
+    --force, and its folder must exist."""
+    if path.is_dir():
+        raise InputError(f"{option} {path}: is a folder", f"name a file, e.g. {path / 'plan.json'}")
+    if path.exists() and not force:
+        raise InputError(f"{option} {path}: already exists", "pass --force to replace it")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"{option} {path}: the folder {folder} does not exist", "create it first")
+
+
 def write_text_atomic(path: Path, chunks: Iterable[str]) -> None:
     """Write `chunks` to `path` through a temporary file; nothing is left on failure."""
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise InputError(f"{folder}: output folder does not exist", "create it first")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder", "name a file")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             for chunk in chunks:
                 handle.write(chunk)
+        public_mode(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

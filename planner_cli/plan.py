@@ -11,6 +11,17 @@ from typing import Annotated, Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
+from planner_cli.perf.memory import (
+    DEFAULT_GPU_MEMORY_UTILIZATION,
+    DEFAULT_MAX_NUM_BATCHED_TOKENS,
+    DEFAULT_MAX_NUM_SEQS,
+)
+from planner_cli.sim.figures import (
+    Capacity,
+    CascadeFigures,
+    Figures,
+    Percentiles,
+)
 from planner_cli.specs._yaml import StrictModel
 from planner_cli.specs.cascade import CascadeSpec
 from planner_cli.specs.cluster import ClusterSpec
@@ -26,10 +37,10 @@ class StagePlan(StrictModel):
     tp: PositiveInt = 1
     pp: PositiveInt = 1
     replicas: PositiveInt = 1
-    max_num_batched_tokens: PositiveInt = 8192
-    max_num_seqs: PositiveInt = 256
-    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
-    max_model_len: PositiveInt | None = None
+    max_num_batched_tokens: PositiveInt = DEFAULT_MAX_NUM_BATCHED_TOKENS
+    max_num_seqs: PositiveInt = DEFAULT_MAX_NUM_SEQS
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = DEFAULT_GPU_MEMORY_UTILIZATION
+    max_model_len: PositiveInt | None = None  # default: the cascade model's (else the card's)
 
     @property
     def gpus(self) -> int:
@@ -48,6 +59,116 @@ class SimulationSettings(StrictModel):
     engine: str | None = None  # use calibrations saved under this engine name
 
 
+# ---------------------------------------------------------------- what optimize predicted
+
+class TableRow(Figures):
+    """One improving entry of a latency table l_i(g, f)."""
+
+    gpus: int
+    latency_s: float | None
+    tp: int
+    pp: int
+    replicas: int
+
+
+class MilpChoice(Figures):
+    pool: str
+    gpus: int
+    latency_s: float | None
+
+
+class MilpRecord(Figures):
+    objective_latency_s: float | None
+    gpus: int
+    solver: str
+    status: str
+    gap: float | None
+    solve_s: float | None  # not stored (plans are byte-identical on re-run)
+    assignment: dict[str, MilpChoice]
+
+
+class FrontPoint(Figures):
+    thresholds: list[float]
+    quality: float
+    milp_latency_s: float | None
+
+
+class StageShape(Figures):
+    model: str
+    pool: str
+    tp: int
+    pp: int
+    replicas: int
+
+
+class BaselinePlan(Figures):
+    thresholds: list[float] | None = None
+    stages: list[StageShape]
+
+
+class BaselineSimulated(Figures):
+    e2e_latency_s: Percentiles
+    slo_scale: float | None
+    throughput_rps: float
+    attainment_curve: list[tuple[float, float]]
+
+
+class Baseline(Figures):
+    """A baseline deployment simulated on the same trace, or why there is none."""
+
+    model: str | None = None  # the single-model baseline's model
+    quality: float | None = None  # the single-model baseline's quality
+    tp: int | None = None  # the uniform-parallelism baseline's tensor-parallel size
+    error: str | None = None
+    plan: BaselinePlan | None = None
+    simulated: BaselineSimulated | None = None
+    capacity: Capacity | None = None
+
+
+class Gain(Figures):
+    """The plan against a baseline: > 1 means the plan is better."""
+
+    slo_scale_gain: float | None
+    throughput_gain: float | None
+    throughput_gain_bound: Literal["exact", "at least", "at most"]
+
+
+class JudgedInfo(Figures):
+    prompts: int
+    dropped: int
+    scores_from: str
+
+
+class VerifiedCandidate(Figures):
+    thresholds: list[float]
+    quality: float
+    milp_latency_s: float | None
+    simulated_e2e_p95_s: float | None
+    simulated_slo_scale: float | None
+
+
+class Predicted(Figures):
+    """What `optimize` predicts for the plan, and the evidence: tables, MILP, front,
+    simulated figures, baselines and gains."""
+
+    quality: float
+    z1: float
+    z2: float
+    quality_target: float | None
+    objective: str
+    milp: MilpRecord
+    milp_estimate_latency_s: float | None
+    simulated: CascadeFigures
+    capacity: Capacity
+    baselines: dict[str, Baseline]
+    gains: dict[str, Gain]
+    pareto_front: list[FrontPoint]
+    latency_tables: dict[str, list[TableRow]]
+    judged: JudgedInfo
+    perf_sources: dict[str, str]
+    verified_candidates: list[VerifiedCandidate]
+
+
 class Plan(StrictModel):
     schema_version: Literal[1]
     name: str = "plan"
@@ -58,7 +179,7 @@ class Plan(StrictModel):
     stages: list[StagePlan] = Field(min_length=1)
     judge: StagePlan | None = None  # the judger's own replicas, when it is a served model
     simulation: SimulationSettings = SimulationSettings()
-    predicted: dict | None = None  # figures written by optimize, kept for re-checking
+    predicted: Predicted | None = None  # figures written by optimize, kept for re-checking
 
     @model_validator(mode="after")
     def _consistent(self) -> Plan:

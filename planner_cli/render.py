@@ -10,24 +10,17 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from planner_cli.api import CheckReport
-from planner_cli.workload.stats import TraceStats
+from planner_cli.optimize.bilevel import OptimizeResult
+from planner_cli.sim.figures import Percentiles, clean
+from planner_cli.sim.run import PlanSimulation
+from planner_cli.summaries import CheckReport
+from planner_cli.workload.stats import TraceStats, trace_stats
 
 
 def console() -> Console:
     # off a terminal rich assumes 80 columns, which truncates the wider tables
     width = None if sys.stderr.isatty() else 160
     return Console(stderr=True, highlight=False, soft_wrap=False, width=width)
-
-
-def clean(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return None if math.isnan(obj) or math.isinf(obj) else obj
-    if isinstance(obj, dict):
-        return {k: clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [clean(v) for v in obj]
-    return obj
 
 
 def emit_json(obj: Any) -> None:
@@ -95,40 +88,45 @@ def trace_table(stats: TraceStats, title: str) -> None:
 
 def check_report(report: CheckReport, title: str) -> None:
     out = console()
+    p = report.problem
+    data = report.to_dict()
     out.print(f"[bold]{title}[/bold]")
     t = Table(title="Cluster", title_justify="left")
     for col in ("pool", "GPU", "nodes", "GPUs/node", "GPUs", "GiB/GPU"):
         t.add_column(col)
-    for p in report.cluster:
-        t.add_row(p["name"], p["gpu"], str(p["nodes"]), str(p["gpus_per_node"]),
-                  str(p["gpus"]), _fmt(p["memory_gib_per_gpu"]))
+    for pool in p.pools:
+        t.add_row(pool.name, pool.gpu.name, str(pool.nodes), str(pool.gpus_per_node),
+                  str(pool.gpus), _fmt(round(pool.gpu.memory_gib, 2)))
     out.print(t)
     t = Table(title="Cascade", title_justify="left")
     for col in ("stage", "model", "precision", "params B", "active B", "weights GB",
-                "KV B/token", "judged as", "mean score", "mean quality"):
+                "KV B/token", "context", "judged as", "mean score", "mean quality"):
         t.add_column(col)
-    for i, (m, j) in enumerate(zip(report.models, report.judged_models, strict=True)):
+    for i, (m, j) in enumerate(zip(data["models"], data["judged"]["models"], strict=True)):
         t.add_row(str(i + 1), m["model"], m["precision"], _fmt(m["total_params_b"], 2),
                   _fmt(m["active_params_b"], 2), _fmt(m["weight_gb"]),
-                  _fmt(m["kv_bytes_per_token"]), j["judged_as"], _fmt(j["mean_score"]),
-                  _fmt(j["mean_quality"]))
+                  _fmt(m["kv_bytes_per_token"]), _fmt(p.models[i].max_model_len),
+                  j["judged_as"], _fmt(j["mean_score"]), _fmt(j["mean_quality"]))
     out.print(t)
-    trace_table(report.trace, "Trace")
-    q_source = "measured quality column" if report.has_quality else "judge scores"
-    out.print(f"Judged sample: {report.judged_prompts} prompts judged for every stage "
-              f"({report.judged_dropped} left out); Q(θ) from {q_source}, 0-100. "
-              f"z1* (all to the largest) = {report.z1:.1f}, z2* (all stop at the smallest) = "
-              f"{report.z2:.1f}, target = {_fmt(report.quality_target)}")
-    if report.routing:
-        m = len(report.models)
-        t = Table(title="Routing by threshold (one threshold for every stage but the last)",
-                  title_justify="left")
+    trace_table(trace_stats(p.trace), "Trace")
+    q_source = "measured quality column" if p.sample.has_quality else "judge scores"
+    reach = "at most" if p.best.exact else "at least"
+    out.print(f"Judged sample: {len(p.sample)} prompts judged for every stage "
+              f"({p.dropped} left out); Q(θ) from {q_source}, 0-100. "
+              f"z1* (all to the largest) = {p.z1:.1f}, z2* (all stop at the smallest) = "
+              f"{p.z2:.1f}, best over thresholds = {p.best.quality:.1f} ({reach}), target = "
+              f"{_fmt(p.quality_target)}")
+    if data["routing"]:
+        m = len(p.models)
+        t = Table(title="Routing by threshold" + (
+            "" if len(data["routing"]) == 1 else " (one threshold for every stage but the last)"),
+            title_justify="left")
         t.add_column("θ (0-100)", justify="right")
         for i in range(m):
             t.add_column(f"answered at {i + 1}", justify="right")
         t.add_column("Q(θ)", justify="right")
         t.add_column("meets target")
-        for r in report.routing:
+        for r in data["routing"]:
             flag = {None: "—", True: "yes", False: "no"}[r["meets_target"]]
             t.add_row(", ".join(f"{x:.1f}" for x in r["thresholds"]),
                       *(f"{s:.1%}" for s in r["answer_share"]), f"{r['quality']:.1f}", flag)
@@ -205,49 +203,54 @@ def calibration_table(result: dict) -> None:
     out.print(f"saved {result['saved']}")
 
 
-def _p(d: dict, key: str) -> str:
-    v = d.get(key)
+def _p(d: Percentiles | None, key: str) -> str:
+    v = None if d is None else getattr(d, key)
     return "—" if v is None else f"{v:,.3f}"
 
 
-def simulation_tables(result: dict) -> None:
+def _scale(value: float | None) -> str:
+    return "∞ (never reached)" if value is None else f"{value:,.2f}"
+
+
+def simulation_tables(result: PlanSimulation, trace: str) -> None:
     out = console()
-    fig = result["figures"]
-    out.print(f"[bold]Simulated {result['requests']:,} requests[/bold] of {result['trace']} "
-              f"(rate × {result['rate_scale']:g}, {result['balancer']}); quality Q(θ) = "
-              f"{result['quality']:.1f}; scores: {result['scores_from']}")
+    fig = result.figures
+    out.print(f"[bold]Simulated {result.requests:,} requests[/bold] of {trace} "
+              f"(rate × {result.rate_scale:g}, {result.balancer}); quality Q(θ) = "
+              f"{result.quality:.1f}; scores: {result.scores_from}")
     t = Table(title="Stages", title_justify="left")
     for col in ("stage", "model", "GPU", "tp×pp×rep", "requests", "TTFT p95 s",
                 "latency p50 s", "p95 s", "p99 s", "queue p95 s", "preempt", "KV use"):
         t.add_column(col, justify="left" if col in ("model", "GPU") else "right")
-    for i, s in enumerate(fig["stages"]):
-        t.add_row(str(i + 1), s["model"], s["gpu"], f"{s['tp']}×{s['pp']}×{s['replicas']}",
-                  f"{s['requests']:,}", _p(s["ttft_s"], "p95"), _p(s["latency_s"], "p50"),
-                  _p(s["latency_s"], "p95"), _p(s["latency_s"], "p99"),
-                  _p(s["queueing_s"], "p95"), str(s["preemptions"]),
-                  f"{s['kv_utilisation_mean']:.1%}")
+    for i, s in enumerate(fig.stages):
+        t.add_row(str(i + 1), s.model or "", s.gpu or "", f"{s.tp}×{s.pp}×{s.replicas}",
+                  f"{s.requests:,}", _p(s.ttft_s, "p95"), _p(s.latency_s, "p50"),
+                  _p(s.latency_s, "p95"), _p(s.latency_s, "p99"),
+                  _p(s.queueing_s, "p95"), str(s.preemptions),
+                  f"{s.kv_utilisation_mean:.1%}")
     out.print(t)
     t = Table(title="End to end (judger included)", title_justify="left", show_header=False)
     t.add_column("what")
     t.add_column("value", justify="right")
-    e2e = fig["e2e_latency_s"]
+    e2e = fig.e2e_latency_s
     t.add_row("latency p50 / p90 / p95 / p99 s", " / ".join(_p(e2e, k) for k in
                                                           ("p50", "p90", "p95", "p99")))
-    t.add_row("TTFT p50 / p95 s", f"{_p(fig['ttft_s'], 'p50')} / {_p(fig['ttft_s'], 'p95')}")
-    t.add_row("answered per stage", " / ".join(f"{n:,}" for n in fig["answered_by_stage"]))
-    t.add_row("throughput", f"{fig['throughput_rps']:,.2f} req/s")
-    t.add_row("goodput", f"{fig['goodput_rps']:,.2f} req/s")
-    t.add_row(f"SLO scale ({fig['slo_attainment_pct']:g} % within s × base)",
-              f"{fig['slo_scale']:,.2f}")
-    if result.get("capacity"):
-        cap = result["capacity"]
-        t.add_row(f"capacity at SLO scale {cap['slo_scale_target']:g}",
-                  f"× {cap['rate_multiple']:.2f} ({cap['requests_per_s']:,.2f} req/s)")
-    t.add_row("SLO reference", result["slo_reference"])
-    t.add_row("simulation wall time", f"{result['simulation_wall_s']:.2f} s")
+    t.add_row("TTFT p50 / p95 s", f"{_p(fig.ttft_s, 'p50')} / {_p(fig.ttft_s, 'p95')}")
+    t.add_row("answered per stage", " / ".join(f"{n:,}" for n in fig.answered_by_stage))
+    t.add_row("throughput", f"{fig.throughput_rps:,.2f} req/s")
+    t.add_row("goodput", f"{fig.goodput_rps:,.2f} req/s")
+    t.add_row(f"SLO scale ({fig.slo_attainment_pct:g} % within s × base)",
+              _scale(fig.slo_scale))
+    if result.capacity is not None:
+        cap = result.capacity
+        t.add_row(f"capacity at SLO scale {cap.slo_scale_target:g}",
+                  f"{'≥ ' if cap.at_least else ''}× {cap.rate_multiple:.2f} "
+                  f"({cap.requests_per_s:,.2f} req/s)")
+    t.add_row("SLO reference", result.slo_reference)
+    t.add_row("simulation wall time", f"{result.simulation_wall_s:.2f} s")
     out.print(t)
-    for i, s in enumerate(fig["stages"]):
-        out.print(f"stage {i + 1} perf source: {s['perf_source']}")
+    for i, s in enumerate(fig.stages):
+        out.print(f"stage {i + 1} perf source: {s.perf_source}")
 
 
 def csv_lines(columns: dict) -> list[str]:
@@ -269,70 +272,71 @@ def csv_lines(columns: dict) -> list[str]:
     return rows
 
 
-def optimize_tables(result: dict, out_path: str | None) -> None:
+def optimize_tables(result: OptimizeResult, out_path: str | None) -> None:
     out = console()
-    plan = result["plan"]
+    plan = result.plan
     pred = plan.predicted
-    sim = pred["simulated"]
-    target = pred["quality_target"]
+    if pred is None:
+        raise ValueError("an optimized plan carries its predictions")
+    sim = pred.simulated
+    target = ("none: the fastest thresholds, no quality floor" if result.no_target
+              else _fmt(pred.quality_target))
     out.print(f"[bold]Plan[/bold]: thresholds {', '.join(f'{t:.1f}' for t in plan.thresholds)} "
-              f"(0-100) → quality Q = {pred['quality']:.1f} (target {_fmt(target)}; "
-              f"z1* {pred['z1']:.1f}, z2* {pred['z2']:.1f}); scores: "
-              f"{pred['judged']['scores_from']}")
+              f"(0-100) → quality Q = {pred.quality:.1f} (target {target}; "
+              f"z1* {pred.z1:.1f}, z2* {pred.z2:.1f}); scores: {pred.judged.scores_from}")
     t = Table(title="Allocation", title_justify="left")
     for col in ("stage", "model", "pool", "GPU", "GPUs", "tp×pp×replicas", "share of requests",
                 "MILP p95 s", "sim p50 s", "sim p95 s", "sim p99 s"):
         t.add_column(col, justify="left" if col in ("model", "pool", "GPU") else "right")
-    milp = pred["milp"]["assignment"]
-    for i, (stage, fig) in enumerate(zip(plan.stages, sim["stages"], strict=True)):
-        gpus = stage.tp * stage.pp * stage.replicas
-        t.add_row(str(i + 1), stage.model, stage.pool, fig["gpu"], str(gpus),
+    for i, (stage, fig) in enumerate(zip(plan.stages, sim.stages, strict=True)):
+        choice = pred.milp.assignment.get(str(i))
+        t.add_row(str(i + 1), stage.model, stage.pool, fig.gpu or "", str(stage.gpus),
                   f"{stage.tp}×{stage.pp}×{stage.replicas}",
-                  f"{fig['requests'] / max(sim['requests'], 1):.1%}",
-                  _p(milp[str(i)], "latency_s"), _p(fig["latency_s"], "p50"),
-                  _p(fig["latency_s"], "p95"), _p(fig["latency_s"], "p99"))
+                  f"{fig.requests / max(sim.requests, 1):.1%}",
+                  _fmt(None if choice is None else choice.latency_s, 3),
+                  _p(fig.latency_s, "p50"), _p(fig.latency_s, "p95"), _p(fig.latency_s, "p99"))
     out.print(t)
-    e2e = sim["e2e_latency_s"]
-    cap = pred["capacity"]
+    for i, fig in enumerate(sim.stages):
+        out.print(f"stage {i + 1} perf source: {fig.perf_source}")
+    e2e = sim.e2e_latency_s
+    cap = pred.capacity
     out.print(f"End to end (simulated, judger included): p50 {_p(e2e, 'p50')} s, p95 "
-              f"{_p(e2e, 'p95')} s, p99 {_p(e2e, 'p99')} s; SLO scale {sim['slo_scale']:.2f}; "
-              f"throughput capacity at SLO scale {cap['slo_scale_target']:g} (sustained "
-              f"{cap['sustained_s']:g} s): {'≥ ' if cap.get('at_least') else ''}"
-              f"× {cap['rate_multiple']:.2f} the trace ({cap['requests_per_s']:.1f} req/s). "
+              f"{_p(e2e, 'p95')} s, p99 {_p(e2e, 'p99')} s; SLO scale {_scale(sim.slo_scale)}; "
+              f"throughput capacity at SLO scale {cap.slo_scale_target:g} (sustained "
+              f"{cap.sustained_s:g} s): {'≥ ' if cap.at_least else ''}"
+              f"× {cap.rate_multiple:.2f} the trace ({cap.requests_per_s:.1f} req/s). "
               f"MILP estimate of the slowest stage's p95: "
-              f"{pred['milp_estimate_latency_s']:.3f} s ({pred['milp']['solver']}, "
-              f"{pred['milp']['status']})")
+              f"{_fmt(pred.milp_estimate_latency_s, 3)} s ({pred.milp.solver}, "
+              f"{pred.milp.status})")
     t = Table(title="Baselines (same trace and cluster, simulated)", title_justify="left")
     for col in ("baseline", "deployment", "SLO scale", "e2e p95 s", "capacity ×",
                 "plan's SLO-scale gain", "plan's throughput gain"):
         t.add_column(col, justify="left" if col in ("baseline", "deployment") else "right")
-    for name, b in pred["baselines"].items():
-        if "error" in b:
-            t.add_row(name, b["error"], "—", "—", "—", "—", "—")
+    for name, b in pred.baselines.items():
+        if b.error is not None or b.plan is None or b.simulated is None or b.capacity is None:
+            t.add_row(name, b.error or "—", "—", "—", "—", "—", "—")
             continue
-        dep = ", ".join(f"{s['model']} {s['tp']}×{s['pp']}×{s['replicas']}"
-                        for s in b["plan"]["stages"])
-        g = pred["gains"].get(name, {})
-        t.add_row(name, dep, f"{b['simulated']['slo_scale']:.2f}",
-                  _p(b["simulated"]["e2e_latency_s"], "p95"),
-                  ("≥ " if b["capacity"].get("at_least") else "")
-                  + f"{b['capacity']['rate_multiple']:.2f}",
-                  _fmt(g.get("slo_scale_gain"), 2) + "×" if g.get("slo_scale_gain") else "—",
-                  ({"at most": "≤ ", "at least": "≥ "}.get(g.get("throughput_gain_bound"), "")
-                   + _fmt(g.get("throughput_gain"), 2) + "×") if g.get("throughput_gain")
-                  else "—")
+        dep = ", ".join(f"{s.model} {s.tp}×{s.pp}×{s.replicas}" for s in b.plan.stages)
+        g = pred.gains.get(name)
+        slo_gain = "—" if g is None or g.slo_scale_gain is None else f"{g.slo_scale_gain:.2f}×"
+        tput = "—"
+        if g is not None and g.throughput_gain is not None:
+            tput = ({"at most": "≤ ", "at least": "≥ "}.get(g.throughput_gain_bound, "")
+                    + f"{g.throughput_gain:.2f}×")
+        t.add_row(name, dep, _scale(b.simulated.slo_scale), _p(b.simulated.e2e_latency_s, "p95"),
+                  ("≥ " if b.capacity.at_least else "") + f"{b.capacity.rate_multiple:.2f}",
+                  slo_gain, tput)
     out.print(t)
-    front = pred["pareto_front"]
     out.print("Pareto front (quality → MILP latency s): " + "; ".join(
-        f"{p['quality']:.1f} → {p['milp_latency_s']:.2f}" for p in front))
-    tm = result["timings"]
-    out.print(f"{tm['evaluated_thresholds']} threshold vectors evaluated, {tm['milp_solves']} "
-              f"MILP solves, {tm['total_s']:.1f} s in all")
+        f"{p.quality:.1f} → {_fmt(p.milp_latency_s, 2)}" for p in pred.pareto_front))
+    tm = result.timings
+    out.print(f"{tm.evaluated_thresholds} threshold vectors evaluated, {tm.milp_solves} "
+              f"MILP solves, {tm.total_s:.1f} s in all")
     if out_path:
         out.print(f"wrote {out_path}")
 
 
-def plot_pngs(result: dict, folder: str) -> list[str]:
+def plot_pngs(result: OptimizeResult, folder: str) -> list[str]:
     """pareto.png and attainment.png; needs matplotlib (the `plot` extra)."""
     import os
 
@@ -341,10 +345,12 @@ def plot_pngs(result: dict, folder: str) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pred = result["plan"].predicted
+    pred = result.plan.predicted
+    if pred is None:
+        raise ValueError("an optimized plan carries its predictions")
     paths: list[str] = []
 
-    def save(fig, name: str) -> None:
+    def save(fig: Any, name: str) -> None:
         fig.tight_layout()
         path = os.path.join(folder, name)
         fig.savefig(path, dpi=120)
@@ -352,22 +358,22 @@ def plot_pngs(result: dict, folder: str) -> list[str]:
         paths.append(path)
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    front = pred["pareto_front"]
-    ax.plot([p["quality"] for p in front], [p["milp_latency_s"] for p in front], "o-",
+    front = pred.pareto_front
+    ax.plot([p.quality for p in front], [p.milp_latency_s for p in front], "o-",
             label="Pareto front (MILP estimate)")
-    ax.plot([pred["quality"]], [pred["milp_estimate_latency_s"]], "r*", markersize=14,
+    ax.plot([pred.quality], [pred.milp_estimate_latency_s], "r*", markersize=14,
             label="chosen plan")
-    if pred["quality_target"] is not None:
-        ax.axvline(pred["quality_target"], color="grey", linestyle="--", label="quality target")
+    if pred.quality_target is not None:
+        ax.axvline(pred.quality_target, color="grey", linestyle="--", label="quality target")
     ax.set_xlabel("quality Q(θ) (0-100)")
     ax.set_ylabel("slowest stage p95 latency (s)")
     ax.legend()
     save(fig, "pareto.png")
     fig, ax = plt.subplots(figsize=(6, 4))
-    curves = {"cascadia plan": pred["simulated"]["attainment_curve"]}
-    for name, b in pred["baselines"].items():
-        if "simulated" in b:
-            curves[name] = b["simulated"]["attainment_curve"]
+    curves = {"cascadia plan": pred.simulated.attainment_curve}
+    for name, b in pred.baselines.items():
+        if b.simulated is not None:
+            curves[name] = b.simulated.attainment_curve
     for name, curve in curves.items():
         ax.plot([c[0] for c in curve], [100 * c[1] for c in curve], marker=".", label=name)
     ax.set_xscale("log")

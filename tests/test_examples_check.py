@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from planner_cli import api, io
+from planner_cli.perf.model import PerfModel
+from planner_cli.problem import resolve_cluster, resolve_deployment, resolve_models
 from planner_cli.specs.catalog import load_catalog
 from tests.conftest import ROOT
 from tests.util import assert_one_line_error
@@ -26,12 +28,13 @@ def test_every_example_file_loads():
         elif path.suffix == ".csv":
             assert len(io.read_judged(path)) > 0
         elif path.name.startswith("cascade"):
-            api.resolve_cascade(io.load_cascade(path), catalog, path)
+            models, judge = resolve_models(io.load_cascade(path), catalog, str(path))
+            assert models and judge is None
         elif path.name.startswith("cluster"):
-            assert api.resolve_cluster(io.load_cluster(path), catalog, path)
+            assert resolve_cluster(io.load_cluster(path), catalog, str(path))[1]
         elif path.name.startswith("plan"):
-            stages, judge = api.resolve_stages(api.load_plan(path), path, catalog, None)
-            assert stages and judge is None
+            dep = resolve_deployment(api.load_plan(path), catalog, str(path), PerfModel)
+            assert dep.stages and dep.judge is None
         else:
             pytest.fail(f"no loader test for {path.name}")
 

@@ -81,7 +81,7 @@ def test_budget_constraint():
 
 
 def test_diagnose_names_the_binding_constraint():
-    with pytest.raises(InfeasibleError, match="big fits no replica"):
+    with pytest.raises(InfeasibleError, match="big has no GPU count"):
         diagnose({0: [Option("a", 1, 1.0)], 1: []}, {"a": 8}, ["small", "big"])
     with pytest.raises(InfeasibleError, match="too few GPUs") as info:
         diagnose({0: [Option("a", 8, 1.0)], 1: [Option("a", 4, 1.0)]}, {"a": 8}, ["x", "y"])

@@ -242,7 +242,7 @@ def test_perf_command_json(cli):
     (("--model", "llama-3.1-8b", "--gpu", "cpu", "--batch", "1"), "no CPU profile"),
 ])
 def test_perf_command_errors(cli, args, needle, tmp_path):
-    assert_one_line_error(cli("--profiles-dir", tmp_path, "perf", *args), needle)
+    assert_one_line_error(cli("perf", *args, "--profiles", tmp_path), needle)
 
 
 def test_calibrate_command_saves_and_perf_uses_it(cli, tmp_path):
@@ -253,7 +253,7 @@ def test_calibrate_command_saves_and_perf_uses_it(cli, tmp_path):
         f"{r.tp},1,{r.prefill_tokens},{r.decode_batch},{r.context_tokens},{r.time_s * 1e3}\n"
         for r in rows))
     profiles = tmp_path / "profiles"
-    result = cli("--profiles-dir", profiles, "perf", "calibrate", "--measurements", csv_path,
+    result = cli("perf", "calibrate", "--measurements", csv_path, "--profiles", profiles,
                  "--model", "llama-3.1-70b", "--gpu", "h100-sxm", "--engine", "stackA",
                  "--json")
     assert result.exit_code == 0, result.output
@@ -262,14 +262,19 @@ def test_calibrate_command_saves_and_perf_uses_it(cli, tmp_path):
     assert data["fit"]["cv_median_ape"] < 0.10
     saved = profiles / "h100-sxm" / "llama-3.1-70b" / "calibration-stackA.yaml"
     assert saved.is_file()
-    pred = json.loads(cli("--profiles-dir", profiles, "perf", "--model", "llama-3.1-70b",
+    pred = json.loads(cli("perf", "--profiles", profiles, "--model", "llama-3.1-70b",
                           "--gpu", "h100-sxm", "--tp", "4", "--batch", "1", "--context",
                           "1000", "--engine", "stackA", "--json").stdout)
     assert pred["source"].startswith("calibrated")
     truth_ms = analytic_iteration(shape("llama-3.1-70b", tp=4), 0, 1, 1000,
                                   constants=truth).total_s * 1e3
     assert pred["time_ms"] == pytest.approx(truth_ms, rel=0.1)
-    # without the engine name the analytic defaults are used, and say so
-    plain = json.loads(cli("--profiles-dir", profiles, "perf", "--model", "llama-3.1-70b",
+    # without an engine name the only saved calibration is found, as optimize finds it
+    plain = json.loads(cli("perf", "--profiles", profiles, "--model", "llama-3.1-70b",
                            "--gpu", "h100-sxm", "--tp", "4", "--batch", "1", "--json").stdout)
-    assert plain["source"].startswith("analytic")
+    assert plain["source"] == pred["source"]
+    # another engine's name finds no calibration: the analytic defaults, and they say so
+    other = json.loads(cli("perf", "--profiles", profiles, "--model", "llama-3.1-70b",
+                           "--gpu", "h100-sxm", "--tp", "4", "--batch", "1", "--engine",
+                           "stackB", "--json").stdout)
+    assert other["source"].startswith("analytic")

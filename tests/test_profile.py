@@ -65,9 +65,8 @@ def test_tp_shard_config(tiny):
 
 def test_cli_profile_writes_table_and_perf_uses_it(cli, tmp_path):
     profiles = tmp_path / "profiles"
-    args = ("--catalog-dir", TINY, "--profiles-dir", profiles)
-    result = cli(*args, "profile", "--model", "tiny-llama", "--device", "cpu", "--quick",
-                 "--reps", "2", "--json")
+    result = cli("--catalog-dir", TINY, "profile", "--model", "tiny-llama", "--device", "cpu",
+                 "--quick", "--reps", "2", "--json", "--profiles", profiles)
     assert result.exit_code == 0, result.output
     folder = profiles / "cpu" / "tiny-llama"
     rows = list(csv.DictReader((folder / "profile.csv").open()))
@@ -75,33 +74,35 @@ def test_cli_profile_writes_table_and_perf_uses_it(cli, tmp_path):
     assert {"tp", "prefill_tokens", "decode_batch", "context_tokens", "time_ms"} <= set(rows[0])
     meta = yaml.safe_load((folder / "profile.yaml").read_text())
     assert meta["device"] == "cpu" and meta["grid"]["decode_batch"]
-    pred = json.loads(cli(*args, "perf", "--model", "tiny-llama", "--gpu", "cpu", "--batch",
-                          "8", "--context", "1024", "--json").stdout)
+    pred = json.loads(cli("--catalog-dir", TINY, "perf", "--model", "tiny-llama", "--gpu", "cpu",
+                          "--batch", "8", "--context", "1024", "--json", "--profiles",
+                          profiles).stdout)
     assert pred["source"].startswith("profile ")
     assert pred["time_ms"] > 0
     # a second run refuses to overwrite without --force, before measuring anything
-    assert_one_line_error(cli(*args, "profile", "--model", "tiny-llama", "--device", "cpu",
-                              "--quick"), "exists already")
+    assert_one_line_error(cli("--catalog-dir", TINY, "profile", "--model", "tiny-llama",
+                              "--device", "cpu", "--quick", "--profiles", profiles),
+                          "exists already")
 
 
 def test_cli_profile_bad_input(cli, tmp_path):
-    args = ("--catalog-dir", TINY, "--profiles-dir", tmp_path)
-    assert_one_line_error(cli(*args, "profile", "--model", "tiny-lama", "--device", "cpu"),
-                          "tiny-llama")
-    assert_one_line_error(cli(*args, "profile", "--model", "tiny-llama", "--device", "cpu",
-                              "--tp", "3"), "--tp 3")
-    assert_one_line_error(cli(*args, "profile", "--model", "tiny-llama", "--device", "tpu"),
-                          "--device")
+    def profile(*args):
+        return cli("--catalog-dir", TINY, "profile", *args, "--profiles", tmp_path)
+
+    assert_one_line_error(profile("--model", "tiny-lama", "--device", "cpu"), "tiny-llama")
+    assert_one_line_error(profile("--model", "tiny-llama", "--device", "cpu", "--tp", "3"),
+                          "--tp 3")
+    assert_one_line_error(profile("--model", "tiny-llama", "--device", "tpu"), "--device")
     if not torch.cuda.is_available():
-        assert_one_line_error(cli(*args, "profile", "--model", "tiny-llama", "--device",
-                                  "cuda"), "no CUDA GPU")
+        assert_one_line_error(profile("--model", "tiny-llama", "--device", "cuda"),
+                              "no CUDA GPU")
     assert not any(tmp_path.iterdir())
 
 
 def test_model_too_big_for_the_device(cli, tmp_path):
     # all 126 layers of Llama-3.1-405B in float32 do not fit this machine's memory
-    assert_one_line_error(cli("--profiles-dir", tmp_path, "profile", "--model",
-                              "llama-3.1-405b", "--device", "cpu"), "--layers")
+    assert_one_line_error(cli("profile", "--model", "llama-3.1-405b", "--device", "cpu",
+                              "--profiles", tmp_path), "--layers")
 
 
 def test_cuda_device_names_map_to_the_catalog():

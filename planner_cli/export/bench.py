@@ -9,6 +9,8 @@ import math
 import shlex
 
 from planner_cli.export.router import RouterConfig
+from planner_cli.plan import Predicted
+from planner_cli.specs.cascade import SloSpec
 from planner_cli.workload.trace import Trace
 
 q = shlex.quote
@@ -36,7 +38,7 @@ def mooncake_lines(trace: Trace) -> list[str]:
     return out
 
 
-def commands(cfg: RouterConfig, predicted: dict | None, slo) -> str:
+def commands(cfg: RouterConfig, slo: SloSpec | None) -> str:
     first = cfg.tiers[0]
     url = first.endpoints[0].removesuffix("/v1")
     goodput = []
@@ -73,13 +75,15 @@ def commands(cfg: RouterConfig, predicted: dict | None, slo) -> str:
     return "\n".join(lines) + "\n"
 
 
-def predictions(predicted: dict | None) -> str:
-    if not predicted or "simulated" not in predicted:
+def predictions(predicted: Predicted | None) -> str:
+    if predicted is None:
         return json.dumps({"note": "the plan holds no predicted figures (hand-written plan); "
                                    "run cascadia-plan simulate --plan PLAN"}, indent=2) + "\n"
-    sim = predicted["simulated"]
-    keep = {"e2e_latency_s": sim.get("e2e_latency_s"), "ttft_s": sim.get("ttft_s"),
-            "throughput_rps": sim.get("throughput_rps"), "slo_scale": sim.get("slo_scale"),
-            "stages": [{k: s.get(k) for k in ("stage", "requests", "ttft_s", "latency_s",
-                                              "tpot_s")} for s in sim.get("stages", [])]}
+    sim = predicted.simulated
+    keep = {"e2e_latency_s": sim.e2e_latency_s.model_dump(),
+            "ttft_s": sim.ttft_s.model_dump(), "throughput_rps": sim.throughput_rps,
+            "slo_scale": sim.slo_scale,
+            "stages": [{"stage": s.stage, "requests": s.requests,
+                        "ttft_s": s.ttft_s.model_dump(), "latency_s": s.latency_s.model_dump(),
+                        "tpot_s": s.tpot_s.model_dump()} for s in sim.stages]}
     return json.dumps(keep, indent=2) + "\n"

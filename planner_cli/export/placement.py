@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from planner_cli.errors import InputError
 from planner_cli.export.flags import BASE_PORT
+from planner_cli.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,9 @@ def host_name(pool: str, node: int) -> str:
     return f"{pool}-{node}"
 
 
-def place(plan, hf_ids: dict[str, str]) -> list[Replica]:
-    """Every replica of every stage (and of a served judge) with its hosts, GPUs and port."""
+def place(plan: Plan, hf_ids: dict[str, str]) -> list[Replica]:
+    """Every replica of every stage (and of a served judge) with its hosts, GPUs and port, for
+    a plan resolved by `problem.resolve_deployment` (node sizes and context lengths set)."""
     pools = {p.name: p for p in plan.cluster.pools}
     free: dict[str, list[list[int]]] = {}
     ports: dict[str, int] = {}
@@ -58,9 +60,8 @@ def place(plan, hf_ids: dict[str, str]) -> list[Replica]:
     for i, stage in stages:
         pool = pools[stage.pool]
         per_node = pool.gpus_per_node
-        if per_node is None:
-            raise InputError(f"pool {pool.name!r} has no gpus_per_node in the plan",
-                             "set gpus_per_node in the cluster")
+        if per_node is None or stage.max_model_len is None:
+            raise ValueError("place() takes a resolved plan (problem.resolve_deployment)")
         nodes = free.setdefault(pool.name, [list(range(per_node)) for _ in range(pool.nodes)])
         size = stage.tp * stage.pp
         tier = "judge" if i < 0 else f"tier{i + 1}"
@@ -94,7 +95,7 @@ def place(plan, hf_ids: dict[str, str]) -> list[Replica]:
             out.append(Replica(
                 stage=i, tier=tier, model=stage.model, hf_id=hf_ids[stage.model], index=r,
                 tp=stage.tp, pp=stage.pp, precision=stage.precision, pool=pool.name,
-                nodes=tuple(slots), port=port, max_model_len=stage.max_model_len or 32768,
+                nodes=tuple(slots), port=port, max_model_len=stage.max_model_len,
                 max_num_seqs=stage.max_num_seqs,
                 max_num_batched_tokens=stage.max_num_batched_tokens,
                 gpu_memory_utilization=stage.gpu_memory_utilization))

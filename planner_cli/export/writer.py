@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from planner_cli.errors import InputError
+from planner_cli.io import public_mode
 
 
 def write_tree(files: dict[str, str], out: Path, force: bool = False) -> list[Path]:
@@ -21,6 +22,7 @@ def write_tree(files: dict[str, str], out: Path, force: bool = False) -> list[Pa
         raise InputError(f"{parent}: output's parent folder does not exist", "create it first")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
     try:
+        public_mode(tmp, folder=True)
         for rel, text in sorted(files.items()):
             path = tmp / rel
             path.parent.mkdir(parents=True, exist_ok=True)

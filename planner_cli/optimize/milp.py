@@ -15,10 +15,12 @@ Variables
     x[i,g,f] ∈ {0,1}   model i gets f GPUs of pool g
     L ≥ 0              the objective's latency (s)
 Objective (lexicographic, each phase keeps the optimum of the ones before)
-    phase 1: minimise L
-    phase 2: minimise Σ_{i,g,f} l[i,g,f]·x[i,g,f]   (among equally slow slowest stages, the
-             fastest path through every stage: what an escalated request pays)
-    phase 3: minimise Σ f·x[i,g,f]                  (ties broken toward fewer GPUs)
+    phase 1: minimise L                                 optimum L*
+    phase 2: minimise P = Σ_{i,g,f} l[i,g,f]·x[i,g,f]   (among equally slow slowest stages, the
+             fastest path through every stage: what an escalated request pays)  optimum P*
+    phase 3: minimise Σ f·x[i,g,f]                      (ties broken toward fewer GPUs)
+    A later phase that the solver cannot solve (a tolerance it reads differently) keeps the
+    previous phase's solution: it never turns a feasible allocation into "infeasible".
 Constraints
     C1 assign_i      Σ_{g,f} x[i,g,f] = 1                    for every model i
     C2 capacity_g    Σ_{i,f} f·x[i,g,f] ≤ N[g]               for every pool g
@@ -26,6 +28,10 @@ Constraints
        latency_e2e   L ≥ Σ_i Σ_{g,f} l[i,g,f]·x[i,g,f]                      (e2e: a request
                      that visits every stage)
     C4 budget        Σ_{i,g,f} c[g]·f·x[i,g,f] ≤ B            when B is given
+    C5 keep_latency  L ≤ L*·(1 + ε) + ε_abs                     phases 2 and 3
+    C6 keep_path     P ≤ P*·(1 + ε) + ε_abs                     phase 3 (p95-max-stage)
+    with ε = PHASE_RELATIVE_SLACK, ε_abs = PHASE_ABSOLUTE_SLACK_S: solvers accept binaries
+    within ~1e-6 of integral, so a tighter slack can exclude the optimum the phase just found.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ import pulp
 from planner_cli.errors import PlannerError
 
 INFEASIBLE_LATENCY = float("inf")
+PHASE_RELATIVE_SLACK = 1e-6  # CBC's and HiGHS's integrality tolerances are ~1e-6 .. 1e-7
+PHASE_ABSOLUTE_SLACK_S = 1e-9
 
 
 class InfeasibleError(PlannerError):
@@ -90,19 +98,23 @@ class Solution:
 
 def diagnose(options: Mapping[int, Sequence[Option]], capacity: Mapping[str, int],
              names: Sequence[str], price: Mapping[str, float] | None = None,
-             budget: float | None = None) -> None:
-    """Raise InfeasibleError naming the binding constraint, when one obviously binds."""
+             budget: float | None = None, rate_per_s: float | None = None) -> None:
+    """Raise InfeasibleError naming the binding constraint, when one obviously binds. The
+    options are the GPU counts at which each stage keeps up with its load, so the GPU count
+    they need is the load's (at `rate_per_s`, when given), not only the weights'."""
     for i, opts in options.items():
         if not opts:
-            raise InfeasibleError(f"{names[i]} fits no replica shape in any pool",
-                                  "give it more GPU memory (another GPU type, more GPUs per "
-                                  "node) or a lower precision")
-    need = sum(min(o.gpus for o in opts) for opts in options.values())
+            raise InfeasibleError(f"{names[i]} has no GPU count of any pool that serves it",
+                                  "give it more GPUs, GPU memory or a lower precision")
+    least = {i: min(o.gpus for o in opts) for i, opts in options.items()}
+    need = sum(least.values())
     total = sum(capacity.values())
     if need > total:
-        raise InfeasibleError(f"too few GPUs: the smallest replicas of the cascade's models need "
-                              f"{need} GPUs, the cluster has {total}",
-                              "add GPUs, use a lower precision or drop a model")
+        at = f"at {rate_per_s:.3g} req/s " if rate_per_s is not None else ""
+        per = ", ".join(f"{names[i]} {g}" for i, g in sorted(least.items()))
+        raise InfeasibleError(f"too few GPUs: {at}the cascade's stages need at least {need} "
+                              f"GPUs ({per}); the cluster has {total}",
+                              "add GPUs, lower the rate, use a lower precision or drop a model")
     if budget is not None and price is not None:
         cheapest = sum(min(price.get(o.pool, 0.0) * o.gpus for o in opts)
                        for opts in options.values())
@@ -173,24 +185,38 @@ def solve(problem: Problem, time_limit_s: float | None = 60.0, phases: int = 3) 
     _read(problem, status, "latency phase")
     best = pulp.value(problem.latency)
     proven = problem.lp.sol_status == pulp.LpSolutionOptimal
+    solution = _solution(problem, solver, proven, t0)
     if phases == 1:
-        return _solution(problem, solver, proven, t0)
-    # small relative slacks keep each optimum against float round-off
-    problem.lp += problem.latency <= best * (1 + 1e-9) + 1e-12, "C5_keep_latency"
+        return solution
+    problem.lp += problem.latency <= _slack(best), "C5_keep_latency"
     if problem.objective == "p95-max-stage":
         path = pulp.lpSum(o.latency_s * problem.x[(i, o.pool, o.gpus)]
                           for i, opts in problem.options.items() for o in opts)
         problem.lp.setObjective(path)
-        status = problem.lp.solve(solver)
-        _read(problem, status, "path phase")
-        proven = proven and problem.lp.sol_status == pulp.LpSolutionOptimal
-        best_path = pulp.value(path)
-        problem.lp += path <= best_path * (1 + 1e-9) + 1e-12, "C6_keep_path"
+        improved = _next_phase(problem, solver, proven, t0, "path phase")
+        if improved is None:
+            return solution
+        solution = improved
+        problem.lp += path <= _slack(pulp.value(path)), "C6_keep_path"
     problem.lp.setObjective(problem.gpus_used)
+    return _next_phase(problem, solver, proven, t0, "GPU phase") or solution
+
+
+def _slack(optimum: float) -> float:
+    return optimum * (1 + PHASE_RELATIVE_SLACK) + PHASE_ABSOLUTE_SLACK_S
+
+
+def _next_phase(problem: Problem, solver: pulp.LpSolver, proven: bool, t0: float,
+                what: str) -> Solution | None:
+    """Solve a tie-break phase; None when the solver gives nothing usable (the caller keeps
+    the previous phase's solution, which satisfies every constraint but this phase's own)."""
     status = problem.lp.solve(solver)
-    _read(problem, status, "GPU phase")
-    proven = proven and problem.lp.sol_status == pulp.LpSolutionOptimal
-    return _solution(problem, solver, proven, t0)
+    try:
+        _read(problem, status, what)
+        return _solution(problem, solver,
+                         proven and problem.lp.sol_status == pulp.LpSolutionOptimal, t0)
+    except PlannerError:
+        return None
 
 
 def _solution(problem: Problem, solver: pulp.LpSolver, proven: bool, t0: float) -> Solution:

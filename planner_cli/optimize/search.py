@@ -124,8 +124,9 @@ class ThresholdSearch:
         return best
 
     def optimise(self, q_min: float | None, mu: float = 1e6,
-                 weights: Sequence[float] = DEFAULT_WEIGHTS) -> Thresholds | None:
-        """The θ minimising J for q_min (None: no target), after tracing the front."""
+                 weights: Sequence[float] = DEFAULT_WEIGHTS) -> Thresholds:
+        """The θ minimising J for q_min, after tracing the front; with no target (None) the θ
+        of the lowest latency."""
         everything_up: Thresholds = tuple(math.inf for _ in self.candidates)
         nothing_up: Thresholds = tuple(float(v[0]) for v in self.candidates)  # lowest: keep all
         # anchors of the front: all to the largest model, all kept at the smallest
@@ -137,8 +138,11 @@ class ThresholdSearch:
             for w in weights:
                 self.descend(self.tchebycheff(w, l_lo, l_hi), nothing_up)
         if q_min is None:
-            return None
-        j = self.paper_objective(q_min, mu)
+            # no quality floor: the fastest thresholds
+            def j(theta: Thresholds) -> float:
+                return self.point(theta).latency_s
+        else:
+            j = self.paper_objective(q_min, mu)
         start = min(self.evaluated, key=j) if self.evaluated else everything_up
         return self.descend(j, start)
 

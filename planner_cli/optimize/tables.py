@@ -8,10 +8,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from planner_cli.optimize.candidates import PoolInfo, replica_shapes
+from planner_cli.optimize.candidates import replica_shapes
 from planner_cli.optimize.estimate import Workload, p95_latency
 from planner_cli.perf.fast import IterationCost
+from planner_cli.perf.memory import DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS
 from planner_cli.perf.shapes import ReplicaShape
+from planner_cli.problem import Pool
 from planner_cli.specs.model import ModelCard
 
 CostFactory = Callable[[ReplicaShape], IterationCost]
@@ -31,9 +33,10 @@ class TableEntry:
                 "replicas": self.replicas}
 
 
-def latency_table(card: ModelCard, pool: PoolInfo, precision: str, workload: Workload,
+def latency_table(card: ModelCard, pool: Pool, precision: str, workload: Workload,
                   cost_factory: CostFactory, *, max_model_len: int | None = None,
-                  max_num_seqs: int = 256, max_num_batched_tokens: int = 8192,
+                  max_num_seqs: int = DEFAULT_MAX_NUM_SEQS,
+                  max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS,
                   max_gpus: int | None = None,
                   shapes: list[tuple[ReplicaShape, int]] | None = None) -> list[TableEntry]:
     """The improving entries of l(g, f) for f = 1..pool size (or max_gpus)."""

@@ -11,7 +11,11 @@ from planner_cli.perf.analytic import (
     Breakdown,
     analytic_iteration,
 )
-from planner_cli.perf.memory import MemoryFigures, memory_figures
+from planner_cli.perf.memory import (
+    DEFAULT_GPU_MEMORY_UTILIZATION,
+    MemoryFigures,
+    memory_figures,
+)
 from planner_cli.perf.shapes import ReplicaShape
 from planner_cli.specs.gpu import GpuSpec
 
@@ -39,6 +43,6 @@ class PerfModel:
         return analytic_iteration(self.shape, prefill_tokens, decode_batch, context_tokens,
                                   prefill_context, self.constants)
 
-    def memory(self, gpu_memory_utilization: float = 0.9,
+    def memory(self, gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
                max_model_len: int | None = None) -> MemoryFigures:
         return memory_figures(self.shape, gpu_memory_utilization, max_model_len)

@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 
 from planner_cli.perf.fast import IterationCost
+from planner_cli.perf.memory import DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS
 from planner_cli.sim.engine import INF, Replica, Req
 
 Balancer = Literal["round-robin", "least-outstanding"]
@@ -28,8 +29,8 @@ class StageConfig:
     cost: IterationCost  # one replica's iteration time
     replicas: int
     kv_capacity_tokens: int
-    max_num_batched_tokens: int = 8192
-    max_num_seqs: int = 256
+    max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS
+    max_num_seqs: int = DEFAULT_MAX_NUM_SEQS
 
 
 @dataclass

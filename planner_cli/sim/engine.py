@@ -20,6 +20,7 @@ import math
 from collections import deque
 
 from planner_cli.perf.fast import IterationCost
+from planner_cli.perf.memory import DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS
 
 INF = math.inf
 
@@ -50,7 +51,8 @@ class Replica:
     """A continuous-batching engine; advance it lazily with `advance_until`."""
 
     def __init__(self, cost: IterationCost, kv_capacity_tokens: int,
-                 max_num_batched_tokens: int = 8192, max_num_seqs: int = 256,
+                 max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS,
+                 max_num_seqs: int = DEFAULT_MAX_NUM_SEQS,
                  index: int = 0) -> None:
         if max_num_batched_tokens < max_num_seqs:
             raise ValueError("max_num_batched_tokens must be >= max_num_seqs")

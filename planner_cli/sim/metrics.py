@@ -8,22 +8,24 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner_cli.perf.fast import IterationCost
+from planner_cli.perf.memory import DEFAULT_MAX_NUM_BATCHED_TOKENS
 from planner_cli.sim.cascade import CascadeResult, StageResult
+from planner_cli.sim.figures import CascadeFigures, Percentiles, SloTargets, StageFigures
 
 PERCENTILES = (50, 90, 95, 99)
 DEFAULT_ATTAINMENT = 95.0  # % of requests that must meet the SLO (the paper's metric)
 
 
-def percentiles(values: np.ndarray) -> dict[str, float | None]:
+def percentiles(values: np.ndarray) -> Percentiles:
     finite = values[np.isfinite(values)]
     if finite.size == 0:
-        return {f"p{q}": None for q in PERCENTILES}
+        return Percentiles()
     got = np.percentile(finite, PERCENTILES)
-    return {f"p{q}": float(v) for q, v in zip(PERCENTILES, got, strict=True)}
+    return Percentiles(**{f"p{q}": float(v) for q, v in zip(PERCENTILES, got, strict=True)})
 
 
 def unloaded_latency(cost: IterationCost, prompt: np.ndarray, output: np.ndarray,
-                     max_num_batched_tokens: int = 8192) -> np.ndarray:
+                     max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS) -> np.ndarray:
     """Latency of each request alone on a replica: its prefill (in chunks of the token
     budget), then output-1 decode iterations of batch 1."""
     out = np.empty(prompt.shape[0])
@@ -67,7 +69,7 @@ class Slo:
     e2e_s: float | None = None
 
 
-def stage_figures(stage: StageResult) -> dict:
+def stage_figures(stage: StageResult) -> StageFigures:
     v = stage.visited
     ttft = stage.first_token[v] - stage.arrival[v]
     e2e = stage.finish[v] - stage.arrival[v]
@@ -76,19 +78,18 @@ def stage_figures(stage: StageResult) -> dict:
                     np.nan)
     queue = stage.scheduled[v] - stage.arrival[v]
     busy = stage.replica_busy_s
-    return {
-        "stage": stage.name, "requests": int(v.sum()), "rejected": stage.rejected,
-        "ttft_s": percentiles(ttft), "tpot_s": percentiles(tpot[np.isfinite(tpot)]),
-        "latency_s": percentiles(e2e), "queueing_s": percentiles(queue),
-        "preemptions": int(stage.preemptions[v].sum()),
-        "kv_utilisation_mean": float(np.mean(stage.replica_kv_util)) if busy else 0.0,
-        "busy_s_per_replica": [round(b, 3) for b in busy],
-        "iterations": stage.iterations,
-    }
+    return StageFigures(
+        stage=stage.name, requests=int(v.sum()), rejected=stage.rejected,
+        ttft_s=percentiles(ttft), tpot_s=percentiles(tpot[np.isfinite(tpot)]),
+        latency_s=percentiles(e2e), queueing_s=percentiles(queue),
+        preemptions=int(stage.preemptions[v].sum()),
+        kv_utilisation_mean=float(np.mean(stage.replica_kv_util)) if busy else 0.0,
+        busy_s_per_replica=[round(b, 3) for b in busy],
+        iterations=stage.iterations)
 
 
 def cascade_figures(result: CascadeResult, base: np.ndarray, slo: Slo = Slo(),
-                    attainment_pct: float = DEFAULT_ATTAINMENT) -> dict:
+                    attainment_pct: float = DEFAULT_ATTAINMENT) -> CascadeFigures:
     e2e = result.e2e
     n = e2e.shape[0]
     duration = float(result.arrival.max() - result.arrival.min()) if n > 1 else 0.0
@@ -114,19 +115,19 @@ def cascade_figures(result: CascadeResult, base: np.ndarray, slo: Slo = Slo(),
             tpot[mine] = np.where(out > 1, (stage.finish[mine] - stage.first_token[mine])
                                   / np.maximum(out - 1, 1), 0.0)
         good &= tpot <= slo.tpot_s
-    return {
-        "requests": n,
-        "completed": int(finite.sum()),
-        "answered_by_stage": [int((result.answered_by == i).sum())
-                              for i in range(len(result.stages))],
-        "e2e_latency_s": percentiles(e2e),
-        "ttft_s": percentiles(ttft),
-        "throughput_rps": float(finite.sum() / makespan),
-        "offered_rps": float(n / duration) if duration > 0 else None,
-        "goodput_rps": float(good.sum() / makespan),
-        "slo": {"ttft_s": slo.ttft_s, "tpot_s": slo.tpot_s, "e2e_s": slo.e2e_s},
-        "slo_scale": slo_scale(e2e, base, attainment_pct),
-        "slo_attainment_pct": attainment_pct,
-        "attainment_curve": attainment_curve(e2e, base),
-        "stages": [stage_figures(s) for s in result.stages],
-    }
+    scale = slo_scale(e2e, base, attainment_pct)
+    return CascadeFigures(
+        requests=n,
+        completed=int(finite.sum()),
+        answered_by_stage=[int((result.answered_by == i).sum())
+                           for i in range(len(result.stages))],
+        e2e_latency_s=percentiles(e2e),
+        ttft_s=percentiles(ttft),
+        throughput_rps=float(finite.sum() / makespan),
+        offered_rps=float(n / duration) if duration > 0 else None,
+        goodput_rps=float(good.sum() / makespan),
+        slo=SloTargets(ttft_s=slo.ttft_s, tpot_s=slo.tpot_s, e2e_s=slo.e2e_s),
+        slo_scale=scale if math.isfinite(scale) else None,
+        slo_attainment_pct=attainment_pct,
+        attainment_curve=attainment_curve(e2e, base),
+        stages=[stage_figures(s) for s in result.stages])

@@ -3,6 +3,10 @@ calibrations from `cascadia-plan perf calibrate`, and choosing the source of a p
 
 Layout: profiles/<device>/<model>/profile.csv + profile.yaml (measured),
         profiles/<gpu>/<model>/calibration[-<engine>].yaml (fitted constants).
+
+Calibrations are keyed by (GPU, model, engine) and found by `find_calibration`, the one lookup
+that `perf`, `simulate` and `optimize` share. The folder is `--profiles DIR`, else
+$CASCADIA_PROFILES_DIR, else ./profiles.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import csv
 import hashlib
 import io as _io
 import os
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -69,6 +74,29 @@ def read_measurements(path: Path) -> list[Measurement]:
 def calibration_path(root: Path, gpu: str, model: str, engine: str | None) -> Path:
     name = "calibration.yaml" if not engine else f"calibration-{engine}.yaml"
     return profile_folder(root, gpu, model) / name
+
+
+def find_calibration(root: Path, gpu: str, model: str, engine: str | None) -> Path | None:
+    """The calibration of (gpu, model, engine): with an engine, that engine's file, else the
+    engine-neutral one; without, the engine-neutral file, else the only engine's file (several
+    engines and no choice is an error, never a silent pick)."""
+    folder = profile_folder(root, gpu, model)
+    if engine:
+        for path in (calibration_path(root, gpu, model, engine),
+                     calibration_path(root, gpu, model, None)):
+            if path.is_file():
+                return path
+        return None
+    neutral = calibration_path(root, gpu, model, None)
+    if neutral.is_file():
+        return neutral
+    named = sorted(folder.glob("calibration-*.yaml")) if folder.is_dir() else []
+    if len(named) > 1:
+        engines = ", ".join(p.stem.removeprefix("calibration-") for p in named)
+        raise InputError(f"{folder}: calibrations for several engines ({engines}) and no "
+                         "engine chosen", "pass --engine NAME (or set engine in the plan's "
+                         "simulation settings)")
+    return named[0] if named else None
 
 
 def write_calibration(root: Path, gpu: str, model: str, engine: str | None, precision: str,
@@ -135,10 +163,22 @@ def perf_model(shape: ReplicaShape, root: Path | None = None,
             return PerfModel(shape, constants,
                              f"profile {table} (tp={shape.tp}, {report.rows} rows, fit median "
                              f"error {report.fit_median_ape:.1%})")
-    cal = calibration_path(profiles_root(root), shape.gpu.name, shape.card.name, engine)
-    if cal.is_file():
+    cal = find_calibration(profiles_root(root), shape.gpu.name, shape.card.name, engine)
+    if cal is not None:
         return PerfModel(shape, read_calibration(cal), f"calibrated {cal}")
     if shape.gpu.name == CPU_SPEC.name:
         raise InputError(f"no CPU profile of {shape.card.name} under {folder}",
                          f"run: cascadia-plan profile --model {shape.card.name} --device cpu")
     return PerfModel(shape, DEFAULT_CONSTANTS, ANALYTIC_SOURCE)
+
+
+def perf_lookup(root: Path | None = None, engine: str | None = None
+                ) -> Callable[[ReplicaShape], PerfModel]:
+    """The one way every command finds a shape's performance model: profiles folder `root`
+    (default: $CASCADIA_PROFILES_DIR, else ./profiles) and `engine`'s calibrations."""
+    folder = profiles_root(root)
+
+    def lookup(shape: ReplicaShape) -> PerfModel:
+        return perf_model(shape, folder, engine)
+
+    return lookup

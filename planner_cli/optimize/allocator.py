@@ -1,0 +1,316 @@
+"""The allocation side of the bi-level problem: for thresholds θ, the stage workloads, their
+latency tables and the inner MILP, all memoised; and, when nothing fits, the real cause.
+
+`Planner` holds one resolved `Problem`; bilevel.py drives the outer search over it and
+baselines.py reuses its tables and MILP for the baselines.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from planner_cli.errors import InputError
+from planner_cli.optimize import milp
+from planner_cli.optimize.candidates import PIPELINE_SIZES, replica_shapes
+from planner_cli.optimize.estimate import Workload, p95_latency
+from planner_cli.optimize.milp import InfeasibleError, Option, Solution
+from planner_cli.optimize.tables import TableEntry, latency_table
+from planner_cli.perf.fast import IterationCost
+from planner_cli.perf.memory import (
+    DEFAULT_MAX_NUM_BATCHED_TOKENS,
+    DEFAULT_MAX_NUM_SEQS,
+    memory_figures,
+)
+from planner_cli.perf.model import PerfModel
+from planner_cli.perf.shapes import ReplicaShape
+from planner_cli.plan import Plan, PlanInputs, SimulationSettings, StagePlan
+from planner_cli.problem import Deployment, PerfLookup, Pool, Problem, resolve_deployment
+from planner_cli.sim.run import PlanSimulation, simulate_deployment
+from planner_cli.specs.model import weight_bytes
+from planner_cli.workload.mix import RequestMix
+from planner_cli.workload.routing import route
+
+WORKLOAD_SAMPLE = 2000  # requests per stage workload used for the p95 estimate
+KEEP_NOTHING = 101.0  # a threshold above every 0-100 score: nobody stays at that stage
+DEFAULT_CAPACITY_SCALE = 5.0
+CAPACITY_WINDOW = 1500  # requests of the trace used for the capacity bisection
+LOAD_SEARCH_MAX_GPUS = 4096  # how far the "needs at least N GPUs" diagnosis looks
+OBJECTIVES = ("p95-max-stage", "e2e")
+
+Thresholds = tuple[float, ...]
+
+
+def finite(theta: Thresholds) -> list[float]:
+    """Thresholds as a plan stores them: +inf (keep nothing) becomes KEEP_NOTHING."""
+    return [KEEP_NOTHING if math.isinf(t) else float(t) for t in theta]
+
+
+class Planner:
+    """One optimisation problem: tables, cost models and MILP solutions memoised."""
+
+    def __init__(self, problem: Problem, perf: PerfLookup, objective: str = "p95-max-stage",
+                 capacity_scale: float = DEFAULT_CAPACITY_SCALE) -> None:
+        if objective not in OBJECTIVES:
+            raise InputError(f"--objective {objective!r} is not known",
+                             "use " + " or ".join(OBJECTIVES))
+        if capacity_scale <= 0:
+            raise InputError(f"--capacity-slo-scale {capacity_scale:g} is not positive",
+                             "use e.g. 5")
+        self.problem = problem
+        self.objective = objective
+        self.capacity_scale = capacity_scale
+        self._perf = perf
+        self.capacity = {p.name: p.gpus for p in problem.pools}
+        self.price = {p.name: p.price_usd_per_gpu_hour or 0.0 for p in problem.pools}
+        self._models: dict[tuple, PerfModel] = {}
+        self._costs: dict[tuple, IterationCost] = {}
+        self._shapes: dict[tuple[int, str], list[tuple[ReplicaShape, int]]] = {}
+        self._tables: dict[tuple, list[TableEntry]] = {}
+        self._solutions: dict[tuple, tuple[float, Solution | InfeasibleError]] = {}
+        self._answered: dict[Thresholds, np.ndarray] = {}
+        self.milp_solves = 0
+
+    # ------------------------------------------------------------ pieces
+
+    def perf(self, shape: ReplicaShape) -> PerfModel:
+        """The shape's performance model, looked up once."""
+        key = (shape.card.name, shape.gpu.name, shape.tp, shape.pp, shape.precision,
+               shape.gpus_per_node)
+        if key not in self._models:
+            self._models[key] = self._perf(shape)
+        return self._models[key]
+
+    def cost(self, shape: ReplicaShape) -> IterationCost:
+        key = (shape.card.name, shape.gpu.name, shape.tp, shape.pp, shape.precision,
+               shape.gpus_per_node)
+        if key not in self._costs:
+            self._costs[key] = IterationCost(shape, self.perf(shape).constants)
+        return self._costs[key]
+
+    def shapes(self, i: int, pool: Pool) -> list[tuple[ReplicaShape, int]]:
+        key = (i, pool.name)
+        if key not in self._shapes:
+            m = self.problem.models[i]
+            self._shapes[key] = replica_shapes(m.card, pool, m.precision, m.max_model_len)
+        return self._shapes[key]
+
+    def answered_by(self, theta: Thresholds) -> np.ndarray:
+        """The stage answering each trace request under θ (memoised: the search asks for the
+        same θ once per stage, per pool and per table)."""
+        if theta not in self._answered:
+            mix = self.problem.mix
+            self._answered[theta] = route(mix.scores, mix.quality, finite(theta)).answered_by
+        return self._answered[theta]
+
+    def workload(self, i: int, theta: Thresholds) -> Workload:
+        p = self.problem
+        reach = np.flatnonzero(self.answered_by(theta) >= i)
+        rng = np.random.default_rng([p.seed, i])
+        pick = reach if reach.size <= WORKLOAD_SAMPLE else np.sort(
+            rng.choice(reach, WORKLOAD_SAMPLE, replace=False))
+        return Workload(rate_per_s=p.rate_per_s * reach.size / len(p.trace),
+                        prompts=p.trace.input_lengths[pick].astype(float),
+                        outputs=p.mix.outputs[i][pick].astype(float),
+                        key=(i, tuple(finite(theta[:i]))))
+
+    def table(self, i: int, pool: Pool, theta: Thresholds,
+              tp_only: int | None = None) -> list[TableEntry]:
+        work = self.workload(i, theta)
+        key = (i, pool.name, work.key, tp_only)
+        if key not in self._tables:
+            shapes = [s for s in self.shapes(i, pool) if tp_only is None or s[0].tp == tp_only]
+            m = self.problem.models[i]
+            self._tables[key] = latency_table(m.card, pool, m.precision, work, self.cost,
+                                              shapes=shapes)
+        return self._tables[key]
+
+    def reached(self, i: int, theta: Thresholds) -> bool:
+        return bool((self.answered_by(theta) >= i).any())
+
+    def options(self, theta: Thresholds, tp_only: int | None = None
+                ) -> dict[int, list[Option]]:
+        out: dict[int, list[Option]] = {}
+        for i in range(len(self.problem.models)):
+            opts: list[Option] = []
+            if not self.reached(i, theta):
+                # nobody reaches this stage; it still gets its smallest replica
+                for pool in self.problem.pools:
+                    for shape, kv in self.shapes(i, pool):
+                        if tp_only is None or shape.tp == tp_only:
+                            opts.append(Option(pool.name, shape.gpus, 0.0,
+                                               TableEntry(shape.gpus, 0.0, shape.tp, shape.pp,
+                                                          1, kv)))
+                            break
+                out[i] = opts
+                continue
+            for pool in self.problem.pools:
+                for e in self.table(i, pool, theta, tp_only):
+                    if math.isfinite(e.latency_s):
+                        opts.append(Option(pool.name, e.gpus, e.latency_s, e))
+            out[i] = opts
+        return out
+
+    def build_milp(self, theta: Thresholds, tp_only: int | None = None) -> milp.Problem:
+        return milp.build_problem(self.options(theta, tp_only), self.capacity, self.objective,
+                                  self.price, self.problem.cluster.budget_usd_per_hour)
+
+    def allocate(self, theta: Thresholds, tp_only: int | None = None,
+                 full: bool = False) -> tuple[float, Solution | InfeasibleError]:
+        """The MILP for θ: latency only while searching; every phase for a plan."""
+        options = self.options(theta, tp_only)
+        key = (tuple((i, tuple((o.pool, o.gpus, o.latency_s) for o in opts))
+                     for i, opts in sorted(options.items())), full)
+        if key in self._solutions:
+            return self._solutions[key]
+        try:
+            if any(not opts for opts in options.values()):
+                raise self.explain(theta, tp_only)
+            milp.diagnose(options, self.capacity, self.problem.names, self.price,
+                          self.problem.cluster.budget_usd_per_hour,
+                          rate_per_s=self.problem.rate_per_s)
+            self.milp_solves += 1
+            sol = milp.solve(milp.build_problem(options, self.capacity, self.objective,
+                                                self.price,
+                                                self.problem.cluster.budget_usd_per_hour),
+                             phases=3 if full else 1)
+            out: tuple[float, Solution | InfeasibleError] = (sol.latency_s, sol)
+        except InfeasibleError as exc:
+            out = (math.inf, exc)
+        self._solutions[key] = out
+        return out
+
+    def search_latency(self, theta: Thresholds) -> tuple[float, object]:
+        return self.allocate(theta)
+
+    def quality(self, theta: Thresholds) -> float:
+        s = self.problem.sample
+        return route(s.scores, s.quality, finite(theta)).quality
+
+    # ------------------------------------------------------------ why nothing fits
+
+    def explain(self, theta: Thresholds, tp_only: int | None = None) -> InfeasibleError:
+        """The real cause when a stage has no usable option: memory (no replica shape holds
+        the model) or load (no GPU count of any pool keeps up with the stage's rate)."""
+        p = self.problem
+        for i, m in enumerate(p.models):
+            shapes = {pool.name: [s for s in self.shapes(i, pool)
+                                  if tp_only is None or s[0].tp == tp_only]
+                      for pool in p.pools}
+            if not any(shapes.values()):
+                return self._memory_error(i, tp_only)
+            if not self.reached(i, theta):
+                continue
+            if any(math.isfinite(e.latency_s) for pool in p.pools
+                   for e in self.table(i, pool, theta, tp_only)):
+                continue
+            work = self.workload(i, theta)
+            need, pool_name = self._gpus_for_load(work, shapes)
+            have = next(pool.gpus for pool in p.pools if pool.name == pool_name)
+            need_text = (f"at least {need}" if need is not None
+                         else f"more than {LOAD_SEARCH_MAX_GPUS}")
+            return InfeasibleError(
+                f"load: at {p.rate_per_s:.3g} req/s stage {i + 1} ({m.name}) receives "
+                f"{work.rate_per_s:.3g} req/s and needs {need_text} GPUs of pool "
+                f"{pool_name!r} to keep up; the pool has {have}",
+                "add GPUs, lower the rate (a shorter or thinned trace) or route fewer requests "
+                "to this stage (a lower quality target)")
+        return InfeasibleError("no allocation of the cluster serves the cascade", "add GPUs")
+
+    def _memory_error(self, i: int, tp_only: int | None) -> InfeasibleError:
+        m = self.problem.models[i]
+        need_gb = weight_bytes(m.card, m.precision) / 1e9
+        parts = []
+        for pool in self.problem.pools:
+            gpus = max((pool.gpus_per_node * pp for pp in PIPELINE_SIZES
+                        if pool.gpus_per_node * pp <= pool.gpus), default=pool.gpus)
+            parts.append(f"the largest replica in pool {pool.name!r} ({gpus} × {pool.gpu.name}) "
+                         f"holds {gpus * pool.gpu.memory_bytes / 1e9:.0f} GB")
+        detail = ""
+        if tp_only is None and self.problem.pools:
+            pool = max(self.problem.pools, key=lambda q: q.gpu.memory_bytes)
+            try:
+                shape = ReplicaShape(m.card, pool.gpu, pool.gpus_per_node, 1, m.precision,
+                                     gpus_per_node=pool.gpus_per_node)
+                mem = memory_figures(shape, max_model_len=m.max_model_len)
+                detail = f" (on one {pool.gpu.name} node: {mem.reason})" if mem.reason else ""
+            except InputError:
+                detail = ""
+        return InfeasibleError(
+            f"memory: {m.name} in {m.precision} needs {need_gb:.0f} GB of weights plus the KV "
+            f"cache of one {m.max_model_len:,}-token request; " + "; ".join(parts) + detail,
+            "use GPUs with more memory, more GPUs per node, a lower precision, or a shorter "
+            "max_model_len in the cascade file")
+
+    def _gpus_for_load(self, work: Workload, shapes: dict[str, list[tuple[ReplicaShape, int]]]
+                       ) -> tuple[int | None, str]:
+        """The fewest GPUs (and the pool) whose replicas keep up with the workload, looking
+        up to LOAD_SEARCH_MAX_GPUS."""
+        best: tuple[int, str] | None = None
+        for pool_name, found in sorted(shapes.items()):
+            for shape, kv in found:
+                cost = self.cost(shape)
+
+                def ok(dp: int, shape: ReplicaShape = shape, kv: int = kv,
+                       cost: IterationCost = cost) -> bool:
+                    return math.isfinite(p95_latency(cost, work, dp, DEFAULT_MAX_NUM_SEQS,
+                                                     DEFAULT_MAX_NUM_BATCHED_TOKENS, kv))
+
+                limit = LOAD_SEARCH_MAX_GPUS // shape.gpus
+                hi = 1
+                while hi <= limit and not ok(hi):
+                    hi *= 2
+                if hi > limit and not ok(limit):
+                    continue
+                hi = min(hi, limit)
+                lo = hi // 2  # fails (or 0)
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    if ok(mid):
+                        hi = mid
+                    else:
+                        lo = mid
+                gpus = hi * shape.gpus
+                if best is None or gpus < best[0]:
+                    best = (gpus, pool_name)
+        if best is None:
+            return None, sorted(shapes)[0]
+        return best
+
+    # ------------------------------------------------------------ plans
+
+    def plan_for(self, theta: Thresholds, assignment: dict[int, Option], name: str,
+                 stage_indices: list[int] | None = None) -> Plan:
+        """A plan serving the cascade's models (or the listed subset, in order) with the
+        assigned (pool, shape) per stage."""
+        p = self.problem
+        indices = stage_indices if stage_indices is not None else list(range(len(p.models)))
+        stages = []
+        for k, i in enumerate(indices):
+            m = p.models[i]
+            e: TableEntry = assignment[k].payload  # type: ignore[assignment]
+            stages.append(StagePlan(model=m.name, precision=m.precision,
+                                    pool=assignment[k].pool, tp=e.tp, pp=e.pp,
+                                    replicas=e.replicas, max_model_len=m.max_model_len))
+        cascade = p.cascade
+        if stage_indices is not None:
+            cascade = cascade.model_copy(update={
+                "name": f"single-{p.models[indices[0]].name}" if len(indices) == 1
+                else cascade.name,
+                "models": [p.cascade.models[i] for i in indices]})
+        return Plan(schema_version=1, name=name,
+                    inputs=PlanInputs(trace=p.files.trace, quality=p.files.quality),
+                    cascade=cascade, cluster=p.cluster, thresholds=finite(theta),
+                    stages=stages,
+                    simulation=SimulationSettings(seed=p.seed, engine=p.engine))
+
+    def deploy(self, plan: Plan) -> Deployment:
+        return resolve_deployment(plan, self.problem.catalog, plan.name, self.perf)
+
+    def simulate(self, plan: Plan, mix: RequestMix | None = None,
+                 capacity: bool = False) -> PlanSimulation:
+        return simulate_deployment(self.deploy(plan), self.problem.trace,
+                                   mix or self.problem.mix,
+                                   capacity_at_scale=self.capacity_scale if capacity else None,
+                                   capacity_window=CAPACITY_WINDOW)

@@ -1,0 +1,146 @@
+"""The baselines a plan is compared with, simulated on the same trace and cluster:
+
+- single-model: the cheapest cascade model that meets the quality target alone, on all GPUs
+  with its best parallelism;
+- even-split: the cascade at the plan's thresholds with each pool's GPUs split evenly;
+- uniform-parallelism: the cascade at the plan's thresholds with one tensor-parallel size for
+  every model (the best of those every model fits with).
+
+A gain above 1 means the plan beats the baseline; a gain below 1 is reported as it is.
+"""
+
+from __future__ import annotations
+
+import math
+
+from planner_cli.optimize.allocator import Planner, Thresholds
+from planner_cli.optimize.estimate import Workload
+from planner_cli.optimize.milp import Option, Solution
+from planner_cli.optimize.tables import TableEntry, latency_table
+from planner_cli.plan import (
+    Baseline,
+    BaselinePlan,
+    BaselineSimulated,
+    Gain,
+    Plan,
+    StageShape,
+)
+from planner_cli.sim.figures import Capacity, CascadeFigures
+from planner_cli.sim.run import PlanSimulation
+
+
+def baselines(pl: Planner, theta: Thresholds) -> dict[str, Baseline]:
+    p = pl.problem
+    full = p.sample.quality.mean(axis=0)
+    order = sorted(range(len(p.models)), key=lambda i: p.cards[i].num_hidden_layers
+                   * p.cards[i].hidden_size)
+    meets = [i for i in order if p.quality_target is None
+             or full[i] >= p.quality_target - 1e-9]
+    pick = meets[0] if meets else len(p.models) - 1
+    return {"single-model": single_model(pl, pick), "even-split": even_split(pl, theta),
+            "uniform-parallelism": uniform_parallelism(pl, theta)}
+
+
+def _shapes_of(plan: Plan) -> list[StageShape]:
+    return [StageShape(model=s.model, pool=s.pool, tp=s.tp, pp=s.pp, replicas=s.replicas)
+            for s in plan.stages]
+
+
+def _simulated(sim: PlanSimulation) -> BaselineSimulated:
+    f = sim.figures
+    return BaselineSimulated(e2e_latency_s=f.e2e_latency_s, slo_scale=f.slo_scale,
+                             throughput_rps=f.throughput_rps,
+                             attainment_curve=f.attainment_curve)
+
+
+def _run(pl: Planner, plan: Plan, **extra: object) -> Baseline:
+    sim = pl.simulate(plan, capacity=True)
+    return Baseline(plan=BaselinePlan(thresholds=plan.thresholds, stages=_shapes_of(plan)),
+                    simulated=_simulated(sim), capacity=sim.capacity, **extra)
+
+
+def single_model(pl: Planner, i: int) -> Baseline:
+    """Model i alone on all GPUs: the best latency-table entry over the pools."""
+    p = pl.problem
+    name = p.names[i]
+    best: tuple[str, TableEntry] | None = None
+    for pool in p.pools:
+        work = Workload(rate_per_s=p.rate_per_s, prompts=p.trace.input_lengths.astype(float),
+                        outputs=p.mix.outputs[i].astype(float), key=("single", i))
+        table = latency_table(p.cards[i], pool, p.models[i].precision, work, pl.cost,
+                              shapes=pl.shapes(i, pool))
+        if table and (best is None or table[-1].latency_s < best[1].latency_s):
+            best = (pool.name, table[-1])
+    if best is None:
+        return Baseline(model=name, error=f"{name} fits no GPU of the cluster")
+    option = Option(best[0], best[1].gpus, best[1].latency_s, best[1])
+    plan = pl.plan_for((), {0: option}, f"baseline-single-{name}", stage_indices=[i])
+    sim = pl.simulate(plan, mix=p.mix.column(i), capacity=True)
+    return Baseline(model=name, quality=float(p.sample.quality[:, i].mean()),
+                    plan=BaselinePlan(stages=_shapes_of(plan)), simulated=_simulated(sim),
+                    capacity=sim.capacity)
+
+
+def even_split(pl: Planner, theta: Thresholds) -> Baseline:
+    """Each pool's GPUs split evenly across the models; per model the best pool's share."""
+    p = pl.problem
+    m = len(p.models)
+    chosen: dict[int, Option] = {}
+    for i in range(m):
+        best: tuple[str, TableEntry] | None = None
+        for pool in p.pools:
+            share = pool.gpus // m
+            table = pl.table(i, pool, theta) if pl.reached(i, theta) else []
+            entry = None
+            for e in table:
+                if e.gpus <= share:
+                    entry = e
+            if entry is None:
+                shapes = [s for s in pl.shapes(i, pool) if s[0].gpus <= share]
+                if shapes:
+                    s, kv = shapes[0]
+                    entry = TableEntry(s.gpus * (share // s.gpus), math.inf, s.tp, s.pp,
+                                       share // s.gpus, kv)
+            if entry is not None and (best is None or entry.latency_s < best[1].latency_s):
+                best = (pool.name, entry)
+        if best is None:
+            return Baseline(error=f"{p.names[i]} fits no even share of a pool")
+        chosen[i] = Option(best[0], best[1].gpus, best[1].latency_s, best[1])
+    return _run(pl, pl.plan_for(theta, chosen, "baseline-even-split"))
+
+
+def uniform_parallelism(pl: Planner, theta: Thresholds) -> Baseline:
+    p = pl.problem
+    m = len(p.models)
+    tps = sorted({s.tp for i in range(m) for pool in p.pools for s, _ in pl.shapes(i, pool)})
+    common = [tp for tp in tps if all(any(s.tp == tp for pool in p.pools
+                                          for s, _ in pl.shapes(i, pool)) for i in range(m))]
+    ok: list[tuple[float, int, Solution]] = []
+    for tp in common:
+        latency, sol = pl.allocate(theta, tp_only=tp, full=True)
+        if isinstance(sol, Solution):
+            ok.append((latency, tp, sol))
+    if not ok:
+        return Baseline(error="no tensor-parallel size serves every model within the cluster")
+    _, tp, sol = min(ok, key=lambda x: (x[0], x[1]))
+    return _run(pl, pl.plan_for(theta, sol.assignment, f"baseline-uniform-tp{tp}"), tp=tp)
+
+
+def gains(figures: CascadeFigures, capacity: Capacity, base: dict[str, Baseline]
+          ) -> dict[str, Gain]:
+    """The plan's gain over each simulated baseline: SLO scale (baseline / plan) and
+    throughput capacity (plan / baseline), with whether a capacity bound makes it a bound."""
+    out: dict[str, Gain] = {}
+    for name, b in base.items():
+        if b.simulated is None or b.capacity is None:
+            continue
+        mine, theirs = figures.slo_scale, b.simulated.slo_scale
+        out[name] = Gain(
+            slo_scale_gain=(theirs / mine if mine and theirs is not None and mine > 0
+                            else None),
+            throughput_gain=(capacity.rate_multiple / b.capacity.rate_multiple
+                             if b.capacity.rate_multiple > 0 else None),
+            # a capacity found at the search's request limit is a lower bound
+            throughput_gain_bound=("at most" if b.capacity.at_least else
+                                   "at least" if capacity.at_least else "exact"))
+    return out

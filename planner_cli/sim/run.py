@@ -1,0 +1,242 @@
+"""Replaying a trace through a resolved deployment, and the throughput capacity search.
+
+`simulate_deployment` runs the cascade simulator on a `Deployment` (stage cost models, replica
+counts, the judger) with a request mix; `capacity_search` finds the largest arrival-rate
+multiple at which the SLO scale holds under sustained load.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+import numpy as np
+
+from planner_cli.errors import InputError
+from planner_cli.problem import DeployedStage, Deployment
+from planner_cli.sim.cascade import (
+    BALANCERS,
+    Balancer,
+    CascadeResult,
+    JudgeModel,
+    StageConfig,
+    simulate_cascade,
+)
+from planner_cli.sim.figures import Capacity, CascadeFigures, StageFigures
+from planner_cli.sim.metrics import (
+    Slo,
+    cascade_figures,
+    slo_scale,
+    stage_figures,
+    unloaded_latency,
+)
+from planner_cli.workload.mix import RequestMix
+from planner_cli.workload.routing import route
+from planner_cli.workload.trace import Trace
+
+CAPACITY_SUSTAIN_S = 60.0  # the load of a rate multiple is held this long
+CAPACITY_MAX_REQUESTS = 8_000  # beyond this the search stops: capacity is "at least"
+CAPACITY_STEPS = 8  # bisection steps
+CAPACITY_TOLERANCE = 0.03  # relative width at which the bisection stops
+JUDGE_SEED_STREAM = 7  # the random stream of external judge latencies (with the plan's seed)
+
+
+@dataclass(frozen=True)
+class PlanSimulation:
+    """A plan replayed on a trace: figures per stage and end to end, and optionally capacity."""
+
+    requests: int
+    rate_scale: float
+    balancer: str
+    thresholds: list[float]
+    quality: float  # Q(θ) of the trace's request mix
+    scores_from: str
+    reach_share: list[float]
+    judge_latency_s: float
+    slo_reference: str
+    figures: CascadeFigures
+    capacity: Capacity | None
+    simulation_wall_s: float
+    per_request: dict[str, np.ndarray]
+
+    def summary(self) -> dict:
+        """Everything but the per-request columns, as plain data (for --json)."""
+        return {"requests": self.requests, "rate_scale": self.rate_scale,
+                "balancer": self.balancer, "thresholds": self.thresholds,
+                "quality": self.quality, "scores_from": self.scores_from,
+                "reach_share": self.reach_share, "judge_latency_s": self.judge_latency_s,
+                "slo_reference": self.slo_reference,
+                "figures": self.figures.model_dump(mode="python"),
+                "capacity": None if self.capacity is None else self.capacity.model_dump(),
+                "simulation_wall_s": self.simulation_wall_s}
+
+
+def _config(s: DeployedStage, name: str) -> StageConfig:
+    return StageConfig(name, s.cost, s.stage.replicas, s.kv_capacity_tokens,
+                       s.stage.max_num_batched_tokens, s.stage.max_num_seqs)
+
+
+def _described(fig: StageFigures, s: DeployedStage) -> StageFigures:
+    return fig.model_copy(update={
+        "model": s.model, "gpu": s.gpu, "pool": s.pool.name, "tp": s.stage.tp,
+        "pp": s.stage.pp, "replicas": s.stage.replicas, "precision": s.stage.precision,
+        "kv_capacity_tokens": s.kv_capacity_tokens, "perf_source": s.perf_source})
+
+
+def simulate_deployment(dep: Deployment, trace: Trace, mix: RequestMix,
+                        rate_scale: float = 1.0, balancer: str | None = None,
+                        capacity_at_scale: float | None = None,
+                        capacity_window: int | None = None) -> PlanSimulation:
+    """Replay `trace` (arrivals scaled by `rate_scale`) through the deployment."""
+    plan = dep.plan
+    if rate_scale <= 0:
+        raise InputError(f"--rate-scale {rate_scale} is not positive", "use e.g. 1 or 2.5")
+    balancer = balancer or plan.simulation.balancer
+    if balancer not in BALANCERS:
+        raise InputError(f"--balancer {balancer!r} is not known", "use " + " or ".join(BALANCERS))
+    routing = route(mix.scores, mix.quality, plan.thresholds)
+    configs = [_config(s, s.model) for s in dep.stages]
+    base = unloaded_latency(dep.reference_cost, trace.input_lengths, mix.outputs[-1])
+    judger = plan.cascade.judger
+    judge_model = None
+    delays: list[np.ndarray] | float = 0.0
+    if judger.kind == "external":
+        rng = np.random.default_rng([plan.simulation.seed, JUDGE_SEED_STREAM])
+        delays = [judger.latency_s * (np.exp(rng.normal(0.0, judger.latency_sigma, len(trace)))
+                                      if judger.latency_sigma > 0 else np.ones(len(trace)))
+                  for _ in range(len(configs) - 1)]
+    elif dep.judge is not None:
+        judge_model = JudgeModel(_config(dep.judge, "judge:" + dep.judge.model),
+                                 judger.output_tokens)
+    t0 = time.perf_counter()
+    arrivals = (trace.timestamps_ms - trace.timestamps_ms[0]) / 1000.0
+    result = simulate_cascade(configs, arrivals / rate_scale, trace.input_lengths, mix.outputs,
+                              routing.answered_by, delays, cast(Balancer, balancer),
+                              judge_model)
+    wall = time.perf_counter() - t0
+    cslo = plan.cascade.slo
+    figures = cascade_figures(result, base, Slo(cslo.ttft_s, cslo.tpot_s, cslo.e2e_s),
+                              cslo.attainment_pct)
+    update: dict = {"stages": [_described(f, s) for f, s in
+                               zip(figures.stages, dep.stages, strict=True)]}
+    if dep.judge is not None and result.extras.get("judge") is not None:
+        update["judge"] = _described(stage_figures(result.extras["judge"]), dep.judge)
+    figures = figures.model_copy(update=update)
+    capacity = None
+    if capacity_at_scale is not None:
+        window = slice(0, capacity_window or len(trace))
+        run = WindowReplay(configs, arrivals[window], trace.input_lengths[window],
+                             [o[window] for o in mix.outputs], routing.answered_by[window],
+                             [d[window] for d in delays] if isinstance(delays, list)
+                             else delays, base[window], balancer, judge_model)
+        capacity = capacity_search(run.simulate, capacity_at_scale, cslo.attainment_pct,
+                                   rate_scale, run.rate_per_s)
+    return PlanSimulation(
+        requests=len(trace), rate_scale=rate_scale, balancer=balancer,
+        thresholds=list(plan.thresholds), quality=routing.quality, scores_from=mix.source,
+        reach_share=[float(x) for x in routing.reach_fraction],
+        judge_latency_s=result.judge_latency_s, slo_reference=dep.reference_label,
+        figures=figures, capacity=capacity, simulation_wall_s=wall,
+        per_request=per_request(result, base))
+
+
+@dataclass(frozen=True)
+class WindowReplay:
+    """A window of the trace tiled in time, replayed at a rate multiple (sustained load)."""
+
+    configs: list[StageConfig]
+    arrivals: np.ndarray
+    prompts: np.ndarray
+    outputs: list[np.ndarray]
+    answered: np.ndarray
+    delays: list[np.ndarray] | float
+    base: np.ndarray
+    balancer: str
+    judge: JudgeModel | None
+
+    @property
+    def span_s(self) -> float:
+        n = self.arrivals.shape[0]
+        return max(float(self.arrivals[-1] - self.arrivals[0]), 1e-9) * (n + 1) / max(n, 1)
+
+    @property
+    def rate_per_s(self) -> float:
+        return float(self.arrivals.shape[0]) / self.span_s
+
+    def simulate(self, multiple: float) -> tuple[CascadeResult, np.ndarray] | None:
+        """The window tiled until the scaled arrivals span CAPACITY_SUSTAIN_S seconds (None
+        past CAPACITY_MAX_REQUESTS)."""
+        span = self.span_s
+        tiles = max(1, math.ceil(CAPACITY_SUSTAIN_S * multiple / span))
+        if tiles * self.arrivals.shape[0] > CAPACITY_MAX_REQUESTS:
+            return None
+        arr = np.concatenate([self.arrivals + k * span for k in range(tiles)]) / multiple
+        delays = ([np.tile(d, tiles) for d in self.delays] if isinstance(self.delays, list)
+                  else self.delays)
+        res = simulate_cascade(self.configs, arr, np.tile(self.prompts, tiles),
+                               [np.tile(o, tiles) for o in self.outputs],
+                               np.tile(self.answered, tiles), delays,
+                               cast(Balancer, self.balancer), self.judge)
+        return res, np.tile(self.base, tiles)
+
+
+Runner = Callable[[float], "tuple[CascadeResult, np.ndarray] | None"]
+
+
+def capacity_search(run: Runner, target_scale: float, attainment_pct: float, start: float,
+                    rate_per_s: float, steps: int = CAPACITY_STEPS,
+                    tolerance: float = CAPACITY_TOLERANCE) -> Capacity:
+    """The largest arrival-rate multiple at which the SLO scale stays within target: doubling
+    from `start` while it holds, then bisection. `at_least` when a run hit the request limit
+    (run returned None), so the figure is a lower bound."""
+    limited = False
+
+    def meets(x: float) -> bool:
+        nonlocal limited
+        got = run(x)
+        if got is None:
+            limited = True
+            return False
+        res, base = got
+        return slo_scale(res.e2e, base, attainment_pct) <= target_scale
+
+    lo, hi = 0.0, start
+    if meets(hi):
+        lo = hi
+        while hi < 1e4:
+            hi *= 2
+            if not meets(hi):
+                break
+            lo = hi
+    for _ in range(steps):
+        if hi - lo <= tolerance * max(lo, 1e-9):
+            break
+        mid = (lo + hi) / 2 if lo > 0 else hi / 2
+        if meets(mid):
+            lo = mid
+        else:
+            hi = mid
+        if lo == 0 and hi < start / 1024:
+            break
+    return Capacity(slo_scale_target=target_scale, rate_multiple=lo,
+                    requests_per_s=lo * rate_per_s, at_least=limited and lo > 0,
+                    sustained_s=CAPACITY_SUSTAIN_S)
+
+
+def per_request(result: CascadeResult, base: np.ndarray) -> dict[str, np.ndarray]:
+    """Columns of per-request figures (for --requests-out)."""
+    n = result.arrival.shape[0]
+    ttft = np.full(n, np.inf)
+    tpot = np.full(n, np.nan)
+    for i, stage in enumerate(result.stages):
+        mine = result.answered_by == i
+        ttft[mine] = stage.first_token[mine] - result.arrival[mine]
+        out = stage.output_tokens[mine]
+        tpot[mine] = np.where(out > 1, (stage.finish[mine] - stage.first_token[mine])
+                              / np.maximum(out - 1, 1), np.nan)
+    return {"request": np.arange(n), "arrival_s": result.arrival,
+            "answered_by_stage": result.answered_by + 1, "ttft_s": ttft, "tpot_s": tpot,
+            "e2e_s": result.e2e, "base_latency_s": base}
