@@ -54,11 +54,10 @@ def run(label: str, **kw) -> float:
     t = time.perf_counter()
     result = api.optimize(**kw)
     wall = time.perf_counter() - t
-    tm = result["timings"]
-    plan = result["plan"]
-    split = ", ".join(f"{s.model}:{s.tp * s.pp * s.replicas}@{s.pool}" for s in plan.stages)
-    print(f"{label:<44s} {wall:7.2f} s  ({tm['evaluated_thresholds']} θ, "
-          f"{tm['milp_solves']} MILP solves, search {tm['search_s']:.2f} s)  {split}")
+    tm = result.timings
+    split = ", ".join(f"{s.model}:{s.gpus}@{s.pool}" for s in result.plan.stages)
+    print(f"{label:<44s} {wall:7.2f} s  ({tm.evaluated_thresholds} θ, "
+          f"{tm.milp_solves} MILP solves, search {tm.search_s:.2f} s)  {split}")
     return wall
 
 

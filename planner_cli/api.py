@@ -4,7 +4,6 @@ terminal output here."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from planner_cli.export.render import render as render_exports
 from planner_cli.export.router import RouterConfig
 from planner_cli.export.writer import write_tree
 from planner_cli.optimize import bilevel
-from planner_cli.optimize.bilevel import OptimizeResult
+from planner_cli.optimize.bilevel import OptimizeResult, Progress
 from planner_cli.perf.calibrate import calibrate
 from planner_cli.perf.model import CPU_SPEC, PerfModel
 from planner_cli.perf.profiles import (
@@ -53,8 +52,6 @@ from planner_cli.workload.routing import route
 from planner_cli.workload.stats import TraceStats, trace_stats
 from planner_cli.workload.synth import Arrival, synth_trace
 from planner_cli.workload.trace import Trace, canonical_lines
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 import typer
 
@@ -19,6 +19,7 @@ from planner_cli.perf.profiles import PROFILES_ENV
 from planner_cli.specs.catalog import CATALOG_ENV
 from planner_cli.workload.importers import FORMATS
 from planner_cli.workload.judged import parse_scale
+from planner_cli.workload.synth import Arrival
 
 app = typer.Typer(
     name="cascadia-plan", no_args_is_help=True, add_completion=False,
@@ -50,7 +51,7 @@ def handles_errors(func: F) -> F:
             typer.echo(f"error: {exc.one_line()}", err=True)
             raise typer.Exit(exc.exit_code) from None
 
-    return wrapper  # type: ignore[return-value]
+    return cast(F, wrapper)
 
 
 # The root options of the invocation in progress, set by `root` before any command runs.
@@ -107,7 +108,7 @@ ClusterOpt = Annotated[Path | None, typer.Option(help="Cluster YAML (default: bu
 def _arrivals(rate: float | None, arrival: str, cv: float, seed: int) -> api.ArrivalOptions:
     if arrival not in ("poisson", "gamma"):
         raise PlannerError(f"--arrival {arrival!r} is not known", "use poisson or gamma")
-    return api.ArrivalOptions(rate_per_s=rate, arrival=arrival, cv=cv, seed=seed)  # type: ignore[arg-type]
+    return api.ArrivalOptions(rate_per_s=rate, arrival=cast(Arrival, arrival), cv=cv, seed=seed)
 
 
 # ---------------------------------------------------------------- catalog

@@ -6,7 +6,7 @@ A bug is anything else and keeps its traceback.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 
 class PlannerError(Exception):
@@ -38,11 +38,16 @@ class MissingDependencyError(PlannerError):
     exit_code = 3
 
 
-def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str | None:
-    """A 'did you mean ...' hint from close matches, or None."""
+def did_you_mean(name: str, choices: Iterable[str], n: int = 3,
+                 canonical: Mapping[str, str] | None = None) -> str | None:
+    """A 'did you mean ...' hint from close matches, or None: the one helper every strict
+    loader and catalog lookup uses. `canonical` maps a choice (an alias, an HF id) to the name
+    to suggest, so several aliases of one entry suggest it once."""
     pool = sorted(set(choices))
     lowered = {c.lower(): c for c in pool}
-    close = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.5)
-    if not close:
+    close = difflib.get_close_matches(name.strip().lower(), list(lowered), n=8, cutoff=0.5)
+    names = list(dict.fromkeys(canonical[lowered[c]] if canonical else lowered[c]
+                               for c in close))[:n]
+    if not names:
         return None
-    return "did you mean " + " or ".join(repr(lowered[c]) for c in close) + "?"
+    return "did you mean " + " or ".join(repr(c) for c in names) + "?"

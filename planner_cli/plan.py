@@ -159,7 +159,7 @@ class Predicted(Figures):
     milp: MilpRecord
     milp_estimate_latency_s: float | None
     simulated: CascadeFigures
-    capacity: Capacity
+    capacity: Capacity | None  # None: the trace has fewer than 2 requests (no rate to scale)
     baselines: dict[str, Baseline]
     gains: dict[str, Gain]
     pareto_front: list[FrontPoint]

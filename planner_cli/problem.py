@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from planner_cli.errors import InputError
 from planner_cli.perf.fast import IterationCost
@@ -30,6 +31,15 @@ from planner_cli.workload.routing import BestQuality, best_quality, reference_po
 from planner_cli.workload.trace import Trace
 
 PerfLookup = Callable[[ReplicaShape], PerfModel]
+T = TypeVar("T")
+
+
+def named(lookup: Callable[[str], T], name: str, where: str) -> T:
+    """A catalog lookup whose error names the file and key it came from."""
+    try:
+        return lookup(name)
+    except InputError as exc:
+        raise InputError(f"{where}: {exc.message}", exc.hint) from None
 
 
 # ---------------------------------------------------------------- cluster
@@ -61,10 +71,7 @@ def resolve_cluster(spec: ClusterSpec, catalog: Catalog, source: str
     usual node) checked against what one node of that GPU holds, and its price filled in."""
     pools = []
     for i, p in enumerate(spec.pools):
-        try:
-            gpu = catalog.gpu(p.gpu)
-        except InputError as exc:
-            raise InputError(f"{source}: pools[{i}].gpu: {exc.message}", exc.hint) from None
+        gpu = named(catalog.gpu, p.gpu, f"{source}: pools[{i}].gpu")
         per_node = p.gpus_per_node or gpu.gpus_per_node
         if per_node > gpu.gpus_per_node:
             raise InputError(f"{source}: pools[{i}].gpus_per_node: {per_node} is more than one "
@@ -115,19 +122,13 @@ def resolve_models(cascade: CascadeSpec, catalog: Catalog, source: str
     judge's card, if the judger is a model."""
     out = []
     for i, m in enumerate(cascade.models):
-        try:
-            card = catalog.model(m.model)
-        except InputError as exc:
-            raise InputError(f"{source}: models[{i}].model: {exc.message}", exc.hint) from None
+        card = named(catalog.model, m.model, f"{source}: models[{i}].model")
         out.append(StageModel(i, card, m.precision,
                               context_length(card, m.max_model_len, f"{source}: models[{i}]"),
                               m.weights or card.hf_id, m.judged_name))
     judge = None
     if cascade.judger.kind == "model":
-        try:
-            judge = catalog.model(cascade.judger.model)
-        except InputError as exc:
-            raise InputError(f"{source}: judger.model: {exc.message}", exc.hint) from None
+        judge = named(catalog.model, cascade.judger.model, f"{source}: judger.model")
     return tuple(out), judge
 
 
@@ -321,10 +322,7 @@ def resolve_deployment(plan: Plan, catalog: Catalog, where: str, perf: PerfLooku
     stages = []
     for i, (stage, model) in enumerate(zip(plan.stages, models, strict=True)):
         here = f"{where}: stages[{i}]"
-        try:
-            card = catalog.model(stage.model)
-        except InputError as exc:
-            raise InputError(f"{here}.model: {exc.message}", exc.hint) from None
+        card = named(catalog.model, stage.model, f"{here}.model")
         if card.name != model.name:
             raise InputError(f"{here}.model {stage.model!r} is not the cascade's model "
                              f"{i + 1} ({model.name})", "list the stages in cascade order")
@@ -333,11 +331,7 @@ def resolve_deployment(plan: Plan, catalog: Catalog, where: str, perf: PerfLooku
         stages.append(_deploy(i, stage, card, length, by_name[stage.pool], here, perf))
     judge = None
     if plan.judge is not None and judge_card is not None:
-        try:
-            named = catalog.model(plan.judge.model)
-        except InputError as exc:
-            raise InputError(f"{where}: judge.model: {exc.message}", exc.hint) from None
-        if named.name != judge_card.name:
+        if named(catalog.model, plan.judge.model, f"{where}: judge.model").name != judge_card.name:
             raise InputError(f"{where}: judge.model {plan.judge.model!r} is not the "
                              f"cascade's judger ({judge_card.name})", "make them the same model")
         used[plan.judge.pool] = used.get(plan.judge.pool, 0) + plan.judge.gpus

@@ -300,12 +300,13 @@ def optimize_tables(result: OptimizeResult, out_path: str | None) -> None:
         out.print(f"stage {i + 1} perf source: {fig.perf_source}")
     e2e = sim.e2e_latency_s
     cap = pred.capacity
+    capacity = ("not measured (the trace has fewer than 2 requests, so no rate)" if cap is None
+                else f"at SLO scale {cap.slo_scale_target:g} (sustained {cap.sustained_s:g} s): "
+                f"{'≥ ' if cap.at_least else ''}× {cap.rate_multiple:.2f} the trace "
+                f"({cap.requests_per_s:.1f} req/s)")
     out.print(f"End to end (simulated, judger included): p50 {_p(e2e, 'p50')} s, p95 "
               f"{_p(e2e, 'p95')} s, p99 {_p(e2e, 'p99')} s; SLO scale {_scale(sim.slo_scale)}; "
-              f"throughput capacity at SLO scale {cap.slo_scale_target:g} (sustained "
-              f"{cap.sustained_s:g} s): {'≥ ' if cap.at_least else ''}"
-              f"× {cap.rate_multiple:.2f} the trace ({cap.requests_per_s:.1f} req/s). "
-              f"MILP estimate of the slowest stage's p95: "
+              f"throughput capacity {capacity}. MILP estimate of the slowest stage's p95: "
               f"{_fmt(pred.milp_estimate_latency_s, 3)} s ({pred.milp.solver}, "
               f"{pred.milp.status})")
     t = Table(title="Baselines (same trace and cluster, simulated)", title_justify="left")
@@ -313,7 +314,7 @@ def optimize_tables(result: OptimizeResult, out_path: str | None) -> None:
                 "plan's SLO-scale gain", "plan's throughput gain"):
         t.add_column(col, justify="left" if col in ("baseline", "deployment") else "right")
     for name, b in pred.baselines.items():
-        if b.error is not None or b.plan is None or b.simulated is None or b.capacity is None:
+        if b.error is not None or b.plan is None or b.simulated is None:
             t.add_row(name, b.error or "—", "—", "—", "—", "—", "—")
             continue
         dep = ", ".join(f"{s.model} {s.tp}×{s.pp}×{s.replicas}" for s in b.plan.stages)
@@ -324,6 +325,7 @@ def optimize_tables(result: OptimizeResult, out_path: str | None) -> None:
             tput = ({"at most": "≤ ", "at least": "≥ "}.get(g.throughput_gain_bound, "")
                     + f"{g.throughput_gain:.2f}×")
         t.add_row(name, dep, _scale(b.simulated.slo_scale), _p(b.simulated.e2e_latency_s, "p95"),
+                  "—" if b.capacity is None else
                   ("≥ " if b.capacity.at_least else "") + f"{b.capacity.rate_multiple:.2f}",
                   slo_gain, tput)
     out.print(t)

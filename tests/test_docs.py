@@ -73,3 +73,23 @@ def test_every_command_has_help_text():
         for param in cmd.params:
             if getattr(param, "help", None) is None and param.param_type_name == "option":
                 pytest.fail(f"option {param.name} of {' '.join(path)} has no help")
+
+
+def _root_options() -> set[str]:
+    return {o for p in get_command(app).params for o in getattr(p, "opts", [])}
+
+
+def test_every_readme_option_exists_on_its_command():
+    """An option named in a README command line is an option of that command."""
+    for block in code_blocks(README):
+        for line in block.splitlines():
+            m = re.match(r"\s*cascadia-plan((?: [a-z][a-z-]*)+)(.*)", line)
+            if not m:
+                continue
+            group = get_command(app)
+            for word in m.group(1).split():
+                if word in getattr(group, "commands", {}):
+                    group = group.commands[word]
+            known = {o for p in group.params for o in getattr(p, "opts", [])} | _root_options()
+            for option in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", m.group(2)):
+                assert option in known, f"README: {line.strip()[:60]}… names {option}"

@@ -181,6 +181,7 @@ def test_router_configs(cli, tmp_path):
     assert "warning:" in result.stderr and "collapse" in result.stderr
 
 
+@pytest.mark.slow
 def test_semantic_router_validates_with_vllm_sr(cli, tmp_path):
     local = Path(sys.executable).parent / "vllm-sr"
     exe = str(local) if local.exists() else shutil.which("vllm-sr")
@@ -240,6 +241,7 @@ def test_bench_export(cli, tmp_path):
     assert "note" in json.loads((out / "bench" / "predicted.json").read_text())
 
 
+@pytest.mark.slow
 def test_bench_of_an_optimized_plan_carries_predictions(cli, tmp_path):
     plan = tmp_path / "plan.json"
     short = tmp_path / "short.jsonl"

@@ -1,4 +1,5 @@
-"""The core is pure: no CLI/terminal/torch imports, no file I/O, no printing (STYLE.md #5)."""
+"""The core is pure: no CLI/terminal/torch imports, no file I/O, no printing (STYLE.md #5);
+and no import cycle anywhere in the package, function-level imports included (STYLE.md #15)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 PKG = Path(__file__).parent.parent / "planner_cli"
 CORE_DIRS = ("workload", "perf", "sim", "optimize", "export")
 CORE_FILES = ("specs/model.py", "specs/gpu.py", "specs/cascade.py", "specs/cluster.py",
-              "plan.py")
+              "plan.py", "problem.py", "summaries.py")
 # modules inside core folders that are allowed at the edge (the profiler imports torch lazily)
 EDGE_EXCEPTIONS = {"perf/profiler.py", "perf/profiles.py", "export/writer.py"}
 FORBIDDEN_IMPORTS = ("typer", "rich", "torch", "transformers", "click")
@@ -66,3 +67,103 @@ def test_the_layering_test_catches_a_violation():
     assert any("open()" in v for v in found) and any("print()" in v for v in found)
     assert any(".read_text()" in v for v in found)
     assert violations("def g(x):\n    return x + 1\n", "good.py") == []
+
+
+# ---------------------------------------------------------------- import cycles
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def import_graph(sources: dict[str, tuple[str, bool]]) -> dict[str, set[str]]:
+    """module -> the package modules it imports, at any depth of its code. `sources` maps a
+    module name to (source text, is_package). `from a.b import c` names module a.b.c when
+    that is a module, else a.b; package __init__ files are left out as targets (importing
+    a.b.c runs a.b's __init__, which holds no imports here)."""
+    graph: dict[str, set[str]] = {name: set() for name in sources}
+
+    def target(name: str) -> str | None:
+        while name and name not in sources:
+            name = name.rpartition(".")[0]
+        return name if name and not sources[name][1] else None
+
+    for name, (text, is_package) in sources.items():
+        base = name if is_package else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(text, name)):
+            found: list[str] = []
+            if isinstance(node, ast.Import):
+                found = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                mod = node.module or ""
+                if node.level:
+                    up = base.split(".")[: len(base.split(".")) - node.level + 1]
+                    mod = ".".join(up + ([mod] if mod else []))
+                found = [f"{mod}.{a.name}" for a in node.names] + [mod]
+            for imported in found:
+                t = target(imported)
+                if t is not None and t != name:
+                    graph[name].add(t)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def package_sources() -> dict[str, tuple[str, bool]]:
+    return {module_name(p): (p.read_text(), p.name == "__init__.py")
+            for p in sorted(PKG.rglob("*.py"))}
+
+
+def test_no_import_cycle_in_the_package():
+    assert cycles(import_graph(package_sources())) == []
+
+
+def test_the_cycle_check_catches_a_cycle_through_a_function_level_import():
+    sources = {
+        "pkg": ("", True),
+        "pkg.a": ("from pkg.b import f\n", False),
+        "pkg.b": ("def f():\n    from pkg import c\n    return c\n", False),
+        "pkg.c": ("import pkg.a\n", False),
+        "pkg.d": ("from pkg.a import x\n", False),
+    }
+    graph = import_graph(sources)
+    assert graph["pkg.b"] == {"pkg.c"}
+    assert cycles(graph) == [["pkg.a", "pkg.b", "pkg.c"]]
+    sources["pkg.c"] = ("", False)
+    assert cycles(import_graph(sources)) == []

@@ -20,6 +20,7 @@ def _env() -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_python_dash_m(tmp_path):
     out = subprocess.run([sys.executable, "-m", "planner_cli", "--version"], cwd=tmp_path,
                          capture_output=True, text=True, env=_env(), check=False)
@@ -27,6 +28,7 @@ def test_python_dash_m(tmp_path):
     assert out.stdout.startswith("cascadia-plan ")
 
 
+@pytest.mark.slow
 def test_console_script_finds_bundled_data_from_another_folder(tmp_path):
     exe = shutil.which("cascadia-plan", path=os.path.dirname(sys.executable)) or shutil.which(
         "cascadia-plan")

@@ -30,6 +30,7 @@ def tiny():
     return load_catalog(TINY)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-qwen3-moe"])
 def test_profile_on_cpu_gives_the_grid(tiny, name):
     seen = []

@@ -36,6 +36,7 @@ def test_simulate_example_plan(cli):
     assert data["quality"] == pytest.approx(55.9, abs=0.5)
 
 
+@pytest.mark.slow
 def test_simulate_is_deterministic_and_load_raises_latency(cli):
     a = run_json(cli, "--plan", PLAN)
     b = run_json(cli, "--plan", PLAN)
@@ -45,6 +46,7 @@ def test_simulate_is_deterministic_and_load_raises_latency(cli):
     assert busy["figures"]["e2e_latency_s"]["p95"] > a["figures"]["e2e_latency_s"]["p95"]
 
 
+@pytest.mark.slow
 def test_capacity_search(cli):
     data = run_json(cli, "--plan", PLAN, "--capacity-at-scale", "5")
     cap = data["capacity"]
@@ -112,6 +114,7 @@ def test_inline_scores_in_the_trace(cli, tmp_path):
     assert data["figures"]["answered_by_stage"][0] == pytest.approx(0.55 * 2867, abs=30)
 
 
+@pytest.mark.slow
 def test_external_judge_latency_is_paid_between_stages(cli, tmp_path):
     plan = _plan_copy(tmp_path)
     base = run_json(cli, "--plan", plan)["figures"]["e2e_latency_s"]["p50"]
@@ -125,6 +128,7 @@ def test_external_judge_latency_is_paid_between_stages(cli, tmp_path):
     assert spread["judge_latency_s"] == pytest.approx(2.0 * 1.13, rel=0.1)  # lognormal mean
 
 
+@pytest.mark.slow
 def test_served_judge_takes_gpus_and_time(cli, tmp_path):
     plan = _plan_copy(tmp_path)
 

@@ -47,6 +47,13 @@ def finite(theta: Thresholds) -> list[float]:
     return [KEEP_NOTHING if math.isinf(t) else float(t) for t in theta]
 
 
+def entry_of(option: Option) -> TableEntry:
+    """The latency-table entry (replica shape and count) an allocator option carries."""
+    if not isinstance(option.payload, TableEntry):
+        raise TypeError(f"option {option} carries no latency-table entry")
+    return option.payload
+
+
 class Planner:
     """One optimisation problem: tables, cost models and MILP solutions memoised."""
 
@@ -289,7 +296,7 @@ class Planner:
         stages = []
         for k, i in enumerate(indices):
             m = p.models[i]
-            e: TableEntry = assignment[k].payload  # type: ignore[assignment]
+            e = entry_of(assignment[k])
             stages.append(StagePlan(model=m.name, precision=m.precision,
                                     pool=assignment[k].pool, tp=e.tp, pp=e.pp,
                                     replicas=e.replicas, max_model_len=m.max_model_len))
@@ -308,9 +315,12 @@ class Planner:
     def deploy(self, plan: Plan) -> Deployment:
         return resolve_deployment(plan, self.problem.catalog, plan.name, self.perf)
 
-    def simulate(self, plan: Plan, mix: RequestMix | None = None,
-                 capacity: bool = False) -> PlanSimulation:
+    def simulate(self, plan: Plan, mix: RequestMix | None = None, capacity: bool = False,
+                 slo_reference: Plan | None = None) -> PlanSimulation:
+        """Simulate a plan on the problem's trace; `slo_reference`: the cascade plan whose
+        largest model defines the SLO base (for a baseline that serves another model)."""
+        ref = None if slo_reference is None else (self.deploy(slo_reference), self.problem.mix)
         return simulate_deployment(self.deploy(plan), self.problem.trace,
                                    mix or self.problem.mix,
                                    capacity_at_scale=self.capacity_scale if capacity else None,
-                                   capacity_window=CAPACITY_WINDOW)
+                                   capacity_window=CAPACITY_WINDOW, slo_reference=ref)

@@ -29,7 +29,8 @@ from planner_cli.sim.figures import Capacity, CascadeFigures
 from planner_cli.sim.run import PlanSimulation
 
 
-def baselines(pl: Planner, theta: Thresholds) -> dict[str, Baseline]:
+def baselines(pl: Planner, theta: Thresholds, cascade_plan: Plan) -> dict[str, Baseline]:
+    """Every baseline at thresholds θ; SLO scales share `cascade_plan`'s reference."""
     p = pl.problem
     full = p.sample.quality.mean(axis=0)
     order = sorted(range(len(p.models)), key=lambda i: p.cards[i].num_hidden_layers
@@ -37,7 +38,8 @@ def baselines(pl: Planner, theta: Thresholds) -> dict[str, Baseline]:
     meets = [i for i in order if p.quality_target is None
              or full[i] >= p.quality_target - 1e-9]
     pick = meets[0] if meets else len(p.models) - 1
-    return {"single-model": single_model(pl, pick), "even-split": even_split(pl, theta),
+    return {"single-model": single_model(pl, pick, cascade_plan),
+            "even-split": even_split(pl, theta),
             "uniform-parallelism": uniform_parallelism(pl, theta)}
 
 
@@ -59,8 +61,9 @@ def _run(pl: Planner, plan: Plan, **extra: object) -> Baseline:
                     simulated=_simulated(sim), capacity=sim.capacity, **extra)
 
 
-def single_model(pl: Planner, i: int) -> Baseline:
-    """Model i alone on all GPUs: the best latency-table entry over the pools."""
+def single_model(pl: Planner, i: int, cascade_plan: Plan) -> Baseline:
+    """Model i alone on all GPUs: the best latency-table entry over the pools, its SLO scale
+    against the same base latencies as the cascade's."""
     p = pl.problem
     name = p.names[i]
     best: tuple[str, TableEntry] | None = None
@@ -75,7 +78,7 @@ def single_model(pl: Planner, i: int) -> Baseline:
         return Baseline(model=name, error=f"{name} fits no GPU of the cluster")
     option = Option(best[0], best[1].gpus, best[1].latency_s, best[1])
     plan = pl.plan_for((), {0: option}, f"baseline-single-{name}", stage_indices=[i])
-    sim = pl.simulate(plan, mix=p.mix.column(i), capacity=True)
+    sim = pl.simulate(plan, mix=p.mix.column(i), capacity=True, slo_reference=cascade_plan)
     return Baseline(model=name, quality=float(p.sample.quality[:, i].mean()),
                     plan=BaselinePlan(stages=_shapes_of(plan)), simulated=_simulated(sim),
                     capacity=sim.capacity)
@@ -126,21 +129,22 @@ def uniform_parallelism(pl: Planner, theta: Thresholds) -> Baseline:
     return _run(pl, pl.plan_for(theta, sol.assignment, f"baseline-uniform-tp{tp}"), tp=tp)
 
 
-def gains(figures: CascadeFigures, capacity: Capacity, base: dict[str, Baseline]
+def gains(figures: CascadeFigures, capacity: Capacity | None, base: dict[str, Baseline]
           ) -> dict[str, Gain]:
     """The plan's gain over each simulated baseline: SLO scale (baseline / plan) and
     throughput capacity (plan / baseline), with whether a capacity bound makes it a bound."""
     out: dict[str, Gain] = {}
     for name, b in base.items():
-        if b.simulated is None or b.capacity is None:
+        if b.simulated is None:
             continue
         mine, theirs = figures.slo_scale, b.simulated.slo_scale
+        both = capacity is not None and b.capacity is not None
         out[name] = Gain(
             slo_scale_gain=(theirs / mine if mine and theirs is not None and mine > 0
                             else None),
             throughput_gain=(capacity.rate_multiple / b.capacity.rate_multiple
-                             if b.capacity.rate_multiple > 0 else None),
+                             if both and b.capacity.rate_multiple > 0 else None),
             # a capacity found at the search's request limit is a lower bound
-            throughput_gain_bound=("at most" if b.capacity.at_least else
-                                   "at least" if capacity.at_least else "exact"))
+            throughput_gain_bound=("at most" if both and b.capacity.at_least else
+                                   "at least" if both and capacity.at_least else "exact"))
     return out

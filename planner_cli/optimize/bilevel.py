@@ -139,10 +139,8 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = "p95-max-stage
 
     win = min(verified, key=score)
     say("simulating baselines")
-    base = baselines(pl, win.point.thresholds)
+    base = baselines(pl, win.point.thresholds, win.plan)
     capacity = pl.simulate(win.plan, capacity=True).capacity
-    if capacity is None:  # asked for above; a missing one is a bug
-        raise RuntimeError("the capacity search returned nothing")
     tables = {}
     for i in range(m):
         for pool in problem.pools:

@@ -42,9 +42,10 @@ def steady_iteration_s(cost: IterationCost, rate: float, mean_prompt: float, mea
                        max_num_seqs: int, max_num_batched_tokens: int,
                        kv_capacity_tokens: int) -> tuple[float, float] | None:
     """(iteration time t, decode batch b) of the steady state, or None when overloaded."""
-    t = cost.time(max(1, int(mean_prompt)), 0, 0)
     if rate <= 0:
-        return t, 0.0
+        # no load: a request decodes alone (batch 1) over its own context
+        return cost.time(0, 1, mean_prompt + mean_output / 2.0), 0.0
+    t = cost.time(max(1, int(mean_prompt)), 0, 0)
     for _ in range(MAX_FIXED_POINT_STEPS):
         b = rate * mean_output * t
         p = rate * mean_prompt * t

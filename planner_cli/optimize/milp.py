@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
 
@@ -72,7 +72,7 @@ class Problem:
     latency: pulp.LpVariable
     options: dict[int, list[Option]]
     objective: str
-    gpus_used: pulp.LpAffineExpression = field(default=None)  # type: ignore[assignment]
+    gpus_used: pulp.LpAffineExpression
 
     def write_lp(self, path: Path) -> None:
         self.lp.writeLP(str(path))

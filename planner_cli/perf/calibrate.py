@@ -77,7 +77,8 @@ def parse_measurements(lines: Iterable[str], source: str = "<measurements>") -> 
         def num(col: str, default: float | None = None, integer: bool = False,
                 _row: list[str] = row, _line: int = lineno) -> float:
             if col not in pos:
-                assert default is not None
+                if default is None:
+                    raise InputError(f"{source}: column '{col}' missing", "add it")
                 return default
             text = _row[pos[col]].strip()
             try:
@@ -245,7 +246,8 @@ def _fit(design: _Design, base: AnalyticConstants, fit_comm: bool) -> AnalyticCo
         span = (hi - lo) / 4
         centre = np.log(np.array([b for b in best[:5] if b is not None]))
         lo, hi = centre - span, centre + span
-    assert best is not None
+    if best is None:
+        raise ValueError("the calibration grid search ran no round")
     ec, eb, ea, eab, eb1, o, s = best
     return base.with_(compute_efficiency=float(ec), attention_efficiency=float(ea),
                       bandwidth_efficiency=float(eb),

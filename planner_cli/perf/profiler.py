@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from planner_cli.errors import InputError, MissingDependencyError
-from planner_cli.specs.model import ModelCard
+from planner_cli.specs.model import ModelCard, param_counts
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 
@@ -114,7 +114,6 @@ def hf_config_for(card: ModelCard, layers: int, tp: int) -> dict[str, Any]:
 
 def shard_weight_bytes(card: ModelCard, layers: int, tp: int, dtype_bytes: int) -> float:
     """Bytes of `layers` layers of one shard plus embedding and head, at `dtype_bytes`."""
-    from planner_cli.specs.model import param_counts
 
     counts = param_counts(card)
     per_layer = (counts.total - counts.embedding - counts.lm_head) / card.num_hidden_layers

@@ -96,7 +96,8 @@ class ReplicaShape:
 
     def expert_params_gpu(self) -> float:
         """One routed (or shared) expert's FFN weights on one GPU."""
-        assert self.card.moe is not None
+        if self.card.moe is None:
+            return 0.0  # a dense model has no experts
         return (GATED_FFN_MATRICES * self.card.hidden_size
                 * self.card.moe.moe_intermediate_size / self.tp)
 

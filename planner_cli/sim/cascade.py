@@ -138,7 +138,7 @@ def simulate_cascade(stages: Sequence[StageConfig], arrivals_s: np.ndarray,
     m = len(stages)
     if judge_model is None:
         delays = ([np.full(n, float(judge_latency_s))] * max(m - 1, 0)
-                  if np.isscalar(judge_latency_s) else list(judge_latency_s))  # type: ignore[arg-type]
+                  if isinstance(judge_latency_s, int | float) else list(judge_latency_s))
         results, finish, _ = _pass(stages, arrivals_s, prompts, outputs_by_stage, answered_by,
                                    balancer, lambda i, rids, done: done + delays[i][rids])
         return CascadeResult(arrival=arrivals_s.astype(np.float64), finish=finish,

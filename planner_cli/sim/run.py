@@ -58,7 +58,7 @@ class PlanSimulation:
     judge_latency_s: float
     slo_reference: str
     figures: CascadeFigures
-    capacity: Capacity | None
+    capacity: Capacity | None  # None when not asked for, or the trace has < 2 requests
     simulation_wall_s: float
     per_request: dict[str, np.ndarray]
 
@@ -89,8 +89,14 @@ def _described(fig: StageFigures, s: DeployedStage) -> StageFigures:
 def simulate_deployment(dep: Deployment, trace: Trace, mix: RequestMix,
                         rate_scale: float = 1.0, balancer: str | None = None,
                         capacity_at_scale: float | None = None,
-                        capacity_window: int | None = None) -> PlanSimulation:
-    """Replay `trace` (arrivals scaled by `rate_scale`) through the deployment."""
+                        capacity_window: int | None = None,
+                        slo_reference: tuple[Deployment, RequestMix] | None = None
+                        ) -> PlanSimulation:
+    """Replay `trace` (arrivals scaled by `rate_scale`) through the deployment.
+
+    SLO scales are against each request's unloaded latency on the reference replica of the
+    deployment's largest model; a baseline that serves another model passes the cascade's
+    deployment and mix as `slo_reference`, so its SLO scale is comparable with the plan's."""
     plan = dep.plan
     if rate_scale <= 0:
         raise InputError(f"--rate-scale {rate_scale} is not positive", "use e.g. 1 or 2.5")
@@ -99,7 +105,8 @@ def simulate_deployment(dep: Deployment, trace: Trace, mix: RequestMix,
         raise InputError(f"--balancer {balancer!r} is not known", "use " + " or ".join(BALANCERS))
     routing = route(mix.scores, mix.quality, plan.thresholds)
     configs = [_config(s, s.model) for s in dep.stages]
-    base = unloaded_latency(dep.reference_cost, trace.input_lengths, mix.outputs[-1])
+    ref_dep, ref_mix = slo_reference or (dep, mix)
+    base = unloaded_latency(ref_dep.reference_cost, trace.input_lengths, ref_mix.outputs[-1])
     judger = plan.cascade.judger
     judge_model = None
     delays: list[np.ndarray] | float = 0.0
@@ -126,8 +133,9 @@ def simulate_deployment(dep: Deployment, trace: Trace, mix: RequestMix,
         update["judge"] = _described(stage_figures(result.extras["judge"]), dep.judge)
     figures = figures.model_copy(update=update)
     capacity = None
-    if capacity_at_scale is not None:
-        window = slice(0, capacity_window or len(trace))
+    window = slice(0, capacity_window or len(trace))
+    if capacity_at_scale is not None and len(trace.timestamps_ms[window]) >= 2:
+        # a rate multiple needs a rate: one request has none, so no capacity is measured
         run = WindowReplay(configs, arrivals[window], trace.input_lengths[window],
                              [o[window] for o in mix.outputs], routing.answered_by[window],
                              [d[window] for d in delays] if isinstance(delays, list)
@@ -138,7 +146,7 @@ def simulate_deployment(dep: Deployment, trace: Trace, mix: RequestMix,
         requests=len(trace), rate_scale=rate_scale, balancer=balancer,
         thresholds=list(plan.thresholds), quality=routing.quality, scores_from=mix.source,
         reach_share=[float(x) for x in routing.reach_fraction],
-        judge_latency_s=result.judge_latency_s, slo_reference=dep.reference_label,
+        judge_latency_s=result.judge_latency_s, slo_reference=ref_dep.reference_label,
         figures=figures, capacity=capacity, simulation_wall_s=wall,
         per_request=per_request(result, base))
 

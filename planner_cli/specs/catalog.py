@@ -5,13 +5,12 @@ Lookups ignore case and accept aliases and the HF id; an unknown name gets close
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from planner_cli.errors import InputError, UnknownNameError
+from planner_cli.errors import InputError, UnknownNameError, did_you_mean
 from planner_cli.specs._yaml import load_yaml_model
 from planner_cli.specs.gpu import GpuSpec
 from planner_cli.specs.model import ModelCard
@@ -49,11 +48,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         key = self.index.get(name.strip().lower())
         if key is None:
-            close = difflib.get_close_matches(name.strip().lower(), list(self.index), n=8,
-                                              cutoff=0.5)
-            canonical = list(dict.fromkeys(self.index[c] for c in close))[:3]
-            hint = ("did you mean " + " or ".join(repr(c) for c in canonical) + "?"
-                    if canonical else None)
+            hint = did_you_mean(name, self.index, canonical=self.index)
             names = ", ".join(sorted(self.items))
             raise UnknownNameError(f"unknown {self.kind} {name!r}",
                                    hint or f"known {self.kind}s: {names}")

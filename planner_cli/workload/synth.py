@@ -38,7 +38,9 @@ def synth_arrivals_ms(rate_per_s: float, *, arrival: Arrival = "poisson", cv: fl
             raise InputError(f"--num-requests {num_requests} is below 1", "ask for >= 1")
         gaps = interarrival_gaps_s(num_requests - 1, rate_per_s, arrival, cv, rng)
         return np.concatenate(([0.0], np.cumsum(gaps))) * 1000.0
-    assert duration_s is not None
+    if duration_s is None:
+        raise InputError("a synthetic trace needs a length",
+                         "pass --num-requests N or --duration-s S")
     if duration_s <= 0:
         raise InputError(f"--duration-s {duration_s} is not positive", "ask for > 0 s")
     times = [np.zeros(1)]
