@@ -19,8 +19,10 @@ from planner_cli.export.writer import write_tree
 from planner_cli.optimize import bilevel
 from planner_cli.optimize.bilevel import OptimizeResult, Progress
 from planner_cli.perf.calibrate import calibrate
-from planner_cli.perf.model import CPU_SPEC, PerfModel
+from planner_cli.perf.memory import DEFAULT_GPU_MEMORY_UTILIZATION
+from planner_cli.perf.model import CPU_SPEC, analytic_lookup
 from planner_cli.perf.profiles import (
+    check_engine,
     perf_lookup,
     perf_model,
     profile_folder,
@@ -187,13 +189,17 @@ def resolve_gpu(name: str, catalog_dir: Path | None = None) -> GpuSpec:
 
 def perf_predict(model: str, gpu: str, tp: int = 1, pp: int = 1, precision: str = "bf16",
                  prefill_tokens: int = 0, batch: int = 0, context: float = 0.0,
-                 prefill_context: float = 0.0, *, catalog_dir: Path | None = None,
-                 profiles_dir: Path | None = None, engine: str | None = None,
-                 gpu_memory_utilization: float = 0.9,
+                 prefill_context: float = 0.0, prefill_seqs: int = 1, *,
+                 catalog_dir: Path | None = None, profiles_dir: Path | None = None,
+                 engine: str | None = None,
+                 gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
                  max_model_len: int | None = None) -> dict:
     """Memory figures and the predicted iteration time of one replica shape, with its source."""
     if prefill_tokens < 0 or batch < 0 or context < 0 or prefill_context < 0:
         raise InputError("token counts must be >= 0", "fix --prefill-tokens/--batch/--context")
+    if prefill_seqs < 1 or (prefill_tokens and prefill_seqs > prefill_tokens):
+        raise InputError(f"--prefill-seqs {prefill_seqs} is not between 1 and the prefill tokens",
+                         "the prefill tokens are shared by that many prompts")
     if prefill_tokens + batch == 0:
         raise InputError("an iteration needs prefill tokens or a decode batch",
                          "pass --prefill-tokens P and/or --batch B")
@@ -207,14 +213,14 @@ def perf_predict(model: str, gpu: str, tp: int = 1, pp: int = 1, precision: str 
     shape = ReplicaShape(card, resolve_gpu(gpu, catalog_dir), tp, pp, precision)
     pm = perf_model(shape, profiles_dir, engine)
     mem = pm.memory(gpu_memory_utilization, max_model_len)
-    breakdown = pm.iteration(prefill_tokens, batch, context, prefill_context)
+    breakdown = pm.iteration(prefill_tokens, batch, context, prefill_context, prefill_seqs)
     return {"shape": {"model": card.name, "gpu": shape.gpu.name, "tp": tp, "pp": pp,
                       "precision": precision, "gpus": shape.gpus},
             "iteration": {"prefill_tokens": prefill_tokens, "decode_batch": batch,
                           "context_tokens": context, "prefill_context": prefill_context},
-            "memory": mem.to_dict(), "time_ms": breakdown.total_s * 1e3,
+            "memory": mem.to_dict(), "time_ms": breakdown["total_s"] * 1e3,
             "breakdown_ms": {k.removesuffix("_s"): v * 1e3
-                             for k, v in breakdown.to_dict().items() if k != "total_s"},
+                             for k, v in breakdown.items() if k != "total_s"},
             "source": pm.source}
 
 
@@ -248,8 +254,9 @@ def run_profile(model: str, device: str | None, tp_values: tuple[int, ...], laye
 def calibrate_from(measurements: Path, model: str, gpu: str, engine: str | None = None,
                    precision: str = "bf16", *, catalog_dir: Path | None = None,
                    profiles_dir: Path | None = None) -> dict:
-    """Fit the analytic constants to a user's measurements and save them for the planner."""
-
+    """Fit the analytic constants to a user's measurements and save them for the planner,
+    keyed by (GPU, model, engine: default vllm)."""
+    engine = check_engine(engine)
     card = load_catalog(catalog_dir).model(model)
     spec = resolve_gpu(gpu, catalog_dir)
     rows = read_measurements(measurements)
@@ -282,7 +289,10 @@ def deployment(plan_path: Path, catalog_dir: Path | None = None,
     """A plan file resolved once (engine: the flag's, else the plan's)."""
     plan = load_plan(plan_path)
     catalog = load_catalog(catalog_dir)
-    lookup = perf_lookup(profiles_dir, engine or plan.simulation.engine)
+    if engine is not None:
+        plan = plan.model_copy(update={"simulation": plan.simulation.model_copy(
+            update={"engine": check_engine(engine)})})
+    lookup = perf_lookup(profiles_dir)
     return resolve_deployment(plan, catalog, str(plan_path), lookup), catalog
 
 
@@ -320,8 +330,9 @@ def optimize(trace: Path | None = None, quality: Path | None = None,
     say = progress or (lambda _msg: None)
     say("loading inputs")
     problem = load_problem(trace, quality, cascade, cluster, catalog_dir=catalog_dir,
-                           quality_target=quality_target, engine=engine)
-    return bilevel.optimize(problem, perf_lookup(profiles_dir, engine), objective,
+                           quality_target=quality_target,
+                           engine=None if engine is None else check_engine(engine))
+    return bilevel.optimize(problem, perf_lookup(profiles_dir), objective,
                             capacity_scale, progress)
 
 
@@ -359,7 +370,7 @@ def export(plan_path: Path, fmt: str, out: Path, force: bool = False,
     plan = load_plan(plan_path)
     catalog = load_catalog(catalog_dir)
     # exports need the placement, not the costs: resolve with the analytic model (no profiles)
-    dep = resolve_deployment(plan, catalog, str(plan_path), PerfModel)
+    dep = resolve_deployment(plan, catalog, str(plan_path), analytic_lookup)
     weights = {m.name: m.weights for m in dep.models}
     if dep.judge is not None:
         weights.setdefault(dep.judge.model, dep.judge.card.hf_id)

@@ -87,8 +87,8 @@ ProfilesOpt = Annotated[Path | None, typer.Option(
     "--profiles", envvar=PROFILES_ENV, help="Folder of measured profiles and calibrations "
     "(default: ./profiles).")]
 EngineOpt = Annotated[str | None, typer.Option(
-    "--engine", help="Engine whose calibrations to use (e.g. vllm, sglang); default: the only "
-    "one saved, or the engine-neutral one.")]
+    "--engine", help="Serving engine: vllm or sglang (default: the cascade file's per model, "
+    "else vllm). Selects aiconfigurator-core's measured tables and the saved calibrations.")]
 FormatOpt = Annotated[str | None, typer.Option(
     "--format", help=f"Input format ({', '.join(FORMATS)}); default: detected.")]
 RateOpt = Annotated[float | None, typer.Option(
@@ -311,6 +311,8 @@ def perf(
         help="Context tokens the decoding sequences hold in total.")] = 0.0,
     prefill_context: Annotated[float, typer.Option(
         help="Tokens already cached before the prefill chunk (chunked prefill).")] = 0.0,
+    prefill_seqs: Annotated[int, typer.Option(
+        help="Prompts the prefill tokens belong to (attention is per prompt).")] = 1,
     engine: EngineOpt = None,
     profiles: ProfilesOpt = None,
     gpu_memory_utilization: Annotated[float, typer.Option(
@@ -331,7 +333,7 @@ def perf(
                            "e.g. cascadia-plan perf --model llama-3.1-8b --gpu h100-sxm --batch 8 "
                            "--context 8000")
     result = api.perf_predict(model, gpu, tp, pp, precision, prefill_tokens, batch, context,
-                              prefill_context, catalog_dir=_catalog_dir(),
+                              prefill_context, prefill_seqs, catalog_dir=_catalog_dir(),
                               profiles_dir=profiles, engine=engine,
                               gpu_memory_utilization=gpu_memory_utilization,
                               max_model_len=max_model_len)
@@ -347,14 +349,15 @@ def perf_calibrate(
     model: Annotated[str, typer.Option(help="Model card name, alias or HF id.")],
     gpu: Annotated[str, typer.Option(help="GPU name the measurements come from.")],
     engine: Annotated[str | None, typer.Option(
-        help="Engine name, to keep calibrations of several engines apart.")] = None,
+        help="Engine the measurements ran on: vllm (default) or sglang; the calibration is "
+        "used for that engine.")] = None,
     precision: Annotated[str, typer.Option(help="Precision the measurements ran at.")] = "bf16",
     profiles: ProfilesOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Fit the analytic model's efficiencies and overheads to measured iteration times.
 
     Reports the fit error and a cross-validated error (leave one tp out when several were
-    measured), and saves the calibration under profiles/<gpu>/<model>/ for the planner.
+    measured), and saves it as profiles/<gpu>/<model>/calibration-<engine>.yaml for the planner.
     """
     result = api.calibrate_from(measurements, model, gpu, engine, precision,
                                 catalog_dir=_catalog_dir(), profiles_dir=profiles)

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from planner_cli.errors import InputError
-from planner_cli.perf.fast import IterationCost
+from planner_cli.perf.measured import DEFAULT_ENGINE
 from planner_cli.perf.memory import memory_figures
-from planner_cli.perf.model import PerfModel
+from planner_cli.perf.model import CostModel, PerfLookup
 from planner_cli.perf.shapes import ReplicaShape
 from planner_cli.plan import Plan, StagePlan
 from planner_cli.specs.cascade import CascadeSpec
@@ -30,7 +30,6 @@ from planner_cli.workload.mix import RequestMix, inline_mix, sampled_mix
 from planner_cli.workload.routing import BestQuality, best_quality, reference_points
 from planner_cli.workload.trace import Trace
 
-PerfLookup = Callable[[ReplicaShape], PerfModel]
 T = TypeVar("T")
 
 
@@ -98,6 +97,7 @@ class StageModel:
     max_model_len: int  # serving context limit: the cascade file's, else the card's
     weights: str  # what the engines load: the cascade file's `weights`, else the card's HF id
     judged_name: str | None
+    engine: str  # the cascade file's, else the run's (--engine), else vllm
 
     @property
     def name(self) -> str:
@@ -116,16 +116,17 @@ def context_length(card: ModelCard, configured: int | None, where: str) -> int:
     return configured
 
 
-def resolve_models(cascade: CascadeSpec, catalog: Catalog, source: str
-                   ) -> tuple[tuple[StageModel, ...], ModelCard | None]:
+def resolve_models(cascade: CascadeSpec, catalog: Catalog, source: str,
+                   engine: str | None = None) -> tuple[tuple[StageModel, ...], ModelCard | None]:
     """The cascade's models in order (unknown names fail with the file and key) and the served
-    judge's card, if the judger is a model."""
+    judge's card, if the judger is a model; `engine` is the run's default engine."""
     out = []
     for i, m in enumerate(cascade.models):
         card = named(catalog.model, m.model, f"{source}: models[{i}].model")
         out.append(StageModel(i, card, m.precision,
                               context_length(card, m.max_model_len, f"{source}: models[{i}]"),
-                              m.weights or card.hf_id, m.judged_name))
+                              m.weights or card.hf_id, m.judged_name,
+                              m.engine or engine or DEFAULT_ENGINE))
     judge = None
     if cascade.judger.kind == "model":
         judge = named(catalog.model, cascade.judger.model, f"{source}: judger.model")
@@ -216,7 +217,7 @@ class Problem:
     z2: float  # Q with every request stopping at the smallest
     best: BestQuality  # the most any thresholds reach
     seed: int
-    engine: str | None
+    engine: str | None  # the run's default engine (--engine); per model in `models`
 
     @property
     def names(self) -> list[str]:
@@ -231,7 +232,7 @@ def resolve_problem(cascade: CascadeSpec, cluster: ClusterSpec, catalog: Catalog
                     trace: Trace, sample: JudgedSample, files: ProblemFiles,
                     quality_target: float | None = None, seed: int = 0,
                     engine: str | None = None) -> Problem:
-    models, judge = resolve_models(cascade, catalog, files.cascade)
+    models, judge = resolve_models(cascade, catalog, files.cascade, engine)
     resolved, pools = resolve_cluster(cluster, catalog, files.cluster)
     columns, dropped = judged_columns(sample, models, catalog)
     mix = request_mix(trace, models, catalog, columns, seed)
@@ -261,8 +262,9 @@ class DeployedStage:
     pool: Pool
     shape: ReplicaShape
     kv_capacity_tokens: int
+    engine: str
     perf_source: str
-    cost: IterationCost
+    cost: CostModel
 
     @property
     def model(self) -> str:
@@ -282,12 +284,12 @@ class Deployment:
     judge: DeployedStage | None
     pools: tuple[Pool, ...]
     models: tuple[StageModel, ...]
-    reference_cost: IterationCost  # the SLO reference replica
+    reference_cost: CostModel  # the SLO reference replica
     reference_label: str
 
 
 def _deploy(index: int, stage: StagePlan, card: ModelCard, max_model_len: int, pool: Pool,
-            where: str, perf: PerfLookup) -> DeployedStage:
+            engine: str, where: str, perf: PerfLookup) -> DeployedStage:
     try:
         shape = ReplicaShape(card, pool.gpu, stage.tp, stage.pp, stage.precision,
                              gpus_per_node=pool.gpus_per_node)
@@ -303,19 +305,19 @@ def _deploy(index: int, stage: StagePlan, card: ModelCard, max_model_len: int, p
         raise InputError(f"{where}: {card.name} tp={stage.tp} pp={stage.pp} "
                          f"{stage.precision} does not fit {pool.gpu.name}: {mem.reason}",
                          "raise tp or pp, use a lower precision, or set max_model_len")
-    pm = perf(shape)
+    pm = perf(shape, engine)
     return DeployedStage(
         index=index, stage=stage.model_copy(update={"model": card.name,
                                                     "max_model_len": max_model_len}),
         card=card, pool=pool, shape=shape, kv_capacity_tokens=mem.kv_capacity_tokens,
-        perf_source=pm.source, cost=IterationCost(shape, pm.constants))
+        engine=engine, perf_source=pm.source, cost=pm.cost())
 
 
 def resolve_deployment(plan: Plan, catalog: Catalog, where: str, perf: PerfLookup
                        ) -> Deployment:
     """Check a plan against the catalog and its cluster and build each stage's cost model (and
     the served judge's); `where` names the plan in errors."""
-    models, judge_card = resolve_models(plan.cascade, catalog, where)
+    models, judge_card = resolve_models(plan.cascade, catalog, where, plan.simulation.engine)
     cluster, pools = resolve_cluster(plan.cluster, catalog, where)
     by_name = {p.name: p for p in pools}
     used: dict[str, int] = {}
@@ -328,7 +330,8 @@ def resolve_deployment(plan: Plan, catalog: Catalog, where: str, perf: PerfLooku
                              f"{i + 1} ({model.name})", "list the stages in cascade order")
         used[stage.pool] = used.get(stage.pool, 0) + stage.gpus
         length = context_length(card, stage.max_model_len or model.max_model_len, here)
-        stages.append(_deploy(i, stage, card, length, by_name[stage.pool], here, perf))
+        stages.append(_deploy(i, stage, card, length, by_name[stage.pool], model.engine, here,
+                              perf))
     judge = None
     if plan.judge is not None and judge_card is not None:
         if named(catalog.model, plan.judge.model, f"{where}: judge.model").name != judge_card.name:
@@ -337,7 +340,7 @@ def resolve_deployment(plan: Plan, catalog: Catalog, where: str, perf: PerfLooku
         used[plan.judge.pool] = used.get(plan.judge.pool, 0) + plan.judge.gpus
         length = context_length(judge_card, plan.judge.max_model_len, f"{where}: judge")
         judge = _deploy(-1, plan.judge, judge_card, length, by_name[plan.judge.pool],
-                        f"{where}: judge", perf)
+                        plan.simulation.engine or DEFAULT_ENGINE, f"{where}: judge", perf)
     for name, gpus in sorted(used.items()):
         if gpus > by_name[name].gpus:
             raise InputError(f"{where}: the stages use {gpus} GPUs of pool {name!r}, which "
@@ -355,7 +358,7 @@ REFERENCE_TP = (1, 2, 4, 8, 16)
 REFERENCE_PP = (1, 2, 4, 8)
 
 
-def reference_cost(last: DeployedStage, perf: PerfLookup) -> tuple[IterationCost, str]:
+def reference_cost(last: DeployedStage, perf: PerfLookup) -> tuple[CostModel, str]:
     """The SLO reference: the cascade's largest model at the smallest tp that fits one node of
     its stage's GPU (pipeline across nodes only when no single node holds it)."""
     card, pool = last.card, last.pool
@@ -370,8 +373,7 @@ def reference_cost(last: DeployedStage, perf: PerfLookup) -> tuple[IterationCost
                 continue
             if memory_figures(shape, last.stage.gpu_memory_utilization,
                               last.stage.max_model_len).fits:
-                return (IterationCost(shape, perf(shape).constants),
-                        f"{card.name} tp{tp} pp{pp}")
+                return perf(shape, last.engine).cost(), f"{card.name} tp{tp} pp{pp}"
     raise InputError(f"{card.name} fits no single replica of {pool.gpu.name}",
                      "the SLO reference needs one replica of the largest model")
 

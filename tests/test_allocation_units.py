@@ -17,7 +17,7 @@ from planner_cli.optimize.tables import latency_table, lookup
 from planner_cli.perf.analytic import DEFAULT_CONSTANTS
 from planner_cli.perf.fast import IterationCost
 from planner_cli.perf.memory import memory_figures
-from planner_cli.perf.model import PerfModel
+from planner_cli.perf.model import analytic_lookup
 from planner_cli.perf.shapes import ReplicaShape
 from planner_cli.plan import Plan
 from planner_cli.problem import Pool, resolve_deployment
@@ -153,7 +153,7 @@ def test_capacity_search_reports_a_bound_at_its_request_limit():
 
 def _placed(name: str):
     plan = load_yaml_model(FIXTURES / "plans" / name, Plan)
-    dep = resolve_deployment(plan, CATALOG, name, PerfModel)
+    dep = resolve_deployment(plan, CATALOG, name, analytic_lookup)
     return dep, place(dep.plan, {m.name: m.weights for m in dep.models})
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from planner_cli import api, io
-from planner_cli.perf.model import PerfModel
+from planner_cli.perf.model import analytic_lookup
 from planner_cli.problem import resolve_cluster, resolve_deployment, resolve_models
 from planner_cli.specs.catalog import load_catalog
 from tests.conftest import ROOT
@@ -33,7 +33,7 @@ def test_every_example_file_loads():
         elif path.name.startswith("cluster"):
             assert resolve_cluster(io.load_cluster(path), catalog, str(path))[1]
         elif path.name.startswith("plan"):
-            dep = resolve_deployment(api.load_plan(path), catalog, str(path), PerfModel)
+            dep = resolve_deployment(api.load_plan(path), catalog, str(path), analytic_lookup)
             assert dep.stages and dep.judge is None
         else:
             pytest.fail(f"no loader test for {path.name}")

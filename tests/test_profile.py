@@ -78,7 +78,7 @@ def test_cli_profile_writes_table_and_perf_uses_it(cli, tmp_path):
     pred = json.loads(cli("--catalog-dir", TINY, "perf", "--model", "tiny-llama", "--gpu", "cpu",
                           "--batch", "8", "--context", "1024", "--json", "--profiles",
                           profiles).stdout)
-    assert pred["source"].startswith("profile ")
+    assert pred["source"].startswith("profile:")
     assert pred["time_ms"] > 0
     # a second run refuses to overwrite without --force, before measuring anything
     assert_one_line_error(cli("--catalog-dir", TINY, "profile", "--model", "tiny-llama",

@@ -30,7 +30,7 @@ class ConstantCost:
     def __init__(self, t: float) -> None:
         self.t = t
 
-    def time(self, p, b, k, pc=0.0):
+    def time(self, p, b, k, pc=0.0, seqs=1):
         return self.t
 
     def decode_run(self, b, k0, n):

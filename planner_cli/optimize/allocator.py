@@ -8,6 +8,7 @@ baselines.py reuses its tables and MILP for the baselines.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -17,13 +18,12 @@ from planner_cli.optimize.candidates import PIPELINE_SIZES, replica_shapes
 from planner_cli.optimize.estimate import Workload, p95_latency
 from planner_cli.optimize.milp import InfeasibleError, Option, Solution
 from planner_cli.optimize.tables import TableEntry, latency_table
-from planner_cli.perf.fast import IterationCost
 from planner_cli.perf.memory import (
     DEFAULT_MAX_NUM_BATCHED_TOKENS,
     DEFAULT_MAX_NUM_SEQS,
     memory_figures,
 )
-from planner_cli.perf.model import PerfModel
+from planner_cli.perf.model import CostModel, PerfModel
 from planner_cli.perf.shapes import ReplicaShape
 from planner_cli.plan import Plan, PlanInputs, SimulationSettings, StagePlan
 from planner_cli.problem import Deployment, PerfLookup, Pool, Problem, resolve_deployment
@@ -72,7 +72,7 @@ class Planner:
         self.capacity = {p.name: p.gpus for p in problem.pools}
         self.price = {p.name: p.price_usd_per_gpu_hour or 0.0 for p in problem.pools}
         self._models: dict[tuple, PerfModel] = {}
-        self._costs: dict[tuple, IterationCost] = {}
+        self._costs: dict[tuple, CostModel] = {}
         self._shapes: dict[tuple[int, str], list[tuple[ReplicaShape, int]]] = {}
         self._tables: dict[tuple, list[TableEntry]] = {}
         self._solutions: dict[tuple, tuple[float, Solution | InfeasibleError]] = {}
@@ -81,20 +81,25 @@ class Planner:
 
     # ------------------------------------------------------------ pieces
 
-    def perf(self, shape: ReplicaShape) -> PerfModel:
-        """The shape's performance model, looked up once."""
+    def perf(self, shape: ReplicaShape, engine: str) -> PerfModel:
+        """The shape's performance model under an engine, looked up once."""
         key = (shape.card.name, shape.gpu.name, shape.tp, shape.pp, shape.precision,
-               shape.gpus_per_node)
+               shape.gpus_per_node, engine)
         if key not in self._models:
-            self._models[key] = self._perf(shape)
+            self._models[key] = self._perf(shape, engine)
         return self._models[key]
 
-    def cost(self, shape: ReplicaShape) -> IterationCost:
+    def cost(self, shape: ReplicaShape, engine: str) -> CostModel:
         key = (shape.card.name, shape.gpu.name, shape.tp, shape.pp, shape.precision,
-               shape.gpus_per_node)
+               shape.gpus_per_node, engine)
         if key not in self._costs:
-            self._costs[key] = IterationCost(shape, self.perf(shape).constants)
+            self._costs[key] = self.perf(shape, engine).cost()
         return self._costs[key]
+
+    def costs_of(self, i: int) -> Callable[[ReplicaShape], CostModel]:
+        """Model i's cost factory (under its engine) for the latency tables."""
+        engine = self.problem.models[i].engine
+        return lambda shape: self.cost(shape, engine)
 
     def shapes(self, i: int, pool: Pool) -> list[tuple[ReplicaShape, int]]:
         key = (i, pool.name)
@@ -129,7 +134,7 @@ class Planner:
         if key not in self._tables:
             shapes = [s for s in self.shapes(i, pool) if tp_only is None or s[0].tp == tp_only]
             m = self.problem.models[i]
-            self._tables[key] = latency_table(m.card, pool, m.precision, work, self.cost,
+            self._tables[key] = latency_table(m.card, pool, m.precision, work, self.costs_of(i),
                                               shapes=shapes)
         return self._tables[key]
 
@@ -213,7 +218,7 @@ class Planner:
                    for e in self.table(i, pool, theta, tp_only)):
                 continue
             work = self.workload(i, theta)
-            need, pool_name = self._gpus_for_load(work, shapes)
+            need, pool_name = self._gpus_for_load(work, shapes, m.engine)
             have = next(pool.gpus for pool in p.pools if pool.name == pool_name)
             need_text = (f"at least {need}" if need is not None
                          else f"more than {LOAD_SEARCH_MAX_GPUS}")
@@ -250,17 +255,17 @@ class Planner:
             "use GPUs with more memory, more GPUs per node, a lower precision, or a shorter "
             "max_model_len in the cascade file")
 
-    def _gpus_for_load(self, work: Workload, shapes: dict[str, list[tuple[ReplicaShape, int]]]
-                       ) -> tuple[int | None, str]:
+    def _gpus_for_load(self, work: Workload, shapes: dict[str, list[tuple[ReplicaShape, int]]],
+                       engine: str) -> tuple[int | None, str]:
         """The fewest GPUs (and the pool) whose replicas keep up with the workload, looking
         up to LOAD_SEARCH_MAX_GPUS."""
         best: tuple[int, str] | None = None
         for pool_name, found in sorted(shapes.items()):
             for shape, kv in found:
-                cost = self.cost(shape)
+                cost = self.cost(shape, engine)
 
                 def ok(dp: int, shape: ReplicaShape = shape, kv: int = kv,
-                       cost: IterationCost = cost) -> bool:
+                       cost: CostModel = cost) -> bool:
                     return math.isfinite(p95_latency(cost, work, dp, DEFAULT_MAX_NUM_SEQS,
                                                      DEFAULT_MAX_NUM_BATCHED_TOKENS, kv))
 

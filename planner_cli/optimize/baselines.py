@@ -70,7 +70,7 @@ def single_model(pl: Planner, i: int, cascade_plan: Plan) -> Baseline:
     for pool in p.pools:
         work = Workload(rate_per_s=p.rate_per_s, prompts=p.trace.input_lengths.astype(float),
                         outputs=p.mix.outputs[i].astype(float), key=("single", i))
-        table = latency_table(p.cards[i], pool, p.models[i].precision, work, pl.cost,
+        table = latency_table(p.cards[i], pool, p.models[i].precision, work, pl.costs_of(i),
                               shapes=pl.shapes(i, pool))
         if table and (best is None or table[-1].latency_s < best[1].latency_s):
             best = (pool.name, table[-1])

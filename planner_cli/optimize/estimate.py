@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner_cli.perf.fast import IterationCost
+from planner_cli.perf.model import CostModel
 
 MAX_FIXED_POINT_STEPS = 60
 PREFILL_GRID_POINTS = 12
@@ -38,7 +38,7 @@ class Workload:
         return float(self.outputs.mean()) if self.outputs.size else 0.0
 
 
-def steady_iteration_s(cost: IterationCost, rate: float, mean_prompt: float, mean_output: float,
+def steady_iteration_s(cost: CostModel, rate: float, mean_prompt: float, mean_output: float,
                        max_num_seqs: int, max_num_batched_tokens: int,
                        kv_capacity_tokens: int) -> tuple[float, float] | None:
     """(iteration time t, decode batch b) of the steady state, or None when overloaded."""
@@ -65,7 +65,7 @@ def steady_iteration_s(cost: IterationCost, rate: float, mean_prompt: float, mea
     return (t, b) if b <= max_num_seqs else None
 
 
-def p95_latency(cost: IterationCost, workload: Workload, replicas: int, max_num_seqs: int,
+def p95_latency(cost: CostModel, workload: Workload, replicas: int, max_num_seqs: int,
                 max_num_batched_tokens: int, kv_capacity_tokens: int,
                 percentile: float = 95.0) -> float:
     """Estimated percentile latency (s) of the workload spread over `replicas` replicas."""
@@ -88,7 +88,7 @@ def p95_latency(cost: IterationCost, workload: Workload, replicas: int, max_num_
     return float(np.percentile(latency, percentile))
 
 
-def _chunked_prefill(cost: IterationCost, prompt: int, b: int, k: float, budget: int) -> float:
+def _chunked_prefill(cost: CostModel, prompt: int, b: int, k: float, budget: int) -> float:
     chunk = max(1, budget - b)
     total, done = 0.0, 0
     while done < prompt:

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 
 from planner_cli.optimize.candidates import replica_shapes
 from planner_cli.optimize.estimate import Workload, p95_latency
-from planner_cli.perf.fast import IterationCost
 from planner_cli.perf.memory import DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS
+from planner_cli.perf.model import CostModel
 from planner_cli.perf.shapes import ReplicaShape
 from planner_cli.problem import Pool
 from planner_cli.specs.model import ModelCard
 
-CostFactory = Callable[[ReplicaShape], IterationCost]
+CostFactory = Callable[[ReplicaShape], CostModel]
 
 
 @dataclass(frozen=True)

@@ -164,15 +164,18 @@ def attention_coeffs(shape: ReplicaShape) -> AttentionCoeffs:
 
 
 def attention_work(a: AttentionCoeffs, p: int, b: int, k: float,
-                   prefill_context: float) -> tuple[float, float]:
-    """(flops, bytes) of one layer's attention: prefill causal over its chunk and prefix,
-    decode over the cached context (capped by a sliding window)."""
+                   prefill_context: float, prefill_seqs: int = 1) -> tuple[float, float]:
+    """(flops, bytes) of one layer's attention: prefill causal within each of the
+    `prefill_seqs` prompts sharing the p tokens (p/s tokens each, after `prefill_context`
+    cached ones on average: s·(c·q + c²/2) = p·q + p²/(2s)), decode over the cached context
+    (capped by a sliding window)."""
+    s = max(1, min(prefill_seqs, p)) if p > 0 else 1
     span_decode = k if a.window is None else min(k, b * a.window)
-    causal = p * prefill_context + p * p / 2.0
+    causal = p * prefill_context + p * p / (2.0 * s)
     if a.window is not None:
         causal = min(causal, p * float(a.window))
     flops = a.flops_prefill * causal + a.flops_decode * span_decode
-    return flops, a.kv_token_bytes * (span_decode + prefill_context + p + b)
+    return flops, a.kv_token_bytes * (span_decode + s * prefill_context + p + b)
 
 
 def gemm_work(shape: ReplicaShape, moe_layer: bool, n: int) -> tuple[float, float]:
@@ -199,10 +202,11 @@ def gemm_work(shape: ReplicaShape, moe_layer: bool, n: int) -> tuple[float, floa
 
 
 def _layer_work(shape: ReplicaShape, moe_layer: bool, p: int, b: int, k: float,
-                prefill_context: float) -> tuple[float, float, float, float]:
+                prefill_context: float, prefill_seqs: int = 1
+                ) -> tuple[float, float, float, float]:
     """(gemm flops, gemm bytes, attention flops, attention bytes) of one layer on one GPU."""
     flops, by = gemm_work(shape, moe_layer, p + b)
-    af, ab = attention_work(attention_coeffs(shape), p, b, k, prefill_context)
+    af, ab = attention_work(attention_coeffs(shape), p, b, k, prefill_context, prefill_seqs)
     return flops, by, af, ab
 
 
@@ -238,7 +242,7 @@ def communication_time(c: AnalyticConstants, allreduce_nominal_s: float, steps: 
 
 
 def iteration_load(shape: ReplicaShape, p: int, b: int, k: float,
-                   prefill_context: float = 0.0) -> IterationLoad:
+                   prefill_context: float = 0.0, prefill_seqs: int = 1) -> IterationLoad:
     """The work of one iteration along its path (all pipeline stages in turn)."""
     card = shape.card
     n = p + b
@@ -250,10 +254,11 @@ def iteration_load(shape: ReplicaShape, p: int, b: int, k: float,
     layers = []
     for is_moe in (False, True):
         if counts[is_moe]:
-            f, by, af, ab = _layer_work(shape, is_moe, p, b, k, prefill_context)
+            f, by, af, ab = _layer_work(shape, is_moe, p, b, k, prefill_context, prefill_seqs)
             layers.append(LayerLoad(counts[is_moe], f, by, af, ab))
     allreduce, steps, handoff = communication_work(shape, n)
-    seqs = b + (1 if p > 0 else 0)  # logits only for the last token of each sequence
+    # logits only for the last token of each sequence
+    seqs = b + (max(1, min(prefill_seqs, p)) if p > 0 else 0)
     head_params = card.vocab_size * card.hidden_size / shape.tp
     return IterationLoad(layers=tuple(layers), tokens=n, allreduce_s_nominal=allreduce,
                          allreduce_steps=steps, head_flops=2.0 * seqs * head_params,
@@ -286,8 +291,11 @@ def time_from_load(load: IterationLoad, shape: ReplicaShape,
 
 def analytic_iteration(shape: ReplicaShape, p: int, b: int, k: float,
                        prefill_context: float = 0.0,
-                       constants: AnalyticConstants = DEFAULT_CONSTANTS) -> Breakdown:
-    """Roofline time of one engine iteration (see the module docstring)."""
+                       constants: AnalyticConstants = DEFAULT_CONSTANTS,
+                       prefill_seqs: int = 1) -> Breakdown:
+    """Roofline time of one engine iteration (see the module docstring); the p prefill tokens
+    belong to `prefill_seqs` prompts."""
     if p < 0 or b < 0 or k < 0 or prefill_context < 0:
         raise ValueError("token counts must be >= 0")
-    return time_from_load(iteration_load(shape, p, b, k, prefill_context), shape, constants)
+    return time_from_load(iteration_load(shape, p, b, k, prefill_context, prefill_seqs), shape,
+                          constants)

@@ -74,18 +74,20 @@ class IterationCost:
         return max(2.0 * seqs * self.head_params / (self.peak * c.compute_efficiency),
                    self.head_params * BYTES_UNQUANTISED / (self.bw * self._bandwidth_eff(n)))
 
-    def _attention(self, p: int, b: int, k: float, pc: float) -> float:
+    def _attention(self, p: int, b: int, k: float, pc: float, seqs: int = 1) -> float:
         c = self.constants
-        flops, by = attention_work(self.attn, p, b, k, pc)
+        flops, by = attention_work(self.attn, p, b, k, pc, seqs)
         return self.layers * max(flops / (self.peak * c.attention_efficiency),
                                  by / (self.bw * c.attention_bandwidth_efficiency))
 
-    def time(self, p: int, b: int, k: float, prefill_context: float = 0.0) -> float:
-        """Seconds of one iteration: prefill p tokens, decode b sequences holding k tokens."""
+    def time(self, p: int, b: int, k: float, prefill_context: float = 0.0,
+             prefill_seqs: int = 1) -> float:
+        """Seconds of one iteration: prefill p tokens of `prefill_seqs` prompts, decode b
+        sequences holding k tokens."""
         n = p + b
-        seqs = b + (1 if p > 0 else 0)
-        return (self._token_part(n) + self._head(seqs, n)
-                + self._attention(p, b, k, prefill_context) + self.fixed)
+        s = max(1, min(prefill_seqs, p)) if p > 0 else 0
+        return (self._token_part(n) + self._head(b + s, n)
+                + self._attention(p, b, k, prefill_context, max(s, 1)) + self.fixed)
 
     # ------------------------------------------------------------ runs of decode iterations
 

@@ -15,7 +15,6 @@ import csv
 import hashlib
 import io as _io
 import os
-from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,8 @@ from planner_cli.errors import InputError
 from planner_cli.io import write_text_atomic
 from planner_cli.perf.analytic import DEFAULT_CONSTANTS, AnalyticConstants
 from planner_cli.perf.calibrate import FitReport, Measurement, calibrate, parse_measurements
-from planner_cli.perf.model import ANALYTIC_SOURCE, CPU_SPEC, PerfModel
+from planner_cli.perf.measured import DEFAULT_ENGINE, ENGINES, NotCovered, measured_cost
+from planner_cli.perf.model import ANALYTIC_SOURCE, CPU_SPEC, PerfLookup, PerfModel
 from planner_cli.perf.shapes import ReplicaShape
 from planner_cli.specs._yaml import read_text
 
@@ -150,10 +150,21 @@ def fitted_profile(shape: ReplicaShape, table: Path) -> tuple[AnalyticConstants,
     return _FIT_CACHE[key]
 
 
+def check_engine(engine: str | None) -> str:
+    """The engine named (default vllm), refused when it is not one we plan for."""
+    name = engine or DEFAULT_ENGINE
+    if name not in ENGINES:
+        raise InputError(f"engine {name!r} is not known", "use " + " or ".join(ENGINES))
+    return name
+
+
 def perf_model(shape: ReplicaShape, root: Path | None = None,
                engine: str | None = None) -> PerfModel:
-    """The best-sourced model for `shape`: a measured profile of the same device, model and tp;
-    else a saved calibration for the GPU and model; else the analytic defaults."""
+    """The best-sourced model for `shape` under `engine` (default vllm): the user's own
+    measurements first — a profile of the same device, model and tp, else a calibration saved
+    for (GPU, model, engine) — then aiconfigurator-core's measured kernels where they cover the
+    shape, else the analytic roofline, whose source then says why nothing measured applied."""
+    engine = check_engine(engine)
     folder = profile_folder(profiles_root(root), shape.gpu.name, shape.card.name)
     table = folder / "profile.csv"
     if table.is_file() and shape.pp == 1:
@@ -161,24 +172,29 @@ def perf_model(shape: ReplicaShape, root: Path | None = None,
         if fitted is not None:
             constants, report = fitted
             return PerfModel(shape, constants,
-                             f"profile {table} (tp={shape.tp}, {report.rows} rows, fit median "
+                             f"profile:{table} (tp={shape.tp}, {report.rows} rows, fit median "
                              f"error {report.fit_median_ape:.1%})")
     cal = find_calibration(profiles_root(root), shape.gpu.name, shape.card.name, engine)
     if cal is not None:
-        return PerfModel(shape, read_calibration(cal), f"calibrated {cal}")
+        return PerfModel(shape, read_calibration(cal), f"calibrated:{cal}")
     if shape.gpu.name == CPU_SPEC.name:
         raise InputError(f"no CPU profile of {shape.card.name} under {folder}",
                          f"run: cascadia-plan profile --model {shape.card.name} --device cpu")
-    return PerfModel(shape, DEFAULT_CONSTANTS, ANALYTIC_SOURCE)
+    try:
+        measured = measured_cost(shape, engine)
+    except NotCovered as why:
+        return PerfModel(shape, DEFAULT_CONSTANTS, f"{ANALYTIC_SOURCE} (not measured: {why})")
+    return PerfModel(shape, DEFAULT_CONSTANTS, measured.source, measured)
 
 
-def perf_lookup(root: Path | None = None, engine: str | None = None
-                ) -> Callable[[ReplicaShape], PerfModel]:
-    """The one way every command finds a shape's performance model: profiles folder `root`
-    (default: $CASCADIA_PROFILES_DIR, else ./profiles) and `engine`'s calibrations."""
+
+def perf_lookup(root: Path | None = None) -> PerfLookup:
+    """The one way every command finds a shape's performance model under an engine: profiles
+    folder `root` (default: $CASCADIA_PROFILES_DIR, else ./profiles), then the measured
+    tables, then the analytic model."""
     folder = profiles_root(root)
 
-    def lookup(shape: ReplicaShape) -> PerfModel:
+    def lookup(shape: ReplicaShape, engine: str) -> PerfModel:
         return perf_model(shape, folder, engine)
 
     return lookup

@@ -15,8 +15,8 @@ from typing import Literal
 
 import numpy as np
 
-from planner_cli.perf.fast import IterationCost
 from planner_cli.perf.memory import DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS
+from planner_cli.perf.model import CostModel
 from planner_cli.sim.engine import INF, Replica, Req
 
 Balancer = Literal["round-robin", "least-outstanding"]
@@ -26,7 +26,7 @@ BALANCERS: tuple[str, ...] = ("round-robin", "least-outstanding")
 @dataclass(frozen=True)
 class StageConfig:
     name: str
-    cost: IterationCost  # one replica's iteration time
+    cost: CostModel  # one replica's iteration time
     replicas: int
     kv_capacity_tokens: int
     max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS

@@ -8,7 +8,7 @@ is preempted and recomputed later (its prompt plus what it generated is prefille
 
 Events scale with requests, not tokens: between two events (an arrival, a finished prefill, a
 completion, the cache filling up) the batch of decodes does not change, so the whole run of
-decode iterations is advanced at once with the exact closed-form sum of IterationCost.
+decode iterations is advanced at once with the exact closed-form sum of CostModel.
 Decoding requests are not touched per iteration: a replica-wide tick counts decode iterations
 and each request's progress is its tick offset.
 """
@@ -19,8 +19,8 @@ import heapq
 import math
 from collections import deque
 
-from planner_cli.perf.fast import IterationCost
 from planner_cli.perf.memory import DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS
+from planner_cli.perf.model import CostModel
 
 INF = math.inf
 
@@ -50,7 +50,7 @@ class Req:
 class Replica:
     """A continuous-batching engine; advance it lazily with `advance_until`."""
 
-    def __init__(self, cost: IterationCost, kv_capacity_tokens: int,
+    def __init__(self, cost: CostModel, kv_capacity_tokens: int,
                  max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS,
                  max_num_seqs: int = DEFAULT_MAX_NUM_SEQS,
                  index: int = 0) -> None:
@@ -233,7 +233,7 @@ class Replica:
                 self._preempt_latest()
             return
         pc = sum(c * r.prefilled for r, c in chunks) / p if p else 0.0
-        dt = self.cost.time(p, b, self.dec_ctx, pc)
+        dt = self.cost.time(p, b, self.dec_ctx, pc, len(chunks))
         end = self.clock + dt
         self.kv_token_seconds += dt * self.used
         self.iterations += 1

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner_cli.perf.fast import IterationCost
 from planner_cli.perf.memory import DEFAULT_MAX_NUM_BATCHED_TOKENS
+from planner_cli.perf.model import CostModel
 from planner_cli.sim.cascade import CascadeResult, StageResult
 from planner_cli.sim.figures import CascadeFigures, Percentiles, SloTargets, StageFigures
 
@@ -24,7 +24,7 @@ def percentiles(values: np.ndarray) -> Percentiles:
     return Percentiles(**{f"p{q}": float(v) for q, v in zip(PERCENTILES, got, strict=True)})
 
 
-def unloaded_latency(cost: IterationCost, prompt: np.ndarray, output: np.ndarray,
+def unloaded_latency(cost: CostModel, prompt: np.ndarray, output: np.ndarray,
                      max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS) -> np.ndarray:
     """Latency of each request alone on a replica: its prefill (in chunks of the token
     budget), then output-1 decode iterations of batch 1."""

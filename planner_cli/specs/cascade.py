@@ -16,6 +16,7 @@ class CascadeModel(StrictModel):
     judged_name: str | None = None  # the model's name in the judged sample, if it differs
     max_model_len: PositiveInt | None = None  # serving context limit; default: the card's
     weights: str | None = None  # HF repo id or path to serve; default: the card's hf_id
+    engine: Literal["vllm", "sglang"] | None = None  # serving engine; default: --engine, vllm
 
 
 class ExternalJudger(StrictModel):

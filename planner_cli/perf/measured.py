@@ -1,0 +1,333 @@
+"""Measured iteration costs: NVIDIA aiconfigurator-core's per-operation GPU database.
+
+aiconfigurator-core ships kernel timings measured on real GPUs (GEMMs per precision, context and
+generation attention, MLA, MoE, NCCL and custom all-reduce; CUDA graphs, locked clocks) per
+engine and engine version, and a compiled estimator of one engine step built from them. We use
+it, not re-derive it: for a replica shape it gives the three parts of one iteration —
+
+    shared(n)      everything but attention for n tokens (GEMMs, MoE, norms, collectives)
+    context(c, q)  prefill attention of one sequence's chunk of c tokens after q cached ones
+    decode(b, k)   a decode step of b sequences holding k context tokens in all
+
+— and an iteration that prefills p tokens (s prompts, q cached on average) beside b decodes is
+shared(p + b) + s·context(p/s, q) + decode_attention(b, k). Each part is tabulated on a grid per
+shape once and interpolated, and decode(b, ·) is piecewise linear in k, so a run of decode
+iterations keeps the simulator's closed form.
+
+`AIC_MODELS` and `AIC_SYSTEMS` are the one table from our catalog names to its model configs
+and systems; a card or GPU not in them, or a (system, engine, precision) its database does not
+hold, is not covered and the caller falls back to the analytic model, saying why.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import io
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from planner_cli.errors import InputError
+from planner_cli.perf.shapes import ReplicaShape
+
+ENGINES = ("vllm", "sglang")
+DEFAULT_ENGINE = "vllm"
+
+# Our model cards -> aiconfigurator-core's shipped model configs (HF ids). A card maps when its
+# architecture equals the config's (tests/test_measured.py checks every row field by field).
+AIC_MODELS: dict[str, str] = {
+    "llama-3.1-8b": "meta-llama/Meta-Llama-3.1-8B",
+    "deepseek-r1-distill-llama-8b": "meta-llama/Meta-Llama-3.1-8B",
+    "llama-3.1-70b": "meta-llama/Meta-Llama-3.1-70B",
+    "llama-3.3-70b": "meta-llama/Meta-Llama-3.1-70B",
+    "deepseek-r1-distill-llama-70b": "meta-llama/Meta-Llama-3.1-70B",
+    "llama-3.1-405b": "meta-llama/Meta-Llama-3.1-405B",
+    "mixtral-8x7b": "mistralai/Mixtral-8x7B-v0.1",
+    "mixtral-8x22b": "mistralai/Mixtral-8x22B-v0.1",
+    "deepseek-r1": "deepseek-ai/DeepSeek-R1",
+    "deepseek-v3": "deepseek-ai/DeepSeek-V3",
+    "qwen3-0.6b": "Qwen/Qwen3-0.6B",
+    "qwen3-1.7b": "Qwen/Qwen3-1.7B",
+    "qwen3-8b": "Qwen/Qwen3-8B",
+    "qwen3-32b": "Qwen/Qwen3-32B",
+    "qwen3-30b-a3b": "Qwen/Qwen3-30B-A3B",
+    "qwen3-235b-a22b": "Qwen/Qwen3-235B-A22B",
+}
+
+# Our GPU names -> aiconfigurator-core systems (those with vLLM and SGLang tables).
+AIC_SYSTEMS: dict[str, str] = {
+    "a100-sxm-80gb": "a100_sxm",
+    "h100-sxm": "h100_sxm",
+    "h200": "h200_sxm",
+    "b200": "b200_sxm",
+    "gb200": "gb200",
+    "l40s": "l40s",
+}
+
+# Our precisions -> aiconfigurator quantisation modes (weights; the KV cache and attention stay
+# bf16, as our memory model and the engines' default KV dtype assume). `None` keeps the model's
+# own checkpoint format (DeepSeek's block-scaled fp8).
+_QUANT: dict[str, dict[str, str | None]] = {
+    "bf16": {"gemm_quant_mode": "bfloat16", "moe_quant_mode": "bfloat16"},
+    "fp8": {"gemm_quant_mode": "fp8", "moe_quant_mode": "fp8"},
+    "int4-awq": {"gemm_quant_mode": "int4_wo", "moe_quant_mode": "int4_wo"},
+}
+_NATIVE_FP8_BLOCK = {"deepseek-r1", "deepseek-v3"}
+
+# Grids the parts are tabulated on (tokens). Between points: linear interpolation.
+SHARED_GRID = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048,
+               3072, 4096, 6144, 8192, 12288, 16384, 24576, 32768)
+CHUNK_GRID = (1, 16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+PREFIX_GRID = (0, 1024, 4096, 16384, 65536, 131072)
+DECODE_CONTEXT_GRID = (1, 512, 2048, 8192, 32768, 131072)  # per sequence
+
+_log = logging.getLogger("aiconfigurator_core")
+
+
+class NotCovered(Exception):
+    """aiconfigurator-core has no measured data for this case (the reason is the message)."""
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """aiconfigurator-core logs and prints its data-loading notes; keep them off our stdout
+    (where --json goes) and stderr (one line per error)."""
+    level = _log.level
+    _log.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        _log.setLevel(level)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    system: str
+    engine: str
+    version: str
+    model: str
+
+    @property
+    def label(self) -> str:
+        return f"measured:{self.system}/{self.engine}/{self.version}"
+
+
+def coverage(shape: ReplicaShape, engine: str) -> Coverage:
+    """What measured data would serve `shape` under `engine`, or NotCovered with why."""
+    if engine not in ENGINES:
+        raise InputError(f"--engine {engine!r} is not known", "use " + " or ".join(ENGINES))
+    system = AIC_SYSTEMS.get(shape.gpu.name)
+    if system is None:
+        raise NotCovered(f"aiconfigurator-core has no tables for {shape.gpu.name}")
+    model = AIC_MODELS.get(shape.card.name)
+    if model is None:
+        raise NotCovered(f"aiconfigurator-core ships no config for {shape.card.name}")
+    from aiconfigurator_core.sdk import perf_database
+
+    with _quiet():
+        try:
+            version = perf_database.resolve_query_version(system, engine, "current")
+        except Exception as exc:  # its own policy errors: no version for this pair
+            raise NotCovered(f"aiconfigurator-core has no {engine} tables for {system} "
+                             f"({type(exc).__name__})") from None
+    if not version:
+        raise NotCovered(f"aiconfigurator-core has no {engine} tables for {system}")
+    return Coverage(system, engine, str(version), model)
+
+
+_HANDLES: dict[tuple, Any] = {}
+_COSTS: dict[tuple, MeasuredCost] = {}
+
+
+def measured_cost(shape: ReplicaShape, engine: str) -> MeasuredCost:
+    """The measured cost of a shape under an engine, built once per process (NotCovered when
+    the database does not hold it)."""
+    key = (shape.card.name, shape.gpu.name, shape.tp, shape.pp, shape.precision,
+           shape.gpus_per_node, engine)
+    if key not in _COSTS:
+        _COSTS[key] = MeasuredCost(shape, engine)
+    return _COSTS[key]
+
+
+def _handle(cov: Coverage, shape: ReplicaShape) -> Any:
+    key = (cov, shape.tp, shape.pp, shape.precision)
+    if key not in _HANDLES:
+        from aiconfigurator_core.sdk.engine import EngineHandle
+
+        quant = dict(_QUANT[shape.precision])
+        if shape.precision == "fp8" and shape.card.name in _NATIVE_FP8_BLOCK:
+            quant = {"gemm_quant_mode": None, "moe_quant_mode": None}
+        moe = {"moe_tp_size": shape.tp, "moe_ep_size": 1} if shape.card.moe else {}
+        with _quiet():
+            try:
+                _HANDLES[key] = EngineHandle.compile(
+                    cov.model, cov.system, cov.engine, backend_version=cov.version,
+                    tp_size=shape.tp, pp_size=shape.pp, kvcache_quant_mode="bfloat16",
+                    fmha_quant_mode="bfloat16",
+                    **quant, **moe)
+            except Exception as exc:  # its database says what it lacks
+                raise NotCovered(f"aiconfigurator-core cannot compile {shape.card.name} "
+                                 f"{shape.precision} tp{shape.tp} pp{shape.pp} on {cov.system}/"
+                                 f"{cov.engine}: {_first_line(exc)}") from None
+    return _HANDLES[key]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:160]
+
+
+def _interp(xs: tuple[float, ...] | list[float], ys: list[float], x: float) -> float:
+    """Piecewise-linear through (xs, ys), extended linearly past both ends."""
+    j = bisect.bisect_right(xs, x) - 1
+    j = min(max(j, 0), len(xs) - 2)
+    x0, x1 = xs[j], xs[j + 1]
+    return ys[j] + (ys[j + 1] - ys[j]) * (x - x0) / (x1 - x0)
+
+
+class MeasuredCost:
+    """Iteration time of one replica shape from aiconfigurator-core's measured kernels, with the
+    interface of perf.fast.IterationCost (time, decode_run, decode_iterations_within)."""
+
+    def __init__(self, shape: ReplicaShape, engine: str) -> None:
+        self.shape = shape
+        self.coverage = coverage(shape, engine)
+        self._h = _handle(self.coverage, shape)
+        self.source = self.coverage.label
+        self._context: dict[tuple[int, int], float] = {}
+        self._decode: dict[int, tuple[list[float], list[float], list[float]]] = {}
+        with _quiet():
+            try:
+                self._shared = [self._part(n, 0, n, 0)[1] for n in SHARED_GRID]
+                # a query the database cannot answer raises here, not mid-simulation
+                self._decode_table(1)
+            except NotCovered:
+                raise
+            except Exception as exc:
+                raise NotCovered(f"aiconfigurator-core has no data for {shape.label} on "
+                                 f"{self.coverage.system}/{engine}: {_first_line(exc)}") from None
+
+    # ------------------------------------------------------------ the database, in seconds
+
+    def _part(self, ctx: int, gen: int, isl: int, prefix: int) -> tuple[float, ...]:
+        total, shared, ctx_attn, gen_attn = self._h.mixed_step_breakdown(
+            int(ctx), int(gen), int(max(isl, 1)), 2, int(prefix))
+        return total / 1e3, shared / 1e3, ctx_attn / 1e3, gen_attn / 1e3
+
+    def shared(self, n: float) -> float:
+        return max(_interp(SHARED_GRID, self._shared, n), 0.0)
+
+    def _context_point(self, c: int, q: int) -> float:
+        key = (c, q)
+        if key not in self._context:
+            with _quiet():
+                self._context[key] = self._part(c, 0, c + q, q)[2]
+        return self._context[key]
+
+    def context(self, chunk: float, prefix: float) -> float:
+        """Prefill attention of one sequence's chunk after `prefix` cached tokens (bilinear
+        over the chunk and prefix grids)."""
+        i = min(max(bisect.bisect_right(CHUNK_GRID, chunk) - 1, 0), len(CHUNK_GRID) - 2)
+        j = min(max(bisect.bisect_right(PREFIX_GRID, prefix) - 1, 0), len(PREFIX_GRID) - 2)
+        c0, c1 = CHUNK_GRID[i], CHUNK_GRID[i + 1]
+        q0, q1 = PREFIX_GRID[j], PREFIX_GRID[j + 1]
+        u, v = (chunk - c0) / (c1 - c0), (prefix - q0) / (q1 - q0)
+        f = self._context_point
+        value = ((1 - u) * (1 - v) * f(c0, q0) + u * (1 - v) * f(c1, q0)
+                 + (1 - u) * v * f(c0, q1) + u * v * f(c1, q1))
+        return max(value, 0.0)
+
+    def _decode_table(self, b: int) -> tuple[list[float], list[float], list[float]]:
+        """(total context k at the grid, step seconds, attention seconds) for batch b."""
+        table = self._decode.get(b)
+        if table is None:
+            ks, total, attn = [], [], []
+            with _quiet():
+                for ctx in DECODE_CONTEXT_GRID:
+                    t, _, _, a = self._part(0, b, ctx, 0)
+                    ks.append(float(b * ctx))
+                    total.append(t)
+                    attn.append(a)
+            table = (ks, total, attn)
+            self._decode[b] = table
+        return table
+
+    # ------------------------------------------------------------ the cost interface
+
+    def decode_time(self, b: int, k: float) -> float:
+        ks, total, _ = self._decode_table(b)
+        return _interp(ks, total, k)
+
+    def time(self, p: int, b: int, k: float, prefill_context: float = 0.0,
+             prefill_seqs: int = 1) -> float:
+        """Seconds of one iteration: prefill p tokens of `prefill_seqs` prompts (after
+        `prefill_context` cached tokens on average), decode b sequences holding k tokens."""
+        if p <= 0:
+            return self.decode_time(b, k) if b > 0 else 0.0
+        seqs = max(1, min(prefill_seqs, p))
+        t = self.shared(p + b) + seqs * self.context(p / seqs, prefill_context)
+        if b > 0:
+            ks, _, attn = self._decode_table(b)
+            t += max(_interp(ks, attn, k), 0.0)
+        return t
+
+    def breakdown(self, p: int, b: int, k: float, prefill_context: float = 0.0,
+                  prefill_seqs: int = 1) -> dict[str, float]:
+        """Seconds of one iteration by part (the database's own split), with `total_s`."""
+        seqs = max(1, min(prefill_seqs, p)) if p > 0 else 0
+        shared = self.shared(p + b) if p > 0 else 0.0
+        ctx = seqs * self.context(p / seqs, prefill_context) if p > 0 else 0.0
+        dec = 0.0
+        if b > 0:
+            ks, total, attn = self._decode_table(b)
+            dec = max(_interp(ks, attn, k), 0.0)
+            if p == 0:
+                shared = _interp(ks, total, k) - dec
+        return {"shared_s": shared, "context_attention_s": ctx, "decode_attention_s": dec,
+                "total_s": self.time(p, b, k, prefill_context, prefill_seqs)}
+
+    def _runs(self, b: int, k0: float, n: int) -> list[tuple[int, float, float]]:
+        """[(iterations m, time of the first, slope per iteration)] covering n decode
+        iterations from context k0, each piece linear in the iteration index."""
+        ks, total, _ = self._decode_table(b)
+        out = []
+        i = 0
+        while i < n:
+            k = k0 + i * b
+            j = min(max(bisect.bisect_right(ks, k) - 1, 0), len(ks) - 2)
+            slope_k = (total[j + 1] - total[j]) / (ks[j + 1] - ks[j])
+            if j == len(ks) - 2:
+                m = n - i
+            else:
+                m = min(n - i, max(1, math.ceil((ks[j + 1] - k) / b)))
+            out.append((m, total[j] + slope_k * (k - ks[j]), slope_k * b))
+            i += m
+        return out
+
+    def decode_run(self, b: int, k0: float, n: int) -> float:
+        """Total seconds of n decode iterations of batch b starting at context k0 (exact over
+        the piecewise-linear table)."""
+        if n <= 0 or b <= 0:
+            return 0.0
+        return sum(m * t0 + slope * m * (m - 1) / 2.0 for m, t0, slope in self._runs(b, k0, n))
+
+    def decode_iterations_within(self, b: int, k0: float, budget_s: float, cap: int) -> int:
+        """How many whole decode iterations (at most cap) fit in budget_s."""
+        done, left = 0, budget_s
+        for m, t0, slope in self._runs(b, k0, cap):
+            whole = m * t0 + slope * m * (m - 1) / 2.0
+            if whole <= left:
+                done, left = done + m, left - whole
+                continue
+            lo, hi = 0, m  # largest x in [0, m) with x·t0 + slope·x(x-1)/2 <= left
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if mid * t0 + slope * mid * (mid - 1) / 2.0 <= left:
+                    lo = mid
+                else:
+                    hi = mid
+            return done + lo
+        return done
