@@ -2,7 +2,10 @@
 3-stage cascade R1-Distill-Qwen-7B -> R1-Distill-Llama-70B -> DeepSeek-R1 (int4) on 32 H100
 (issue target: <= 5 s, stretch 1 s), and how run time grows when the trace is tiled 10x and
 100x in time. Routing uses seeded synthetic judge scores (timing only, not quality).
-Run: python benchmarks/bench_simulator.py [--tiles 1,10,100]
+Costs come from each shape's default source (aiconfigurator-core's measured vLLM kernels where
+they cover it, else the analytic model; printed per stage), or `--source analytic` for the
+analytic model throughout.
+Run: python benchmarks/bench_simulator.py [--tiles 1,10,100] [--source default|analytic]
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from planner_cli import io
 from planner_cli.perf.analytic import DEFAULT_CONSTANTS
 from planner_cli.perf.fast import IterationCost
 from planner_cli.perf.memory import memory_figures
+from planner_cli.perf.profiles import perf_model
 from planner_cli.perf.shapes import ReplicaShape
 from planner_cli.sim.cascade import StageConfig, simulate_cascade
 from planner_cli.specs.catalog import load_catalog
@@ -36,6 +40,7 @@ def main() -> None:
     parser.add_argument("--tiles", default="1,10,100")
     parser.add_argument("--balancer", default="round-robin",
                         choices=["round-robin", "least-outstanding"])
+    parser.add_argument("--source", default="default", choices=["default", "analytic"])
     args = parser.parse_args()
     catalog = load_catalog()
     gpu = catalog.gpu("h100-sxm")
@@ -43,8 +48,13 @@ def main() -> None:
     for model, precision, tp, replicas in STAGES:
         shape = ReplicaShape(catalog.model(model), gpu, tp, 1, precision)
         mem = memory_figures(shape, max_model_len=32768)
-        configs.append(StageConfig(model, IterationCost(shape, DEFAULT_CONSTANTS), replicas,
-                                   mem.kv_capacity_tokens))
+        if args.source == "analytic":
+            cost, source = IterationCost(shape, DEFAULT_CONSTANTS), "analytic"
+        else:
+            pm = perf_model(shape, engine="vllm")
+            cost, source = pm.cost(), pm.source
+        print(f"{model}: {source}")
+        configs.append(StageConfig(model, cost, replicas, mem.kv_capacity_tokens))
     trace = io.read_trace(TRACE)
     base_t = (trace.timestamps_ms - trace.timestamps_ms[0]) / 1000.0
     duration = float(base_t[-1]) + 1.0
@@ -60,7 +70,7 @@ def main() -> None:
         routing = route(scores, scores, THRESHOLDS)
         t = time.perf_counter()
         result = simulate_cascade(configs, arrivals, prompts, [outputs] * 3,
-                                  routing.answered_by, 0.0, args.balancer)  # type: ignore[arg-type]
+                                  routing.answered_by, 0.0, args.balancer)
         wall = time.perf_counter() - t
         visits = sum(int(s.visited.sum()) for s in result.stages)
         e2e = result.e2e

@@ -24,19 +24,25 @@ from __future__ import annotations
 import bisect
 import contextlib
 import io
+import json
 import logging
 import math
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from planner_cli.errors import InputError
 from planner_cli.perf.shapes import ReplicaShape
+from planner_cli.specs.model import ModelCard
 
 ENGINES = ("vllm", "sglang")
 DEFAULT_ENGINE = "vllm"
 
-# Our model cards -> aiconfigurator-core's shipped model configs (HF ids). A card maps when its
-# architecture equals the config's (tests/test_measured.py checks every row field by field).
+# Our model cards -> the model configs aiconfigurator-core ships (HF ids among its defaults). A
+# card maps when its architecture equals the config's (tests/test_measured.py checks every row
+# field by field). Other cards of an architecture it models are passed as a local config.json
+# written from the card (LOCAL_ARCHITECTURES).
 AIC_MODELS: dict[str, str] = {
     "llama-3.1-8b": "meta-llama/Meta-Llama-3.1-8B",
     "deepseek-r1-distill-llama-8b": "meta-llama/Meta-Llama-3.1-8B",
@@ -44,8 +50,6 @@ AIC_MODELS: dict[str, str] = {
     "llama-3.3-70b": "meta-llama/Meta-Llama-3.1-70B",
     "deepseek-r1-distill-llama-70b": "meta-llama/Meta-Llama-3.1-70B",
     "llama-3.1-405b": "meta-llama/Meta-Llama-3.1-405B",
-    "mixtral-8x7b": "mistralai/Mixtral-8x7B-v0.1",
-    "mixtral-8x22b": "mistralai/Mixtral-8x22B-v0.1",
     "deepseek-r1": "deepseek-ai/DeepSeek-R1",
     "deepseek-v3": "deepseek-ai/DeepSeek-V3",
     "qwen3-0.6b": "Qwen/Qwen3-0.6B",
@@ -55,6 +59,11 @@ AIC_MODELS: dict[str, str] = {
     "qwen3-30b-a3b": "Qwen/Qwen3-30B-A3B",
     "qwen3-235b-a22b": "Qwen/Qwen3-235B-A22B",
 }
+
+# Architectures whose HF config.json a card holds every field of, for aiconfigurator's model
+# families (dense Llama-like; Mixtral- and Qwen3-MoE-like).
+LOCAL_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
+                       "MixtralForCausalLM", "Qwen3MoeForCausalLM")
 
 # Our GPU names -> aiconfigurator-core systems (those with vLLM and SGLang tables).
 AIC_SYSTEMS: dict[str, str] = {
@@ -82,6 +91,7 @@ SHARED_GRID = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 102
 CHUNK_GRID = (1, 16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 PREFIX_GRID = (0, 1024, 4096, 16384, 65536, 131072)
 DECODE_CONTEXT_GRID = (1, 512, 2048, 8192, 32768, 131072)  # per sequence
+DECODE_BATCH_GRID = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
 _log = logging.getLogger("aiconfigurator_core")
 
@@ -122,9 +132,7 @@ def coverage(shape: ReplicaShape, engine: str) -> Coverage:
     system = AIC_SYSTEMS.get(shape.gpu.name)
     if system is None:
         raise NotCovered(f"aiconfigurator-core has no tables for {shape.gpu.name}")
-    model = AIC_MODELS.get(shape.card.name)
-    if model is None:
-        raise NotCovered(f"aiconfigurator-core ships no config for {shape.card.name}")
+    model = model_path(shape.card)
     from aiconfigurator_core.sdk import perf_database
 
     with _quiet():
@@ -136,6 +144,50 @@ def coverage(shape: ReplicaShape, engine: str) -> Coverage:
     if not version:
         raise NotCovered(f"aiconfigurator-core has no {engine} tables for {system}")
     return Coverage(system, engine, str(version), model)
+
+
+def hf_config(card: ModelCard) -> dict[str, Any]:
+    """The HF config.json fields aiconfigurator-core reads, from a card of a LOCAL_ARCHITECTURES
+    architecture (the card holds the config's architecture facts verbatim)."""
+    config: dict[str, Any] = {
+        "architectures": [card.architecture], "model_type": card.model_type,
+        "num_hidden_layers": card.num_hidden_layers, "hidden_size": card.hidden_size,
+        "intermediate_size": card.intermediate_size,
+        "num_attention_heads": card.num_attention_heads,
+        "num_key_value_heads": card.num_key_value_heads, "head_dim": card.head_dim,
+        "vocab_size": card.vocab_size, "max_position_embeddings": card.max_position_embeddings,
+        "tie_word_embeddings": card.tie_word_embeddings, "torch_dtype": "bfloat16"}
+    moe = card.moe
+    if card.architecture == "MixtralForCausalLM" and moe is not None:
+        config |= {"num_local_experts": moe.num_experts,
+                   "num_experts_per_tok": moe.num_experts_per_tok}
+    elif card.architecture == "Qwen3MoeForCausalLM" and moe is not None:
+        config |= {"num_experts": moe.num_experts, "num_experts_per_tok": moe.num_experts_per_tok,
+                   "moe_intermediate_size": moe.moe_intermediate_size,
+                   "decoder_sparse_step": 1, "mlp_only_layers": []}
+    return config
+
+
+_LOCAL_CONFIGS: dict[str, tempfile.TemporaryDirectory] = {}  # held for the process's lifetime
+
+
+def model_path(card: ModelCard) -> str:
+    """What aiconfigurator-core loads for a card: its own config when it ships one, else a
+    local folder holding a config.json written from the card."""
+    from aiconfigurator_core.sdk.common import DefaultHFModels
+
+    shipped = AIC_MODELS.get(card.name)
+    if shipped is not None and shipped in DefaultHFModels:
+        return shipped
+    if card.architecture not in LOCAL_ARCHITECTURES:
+        raise NotCovered(f"aiconfigurator-core ships no config for {card.name} and does not "
+                         f"model {card.architecture} from a local one")
+    if card.name not in _LOCAL_CONFIGS:
+        folder = tempfile.TemporaryDirectory(prefix=f"cascadia-aic-{card.name}-")
+        (Path(folder.name) / "config.json").write_text(json.dumps(hf_config(card), indent=2),
+                                                        encoding="utf-8")
+        _LOCAL_CONFIGS[card.name] = folder
+    return _LOCAL_CONFIGS[card.name].name
 
 
 _HANDLES: dict[tuple, Any] = {}
@@ -199,6 +251,7 @@ class MeasuredCost:
         self.source = self.coverage.label
         self._context: dict[tuple[int, int], float] = {}
         self._decode: dict[int, tuple[list[float], list[float], list[float]]] = {}
+        self._grid: dict[int, tuple[list[float], list[float]]] = {}
         with _quiet():
             try:
                 self._shared = [self._part(n, 0, n, 0)[1] for n in SHARED_GRID]
@@ -240,18 +293,37 @@ class MeasuredCost:
                  + (1 - u) * v * f(c0, q1) + u * v * f(c1, q1))
         return max(value, 0.0)
 
-    def _decode_table(self, b: int) -> tuple[list[float], list[float], list[float]]:
-        """(total context k at the grid, step seconds, attention seconds) for batch b."""
-        table = self._decode.get(b)
-        if table is None:
-            ks, total, attn = [], [], []
+    def _decode_grid(self, b: int) -> tuple[list[float], list[float]]:
+        """(step seconds, attention seconds) at each DECODE_CONTEXT_GRID point, for a batch
+        size on DECODE_BATCH_GRID (measured once)."""
+        row = self._grid.get(b)
+        if row is None:
+            total, attn = [], []
             with _quiet():
                 for ctx in DECODE_CONTEXT_GRID:
                     t, _, _, a = self._part(0, b, ctx, 0)
-                    ks.append(float(b * ctx))
                     total.append(t)
                     attn.append(a)
-            table = (ks, total, attn)
+            row = self._grid[b] = (total, attn)
+        return row
+
+    def _decode_table(self, b: int) -> tuple[list[float], list[float], list[float]]:
+        """(total context k at the grid, step seconds, attention seconds) for batch b: the
+        measured grid rows of the batch sizes around b, blended linearly in b (at a fixed
+        context per sequence), so the step stays piecewise linear in k."""
+        table = self._decode.get(b)
+        if table is None:
+            grid = DECODE_BATCH_GRID
+            j = min(max(bisect.bisect_right(grid, b) - 1, 0), len(grid) - 2)
+            b0, b1 = grid[j], grid[j + 1]
+            w = (b - b0) / (b1 - b0)
+            (t0, a0), (t1, a1) = self._decode_grid(b0), self._decode_grid(b1)
+            if w == 0.0:
+                total, attn = list(t0), list(a0)
+            else:
+                total = [(1 - w) * x + w * y for x, y in zip(t0, t1, strict=True)]
+                attn = [(1 - w) * x + w * y for x, y in zip(a0, a1, strict=True)]
+            table = ([float(b * ctx) for ctx in DECODE_CONTEXT_GRID], total, attn)
             self._decode[b] = table
         return table
 
@@ -312,6 +384,13 @@ class MeasuredCost:
         the piecewise-linear table)."""
         if n <= 0 or b <= 0:
             return 0.0
+        ks, total, _ = self._decode_table(b)
+        j = bisect.bisect_right(ks, k0) - 1
+        if 0 <= j < len(ks) - 1 and k0 + (n - 1) * b < ks[j + 1]:
+            # the common case: the whole run inside one linear piece
+            slope = (total[j + 1] - total[j]) / (ks[j + 1] - ks[j])
+            t0 = total[j] + slope * (k0 - ks[j])
+            return n * t0 + slope * b * n * (n - 1) / 2.0
         return sum(m * t0 + slope * m * (m - 1) / 2.0 for m, t0, slope in self._runs(b, k0, n))
 
     def decode_iterations_within(self, b: int, k0: float, budget_s: float, cap: int) -> int:
