@@ -19,7 +19,12 @@ from planner_cli.export.writer import write_tree
 from planner_cli.optimize import bilevel
 from planner_cli.optimize.bilevel import OptimizeResult, Progress
 from planner_cli.perf.calibrate import calibrate
-from planner_cli.perf.memory import DEFAULT_GPU_MEMORY_UTILIZATION
+from planner_cli.perf.memory import (
+    DEFAULT_GPU_MEMORY_UTILIZATION,
+    DEFAULT_MAX_NUM_BATCHED_TOKENS,
+    DEFAULT_MAX_NUM_SEQS,
+    memory_figures,
+)
 from planner_cli.perf.model import CPU_SPEC, analytic_lookup
 from planner_cli.perf.profiles import (
     check_engine,
@@ -43,6 +48,7 @@ from planner_cli.problem import (
     resolve_models,
     resolve_problem,
 )
+from planner_cli.sim.closed_loop import closed_loop
 from planner_cli.sim.figures import clean
 from planner_cli.sim.run import PlanSimulation, simulate_deployment
 from planner_cli.specs._yaml import load_yaml_model
@@ -54,6 +60,9 @@ from planner_cli.workload.routing import route
 from planner_cli.workload.stats import TraceStats, trace_stats
 from planner_cli.workload.synth import Arrival, synth_trace
 from planner_cli.workload.trace import Trace, canonical_lines
+
+SERVE_PROMPTS_PER_CLIENT = 10  # perf serve's default --num-prompts: 10 per client,
+SERVE_MIN_PROMPTS = 100  # and at least this many (steady state dominates the means)
 
 
 @dataclass(frozen=True)
@@ -221,6 +230,41 @@ def perf_predict(model: str, gpu: str, tp: int = 1, pp: int = 1, precision: str 
             "memory": mem.to_dict(), "time_ms": breakdown["total_s"] * 1e3,
             "breakdown_ms": {k.removesuffix("_s"): v * 1e3
                              for k, v in breakdown.items() if k != "total_s"},
+            "source": pm.source}
+
+
+def perf_serve(model: str, gpu: str, isl: int, osl: int, concurrency: int, tp: int = 1,
+               pp: int = 1, ep: int = 1, precision: str = "bf16", *,
+               num_prompts: int | None = None, engine: str | None = None,
+               max_num_seqs: int = DEFAULT_MAX_NUM_SEQS,
+               max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS,
+               gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
+               catalog_dir: Path | None = None, profiles_dir: Path | None = None) -> dict:
+    """What `vllm bench serve --max-concurrency C` with fixed lengths would report for one
+    replica: the simulator driven by C closed-loop clients."""
+    for name, value in (("--isl", isl), ("--osl", osl), ("--concurrency", concurrency)):
+        if value < 1:
+            raise InputError(f"{name} {value} is below 1", f"pass {name} >= 1")
+    prompts = num_prompts if num_prompts is not None else max(SERVE_PROMPTS_PER_CLIENT
+                                                              * concurrency, SERVE_MIN_PROMPTS)
+    if prompts < 1:
+        raise InputError(f"--num-prompts {prompts} is below 1", "pass --num-prompts >= 1")
+    if max_num_batched_tokens < max_num_seqs:
+        raise InputError(f"--max-num-batched-tokens {max_num_batched_tokens} is below "
+                         f"--max-num-seqs {max_num_seqs}", "raise the token budget")
+    card = load_catalog(catalog_dir).model(model)
+    shape = ReplicaShape(card, resolve_gpu(gpu, catalog_dir), tp, pp, precision, ep=ep)
+    mem = memory_figures(shape, gpu_memory_utilization, isl + osl, max_num_batched_tokens,
+                         max_num_seqs)
+    if not mem.fits:
+        raise InputError(f"{shape.label} does not fit: {mem.reason}",
+                         "raise tp or pp, or use a lower precision")
+    pm = perf_model(shape, profiles_dir, engine)
+    figures = closed_loop(pm.cost(), mem.kv_capacity_tokens, isl, osl, concurrency, prompts,
+                          max_num_batched_tokens, max_num_seqs)
+    return {"model": card.name, "gpu": shape.gpu.name, "tp": tp, "pp": pp, "ep": ep,
+            "precision": precision, "engine": check_engine(engine),
+            "kv_capacity_tokens": mem.kv_capacity_tokens} | figures.to_dict() | {
             "source": pm.source}
 
 

@@ -14,7 +14,11 @@ import typer
 from planner_cli import __version__, api, render
 from planner_cli.errors import MissingDependencyError, PlannerError
 from planner_cli.io import refuse_existing, write_text_atomic
-from planner_cli.perf.memory import DEFAULT_GPU_MEMORY_UTILIZATION
+from planner_cli.perf.memory import (
+    DEFAULT_GPU_MEMORY_UTILIZATION,
+    DEFAULT_MAX_NUM_BATCHED_TOKENS,
+    DEFAULT_MAX_NUM_SEQS,
+)
 from planner_cli.perf.profiles import PROFILES_ENV
 from planner_cli.specs.catalog import CATALOG_ENV
 from planner_cli.workload.importers import FORMATS
@@ -338,6 +342,40 @@ def perf(
                               gpu_memory_utilization=gpu_memory_utilization,
                               max_model_len=max_model_len)
     render.emit_json(result) if as_json else render.perf_table(result)
+
+
+@perf_app.command("serve")
+@handles_errors
+def perf_serve(
+    model: Annotated[str, typer.Option(help="Model card name, alias or HF id.")],
+    gpu: Annotated[str, typer.Option(help="GPU name.")],
+    isl: Annotated[int, typer.Option(help="Input (prompt) tokens of every request.")],
+    osl: Annotated[int, typer.Option(help="Output tokens of every request.")],
+    concurrency: Annotated[int, typer.Option(help="Closed-loop clients (--max-concurrency).")],
+    tp: Annotated[int, typer.Option(help="Tensor-parallel size.")] = 1,
+    pp: Annotated[int, typer.Option(help="Pipeline-parallel size.")] = 1,
+    ep: Annotated[int, typer.Option(help="Expert-parallel size inside tp (MoE models).")] = 1,
+    precision: Annotated[str, typer.Option(help="bf16, fp8 or int4-awq.")] = "bf16",
+    engine: EngineOpt = None,
+    num_prompts: Annotated[int | None, typer.Option(
+        help="Requests in the run (default: 10 per client, at least 100).")] = None,
+    max_num_seqs: Annotated[int, typer.Option(
+        help="The engine's sequence cap.")] = DEFAULT_MAX_NUM_SEQS,
+    max_num_batched_tokens: Annotated[int, typer.Option(
+        help="The engine's token budget per iteration.")] = DEFAULT_MAX_NUM_BATCHED_TOKENS,
+    profiles: ProfilesOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Predict what `vllm bench serve --max-concurrency C` reports for one replica.
+
+    Fixed input and output lengths, C clients that each send the next request when the last
+    one is answered: mean TTFT and TPOT (ms), output tokens/s and requests/s, from the
+    simulator on the shape's performance source (printed).
+    """
+    result = api.perf_serve(model, gpu, isl, osl, concurrency, tp, pp, ep, precision,
+                            num_prompts=num_prompts, engine=engine, max_num_seqs=max_num_seqs,
+                            max_num_batched_tokens=max_num_batched_tokens,
+                            catalog_dir=_catalog_dir(), profiles_dir=profiles)
+    render.emit_json(result) if as_json else render.serve_table(result)
 
 
 @perf_app.command("calibrate")

@@ -165,6 +165,28 @@ def perf_table(result: dict) -> None:
     out.print(f"source: {result['source']}")
 
 
+def serve_table(result: dict) -> None:
+    out = console()
+    ep = f" ep {result['ep']}" if result["ep"] > 1 else ""
+    out.print(f"[bold]{result['model']}[/bold] on {result['tp'] * result['pp']} × "
+              f"{result['gpu']} (tp {result['tp']} × pp {result['pp']}{ep}, "
+              f"{result['precision']}, {result['engine']}): {result['num_prompts']:,} requests "
+              f"of {result['isl']:,} → {result['osl']:,} tokens from {result['concurrency']} "
+              "closed-loop clients")
+    t = Table(show_header=False)
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    t.add_row("mean TTFT", _ms(result["mean_ttft_ms"]))
+    t.add_row("mean TPOT", _ms(result["mean_tpot_ms"]))
+    t.add_row("mean end-to-end latency", _ms(result["mean_e2el_ms"]))
+    t.add_row("output throughput", f"{result['output_throughput_tok_s']:,.1f} tokens/s")
+    t.add_row("request throughput", f"{result['request_throughput_rps']:,.3f} req/s")
+    t.add_row("KV capacity", f"{result['kv_capacity_tokens']:,} tokens")
+    t.add_row("preemptions", f"{result['preemptions']:,}")
+    out.print(t)
+    out.print(f"source: {result['source']}")
+
+
 def profile_table(result: dict) -> None:
     out = console()
     meta = result["metadata"]

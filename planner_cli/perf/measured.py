@@ -197,7 +197,7 @@ _COSTS: dict[tuple, MeasuredCost] = {}
 def measured_cost(shape: ReplicaShape, engine: str) -> MeasuredCost:
     """The measured cost of a shape under an engine, built once per process (NotCovered when
     the database does not hold it)."""
-    key = (shape.card.name, shape.gpu.name, shape.tp, shape.pp, shape.precision,
+    key = (shape.card.name, shape.gpu.name, shape.tp, shape.pp, shape.ep, shape.precision,
            shape.gpus_per_node, engine)
     if key not in _COSTS:
         _COSTS[key] = MeasuredCost(shape, engine)
@@ -205,14 +205,15 @@ def measured_cost(shape: ReplicaShape, engine: str) -> MeasuredCost:
 
 
 def _handle(cov: Coverage, shape: ReplicaShape) -> Any:
-    key = (cov, shape.tp, shape.pp, shape.precision)
+    key = (cov, shape.tp, shape.pp, shape.ep, shape.precision)
     if key not in _HANDLES:
         from aiconfigurator_core.sdk.engine import EngineHandle
 
         quant = dict(_QUANT[shape.precision])
         if shape.precision == "fp8" and shape.card.name in _NATIVE_FP8_BLOCK:
             quant = {"gemm_quant_mode": None, "moe_quant_mode": None}
-        moe = {"moe_tp_size": shape.tp, "moe_ep_size": 1} if shape.card.moe else {}
+        moe = ({"moe_tp_size": shape.tp // shape.ep, "moe_ep_size": shape.ep}
+               if shape.card.moe else {})
         with _quiet():
             try:
                 _HANDLES[key] = EngineHandle.compile(

@@ -35,6 +35,10 @@ class ReplicaShape:
     precision: str = "bf16"
     kv_dtype: str = "bf16"
     gpus_per_node: int | None = None  # the pool's node size; default: the GPU's
+    # expert parallelism of an MoE model inside the tp group (experts spread over ep GPUs, each
+    # expert split tp/ep ways); the same weight bytes per GPU, so the memory model and the
+    # analytic model treat it as tp; the measured source times its kernels and all-to-alls
+    ep: int = 1
 
     def __post_init__(self) -> None:
         check_shape(self)
@@ -53,7 +57,8 @@ class ReplicaShape:
 
     @property
     def label(self) -> str:
-        return f"{self.card.name} on {self.gpu.name} tp{self.tp} pp{self.pp} {self.precision}"
+        ep = f" ep{self.ep}" if self.ep > 1 else ""
+        return f"{self.card.name} on {self.gpu.name} tp{self.tp} pp{self.pp}{ep} {self.precision}"
 
     # ------------------------------------------------------------ split across GPUs
 
@@ -162,6 +167,11 @@ def check_shape(shape: ReplicaShape) -> None:
     if shape.tp > shape.node_size:
         raise InputError(f"tp={shape.tp} exceeds the {shape.node_size} GPUs of a node",
                          "keep tensor parallelism inside a node; use pp across nodes")
+    if shape.ep < 1 or shape.tp % shape.ep:
+        raise InputError(f"ep={shape.ep} does not divide tp={shape.tp}",
+                         "expert parallelism spreads the experts inside the tp group")
+    if shape.ep > 1 and card.moe is None:
+        raise InputError(f"ep={shape.ep}: {card.name} has no experts", "use ep 1")
     if shape.pp > card.num_hidden_layers:
         raise InputError(f"pp={shape.pp} exceeds {card.name}'s {card.num_hidden_layers} layers",
                          "use fewer pipeline stages")

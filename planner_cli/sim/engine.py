@@ -3,8 +3,9 @@
 Each iteration first gives every running decode one token, then prefill chunks to admitted
 requests still prefilling, then admits waiting requests first come first served, all within a
 token budget (max-num-batched-tokens) and a sequence cap (max-num-seqs). KV-cache capacity is
-counted in tokens; when the running decodes need more than is free, the latest admitted request
-is preempted and recomputed later (its prompt plus what it generated is prefilled again).
+counted in tokens; a request is admitted when its whole prompt fits beside the running ones,
+and when the running decodes need more than is free, the latest admitted request is preempted
+and recomputed later (its prompt plus what it generated is prefilled again).
 
 Events scale with requests, not tokens: between two events (an arrival, a finished prefill, a
 completion, the cache filling up) the batch of decodes does not change, so the whole run of
@@ -147,17 +148,30 @@ class Replica:
     def advance_until(self, t: float) -> None:
         """Run every iteration that starts before time t."""
         while self.clock < t and self.outstanding:
-            if not self.prefilling and self.decoding and not self._can_admit():
-                if self._decode_run(t):
-                    continue
-            self._iteration()
+            self._step(t)
+
+    def step(self) -> bool:
+        """One scheduling step: a run of decode iterations up to the next completion (or the
+        cache filling up), or one general iteration. False when there is nothing to run."""
+        if not self.outstanding:
+            return False
+        self._step(INF)
+        return True
+
+    def _step(self, t: float) -> None:
+        if not self.prefilling and self.decoding and not self._can_admit():
+            if self._decode_run(t):
+                return
+        self._iteration()
 
     def _can_admit(self) -> bool:
         if not self.waiting:
             return False
         if len(self.prefilling) + len(self.decoding) >= self.max_seqs:
             return False
-        return self.used + len(self.decoding) < self.capacity
+        # admission needs room for the whole prompt beside the decodes' next tokens (vLLM
+        # allocates a prompt's blocks on admission); less would be preempted again at once
+        return self.waiting[0].target <= self.capacity - self.used - len(self.decoding)
 
     def _decode_run(self, t: float) -> bool:
         """Advance a run of pure-decode iterations; False when a normal step is needed."""
@@ -215,6 +229,8 @@ class Replica:
                 self.waiting.popleft()
                 self.rejected.append(r)
                 continue
+            if r.target > free:
+                break  # wait until its prompt fits beside the running requests
             self.waiting.popleft()
             self.admitted += 1
             r.order = self.admitted

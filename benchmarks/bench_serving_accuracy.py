@@ -1,0 +1,155 @@
+"""Benchmark: `perf serve` against real serving runs.
+
+Every aggregated (not disaggregated) vLLM and SGLang row of
+../shared/data/raw/aiconfigurator/silicon_dev.csv is a measured `bench serve` run: mean TTFT and
+TPOT (ms) at a fixed ISL/OSL and client concurrency, with the engine, its version and the
+parallelism. For each row we can express (a catalog model and GPU, a precision we plan for, one
+replica inside a node, no attention data parallelism) this runs `perf serve` on the default
+source, on the analytic model alone, and asks aiconfigurator-core's own static estimate
+(EngineHandle.run_static, batch = concurrency: TTFT = its context phase, TPOT = its generation
+phase per token), then prints median and p90 |error| per GPU × engine × model, and how many rows
+were left out and why. Nothing is fitted to these rows; they are read only here.
+
+Run: python benchmarks/bench_serving_accuracy.py [--csv PATH] [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from planner_cli import api
+from planner_cli.errors import PlannerError
+from planner_cli.perf.analytic import DEFAULT_CONSTANTS
+from planner_cli.perf.fast import IterationCost
+from planner_cli.perf.measured import AIC_SYSTEMS, NotCovered, measured_cost
+from planner_cli.perf.memory import memory_figures
+from planner_cli.perf.shapes import ReplicaShape
+from planner_cli.sim.closed_loop import closed_loop
+from planner_cli.specs.catalog import load_catalog
+
+ROOT = Path(__file__).resolve().parent.parent
+CSV = ROOT.parent / "shared" / "data" / "raw" / "aiconfigurator" / "silicon_dev.csv"
+SYSTEM_TO_GPU = {v: k for k, v in AIC_SYSTEMS.items()}
+PRECISIONS = {"bf16": "bf16", "fp8": "fp8"}  # fp4 (NVFP4) is not a precision we plan for yet
+
+
+def concurrency(source: str) -> int | None:
+    m = re.search(r"silicon_concurrency=(\d+)", source or "")
+    return int(m.group(1)) if m else None
+
+
+def aic_static(shape: ReplicaShape, engine: str, isl: int, osl: int, c: int
+               ) -> tuple[float, float] | None:
+    """aiconfigurator-core's own estimate: static batching of c requests."""
+    try:
+        cost = measured_cost(shape, engine)
+    except NotCovered:
+        return None
+    ctx_ms, gen_ms, _ = cost._h.run_static(batch_size=c, isl=isl, osl=osl)
+    return ctx_ms, gen_ms / max(osl - 1, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--csv", type=Path, default=CSV)
+    parser.add_argument("--limit", type=int, default=None, help="first N usable rows only")
+    args = parser.parse_args()
+    catalog = load_catalog()
+    rows = pd.read_csv(args.csv)
+    rows = rows[(rows["mode"] == "agg") & rows["backend"].isin(["vllm", "sglang"])]
+    skipped: Counter[str] = Counter()
+    errors: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    used = 0
+    t0 = time.perf_counter()
+    for _, r in rows.iterrows():
+        model = r["model_path"]
+        if model not in catalog.models:
+            skipped[f"no card for {model}"] += 1
+            continue
+        gpu = SYSTEM_TO_GPU.get(r["system"])
+        if gpu is None or gpu not in catalog.gpus:
+            skipped[f"no GPU for {r['system']}"] += 1
+            continue
+        precision = PRECISIONS.get(r["precision"])
+        if precision is None:
+            skipped[f"precision {r['precision']}"] += 1
+            continue
+        if r["attention_dp_size"] > 1 or r["pp_size"] > 1:
+            skipped["attention DP or pipeline parallel"] += 1
+            continue
+        tp = int(r["tp_size"])
+        moe_ep = int(r["moe_ep_size"]) if not math.isnan(r["moe_ep_size"]) else 1
+        c = concurrency(r["silicon_data_source"])
+        isl, osl = int(r["isl"]), int(r["osl"])
+        card = catalog.model(model)
+        try:
+            shape = ReplicaShape(card, catalog.gpu(gpu), tp, 1, precision,
+                                 ep=moe_ep if card.moe else 1)
+        except PlannerError as exc:
+            skipped[f"shape: {exc.message[:40]}"] += 1
+            continue
+        if c is None:
+            skipped["no concurrency"] += 1
+            continue
+        try:
+            ours = api.perf_serve(card.name, gpu, isl, osl, c, tp, 1, shape.ep, precision,
+                                  engine=r["backend"])
+        except PlannerError as exc:
+            skipped[f"perf serve: {exc.message[:50]}"] += 1
+            continue
+        mem = memory_figures(shape, max_model_len=isl + osl)
+        analytic = closed_loop(IterationCost(shape, DEFAULT_CONSTANTS), mem.kv_capacity_tokens,
+                               isl, osl, c, ours["num_prompts"], 8192, 256)
+        key = (gpu, r["backend"], card.name)
+        truth = {"ttft": float(r["silicon_ttft_ms"]), "tpot": float(r["silicon_tpot_ms"])}
+        for what, got in (("ours", (ours["mean_ttft_ms"], ours["mean_tpot_ms"])),
+                          ("analytic", (analytic.mean_ttft_ms, analytic.mean_tpot_ms)),
+                          ("aic", aic_static(shape, r["backend"], isl, osl, c))):
+            if got is None:
+                continue
+            errors[key][f"{what}_ttft"].append(abs(got[0] / truth["ttft"] - 1))
+            errors[key][f"{what}_tpot"].append(abs(got[1] / truth["tpot"] - 1))
+        errors[key]["sources"].append(ours["source"])  # type: ignore[arg-type]
+        used += 1
+        if args.limit and used >= args.limit:
+            break
+    print(f"{used} rows predicted in {time.perf_counter() - t0:.0f} s; "
+          f"{sum(skipped.values())} left out")
+    for why, n in skipped.most_common():
+        print(f"  left out {n:4d}: {why}")
+    header = (f"{'GPU':<10} {'engine':<7} {'model':<14} {'rows':>4}  "
+              f"{'TTFT med/p90 ours':>18} {'analytic':>14} {'aic static':>14}  "
+              f"{'TPOT med/p90 ours':>18} {'analytic':>14} {'aic static':>14}")
+    print(header)
+
+    def cell(values: list[float]) -> str:
+        if not values:
+            return "—"
+        return f"{np.median(values):.0%}/{np.percentile(values, 90):.0%}"
+
+    everything: dict[str, list[float]] = defaultdict(list)
+    for key, e in sorted(errors.items()):
+        n = len(e["ours_ttft"])
+        print(f"{key[0]:<10} {key[1]:<7} {key[2]:<14} {n:>4}  {cell(e['ours_ttft']):>18} "
+              f"{cell(e['analytic_ttft']):>14} {cell(e['aic_ttft']):>14}  "
+              f"{cell(e['ours_tpot']):>18} {cell(e['analytic_tpot']):>14} "
+              f"{cell(e['aic_tpot']):>14}")
+        for k, v in e.items():
+            if k != "sources":
+                everything[k] += v
+    print(f"{'all':<33} {len(everything['ours_ttft']):>4}  "
+          f"{cell(everything['ours_ttft']):>18} {cell(everything['analytic_ttft']):>14} "
+          f"{cell(everything['aic_ttft']):>14}  {cell(everything['ours_tpot']):>18} "
+          f"{cell(everything['analytic_tpot']):>14} {cell(everything['aic_tpot']):>14}")
+
+
+if __name__ == "__main__":
+    main()
