@@ -221,6 +221,8 @@ def calibration_table(result: dict) -> None:
     if fit["cv_median_ape"] is not None:
         t.add_row(f"cross-validated ({fit['cv_scheme']})",
                   f"{fit['cv_median_ape']:.1%} / {fit['cv_p90_ape']:.1%}")
+    else:
+        t.add_row("cross-validated", fit["cv_scheme"])
     out.print(t)
     out.print(f"saved {result['saved']}")
 

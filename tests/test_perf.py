@@ -282,3 +282,39 @@ def test_calibrate_command_saves_and_perf_uses_it(cli, tmp_path):
     assert_one_line_error(cli("perf", "--profiles", profiles, "--model", "llama-3.1-70b",
                               "--gpu", "h100-sxm", "--batch", "1", "--engine", "stackB"),
                           "engine 'stackB' is not known")
+
+
+def test_fitted_efficiencies_never_exceed_the_hardware():
+    # an engine faster than the roofline allows (efficiencies above 1 would fit it best):
+    # the fit stays within the hardware and puts the rest into the fixed per-step cost
+    fast = DEFAULT_CONSTANTS.with_(bandwidth_efficiency=1.6, compute_efficiency=1.3,
+                                   attention_bandwidth_efficiency=2.0,
+                                   iteration_overhead_s=4e-3)
+    report = calibrate(CAT.model("llama-3.1-70b"), H100, "bf16", _engine_rows(fast))
+    c = report.constants
+    for value in (c.compute_efficiency, c.bandwidth_efficiency, c.attention_efficiency,
+                  c.attention_bandwidth_efficiency, c.single_token_bandwidth_efficiency):
+        assert value is not None and 0 < value <= 1.0
+
+
+def test_one_tp_is_not_cross_validated_and_nothing_is_written_null(cli, tmp_path):
+    rows = _engine_rows(DEFAULT_CONSTANTS.with_(iteration_overhead_s=3e-3), tps=(4,))
+    report = calibrate(CAT.model("llama-3.1-70b"), H100, "bf16", rows)
+    assert report.cv_median_ape is None and report.cv_scheme == "not cross-validated (one tp)"
+    csv_path = tmp_path / "m.csv"
+    csv_path.write_text("tp,pp,prefill_tokens,decode_batch,context_tokens,time_ms\n" + "".join(
+        f"{r.tp},1,{r.prefill_tokens},{r.decode_batch},{r.context_tokens},{r.time_s * 1e3}\n"
+        for r in rows))
+    profiles = tmp_path / "profiles"
+    saved = cli("perf", "calibrate", "--measurements", csv_path, "--model", "llama-3.1-70b",
+                "--gpu", "h100-sxm", "--profiles", profiles)
+    assert saved.exit_code == 0, saved.output
+    assert "not cross-validated (one tp)" in saved.stderr
+    text = (profiles / "h100-sxm" / "llama-3.1-70b" / "calibration-vllm.yaml").read_text()
+    assert "null" not in text.split("fit:")[0]
+    # a GPU the measured source does not cover takes the calibration carried from the H100
+    # (efficiencies are shares of each GPU's peaks), and says so
+    carried = json.loads(cli("perf", "--model", "llama-3.1-70b", "--gpu", "a100-40gb", "--tp",
+                             "8", "--batch", "1", "--profiles", profiles, "--json").stdout)
+    assert carried["source"].startswith("calibrated:")
+    assert "carried from h100-sxm to a100-40gb" in carried["source"]

@@ -36,9 +36,11 @@ from planner_cli.specs.model import ModelCard
 REQUIRED_COLUMNS = ("tp", "prefill_tokens", "decode_batch", "context_tokens", "time_ms")
 OPTIONAL_COLUMNS = ("pp", "prefill_context")
 GRID_POINTS = 12
-GRID_LOW, GRID_HIGH = 1e-4, 4.0  # efficiencies searched in this range (log spaced)
+# Efficiencies are shares of the GPU card's peak FLOP/s and bandwidth: searched in
+# [GRID_LOW, 1] (log spaced), never above the hardware; what an engine does faster than the
+# roofline allows is left to the fixed per-iteration cost, which does not shrink with tp.
+GRID_LOW, GRID_HIGH = 1e-4, 1.0
 REFINE_ROUNDS = 3
-CV_FOLDS = 5
 
 
 @dataclass(frozen=True)
@@ -242,17 +244,20 @@ def _fit(design: _Design, base: AnalyticConstants, fit_comm: bool) -> AnalyticCo
         best = (*(axes[d][idx[d]] for d in range(dims)), float(o[g]), float(s[g]))
         if not single:
             best = (*best[:4], None, *best[4:])
-        # zoom in around the best point: a quarter of the current span each side
+        # zoom in around the best point: a quarter of the current span each side, inside
+        # the hardware's bound
         span = (hi - lo) / 4
         centre = np.log(np.array([b for b in best[:5] if b is not None]))
-        lo, hi = centre - span, centre + span
+        lo, hi = centre - span, np.minimum(centre + span, np.log(GRID_HIGH))
     if best is None:
         raise ValueError("the calibration grid search ran no round")
     ec, eb, ea, eab, eb1, o, s = best
     return base.with_(compute_efficiency=float(ec), attention_efficiency=float(ea),
                       bandwidth_efficiency=float(eb),
                       attention_bandwidth_efficiency=float(eab),
-                      single_token_bandwidth_efficiency=None if eb1 is None else float(eb1),
+                      # without single-token rows, single-token iterations use the GEMM
+                      # bandwidth efficiency (written as a number, never null)
+                      single_token_bandwidth_efficiency=float(eb if eb1 is None else eb1),
                       iteration_overhead_s=o,
                       comm_scale=s if fit_comm and np.any(design.comm > 0) else base.comm_scale)
 
@@ -273,8 +278,10 @@ def _ape(pred: np.ndarray, t: np.ndarray) -> np.ndarray:
 def calibrate(card: ModelCard, gpu: GpuSpec, precision: str, rows: Sequence[Measurement],
               base: AnalyticConstants = DEFAULT_CONSTANTS,
               gpus_per_node: int | None = None) -> FitReport:
-    """Fit the constants to `rows`; report the fit error and a cross-validated error:
-    leave-one-tp-out when the rows hold several tp, else 5-fold over rows (seeded)."""
+    """Fit the constants to `rows`; report the fit error and a cross-validated error that
+    leaves one tensor-parallel size out (what a planner asks of a calibration: other tp). With
+    a single tp there is nothing to leave out: the report says "not cross-validated", since a
+    k-fold error over rows of one tp says nothing of the others."""
     if len(rows) < 4:
         raise InputError(f"{len(rows)} measurement rows are too few to fit 5 constants",
                          "give at least 4 rows, better 20 or more over several shapes")
@@ -285,13 +292,8 @@ def calibrate(card: ModelCard, gpu: GpuSpec, precision: str, rows: Sequence[Meas
     tps = sorted({r.tp for r in rows})
     tp_arr = np.array([r.tp for r in rows])
     cv_errors: list[np.ndarray] = []
-    if len(tps) > 1:
-        scheme = "leave-one-tp-out"
-        folds = [np.flatnonzero(tp_arr == tp) for tp in tps]
-    else:
-        scheme = f"{min(CV_FOLDS, len(rows))}-fold"
-        order = np.random.default_rng(0).permutation(len(rows))
-        folds = [f for f in np.array_split(order, min(CV_FOLDS, len(rows))) if f.size]
+    scheme = "leave-one-tp-out"
+    folds = [np.flatnonzero(tp_arr == tp) for tp in tps] if len(tps) > 1 else []
     for test in folds:
         train = np.setdiff1d(np.arange(len(rows)), test)
         if train.size < 4:
@@ -307,7 +309,8 @@ def calibrate(card: ModelCard, gpu: GpuSpec, precision: str, rows: Sequence[Meas
         fit_median_ape=float(np.median(ape)), fit_p90_ape=float(np.percentile(ape, 90)),
         cv_median_ape=None if cv is None else float(np.median(cv)),
         cv_p90_ape=None if cv is None else float(np.percentile(cv, 90)),
-        cv_scheme=scheme if cv is not None else "none (too few rows)")
+        cv_scheme=(scheme if cv is not None else "not cross-validated (one tp)"
+                   if len(tps) == 1 else "not cross-validated (too few rows)"))
 
 
 def predict_rows(card: ModelCard, gpu: GpuSpec, precision: str, rows: Sequence[Measurement],

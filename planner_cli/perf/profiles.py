@@ -125,8 +125,9 @@ def read_calibration(path: Path) -> AnalyticConstants:
         if unknown:
             raise InputError(f"{path}: unknown constant '{sorted(unknown)[0]}'",
                              "re-run cascadia-plan perf calibrate")
+        # a null (older files: an unfitted single-token efficiency) means "not set"
         return DEFAULT_CONSTANTS.with_(**{k: float(v) if k != "kernels_per_layer" else int(v)
-                                          for k, v in constants.items()})
+                                          for k, v in constants.items() if v is not None})
     except (yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
         raise InputError(f"{path}: not a calibration file ({exc})",
                          "re-run cascadia-plan perf calibrate") from None
@@ -150,6 +151,18 @@ def fitted_profile(shape: ReplicaShape, table: Path) -> tuple[AnalyticConstants,
     return _FIT_CACHE[key]
 
 
+def carried_calibration(root: Path, gpu: str, model: str, engine: str) -> Path | None:
+    """A calibration of the same model and engine saved for another GPU (the first by GPU
+    name): its efficiencies are shares of that GPU's peaks, so they carry to this one's."""
+    if not root.is_dir():
+        return None
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name != gpu):
+        found = find_calibration(root, folder.name, model, engine)
+        if found is not None:
+            return found
+    return None
+
+
 def check_engine(engine: str | None) -> str:
     """The engine named (default vllm), refused when it is not one we plan for."""
     name = engine or DEFAULT_ENGINE
@@ -163,7 +176,8 @@ def perf_model(shape: ReplicaShape, root: Path | None = None,
     """The best-sourced model for `shape` under `engine` (default vllm): the user's own
     measurements first — a profile of the same device, model and tp, else a calibration saved
     for (GPU, model, engine) — then aiconfigurator-core's measured kernels where they cover the
-    shape, else the analytic roofline, whose source then says why nothing measured applied."""
+    shape, then a calibration of the model and engine carried from another GPU, else the
+    analytic roofline; the source says which, and why nothing measured applied."""
     engine = check_engine(engine)
     folder = profile_folder(profiles_root(root), shape.gpu.name, shape.card.name)
     table = folder / "profile.csv"
@@ -183,6 +197,13 @@ def perf_model(shape: ReplicaShape, root: Path | None = None,
     try:
         measured = measured_cost(shape, engine)
     except NotCovered as why:
+        carried = carried_calibration(profiles_root(root), shape.gpu.name, shape.card.name,
+                                      engine)
+        if carried is not None:
+            return PerfModel(shape, read_calibration(carried),
+                             f"calibrated:{carried} (carried from {carried.parent.parent.name} "
+                             f"to {shape.gpu.name} as shares of each GPU's peaks; not "
+                             f"measured: {why})")
         return PerfModel(shape, DEFAULT_CONSTANTS, f"{ANALYTIC_SOURCE} (not measured: {why})")
     return PerfModel(shape, DEFAULT_CONSTANTS, measured.source, measured)
 
