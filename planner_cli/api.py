@@ -279,8 +279,12 @@ def run_profile(model: str, device: str | None, tp_values: tuple[int, ...], laye
     if device is None:
         torch, _ = profiler._torch()
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    grid = (profiler.QUICK_GRID if quick else
-            (profiler.CPU_GRID if device == "cpu" else profiler.FULL_GRID))
+    if quick and device == "cpu":
+        grid = profiler.CPU_QUICK_GRID
+        layers = layers or min(profiler.QUICK_CPU_LAYERS, card.num_hidden_layers)
+    else:
+        grid = (profiler.QUICK_GRID if quick else
+                (profiler.CPU_GRID if device == "cpu" else profiler.FULL_GRID))
     reps = reps or (3 if quick else 5)
     root = profiles_root(profiles_dir)
     if device == "cpu":

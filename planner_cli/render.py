@@ -202,6 +202,9 @@ def profile_table(result: dict) -> None:
     out.print(t)
     for note in meta.get("notes", []):
         out.print(f"note: {note}")
+    points = len(result["rows"])
+    out.print(f"measured {points} grid points × {len(meta['tp'])} tp, "
+              f"{meta['warmup']} warm-up + {meta['reps']} timed rounds each, round-robin")
     out.print(f"wrote {result['table']}")
 
 

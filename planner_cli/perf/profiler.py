@@ -48,6 +48,11 @@ QUICK_GRID = ProfileGrid(prefill_tokens=(32, 128, 512), decode_batch=(1, 8, 32),
                          decode_context=(128, 1024))
 CPU_GRID = ProfileGrid(prefill_tokens=(16, 64, 256), decode_batch=(1, 4, 16),
                        decode_context=(128, 512))
+# --quick on the CPU: 6 points (2 prefill, 4 decode) on QUICK_CPU_LAYERS layers scaled by layer
+# count, so a small model profiles in well under a minute and a few GB on a laptop's cores
+CPU_QUICK_GRID = ProfileGrid(prefill_tokens=(32, 128), decode_batch=(1, 8),
+                             decode_context=(128, 512))
+QUICK_CPU_LAYERS = 4
 HF_MODEL_TYPES = {"llama": "llama", "mistral": "mistral", "mixtral": "mixtral",
                   "qwen2": "qwen2", "qwen3": "qwen3", "qwen3_moe": "qwen3_moe",
                   "deepseek_v3": "deepseek_v3"}
