@@ -25,3 +25,13 @@ def cli():
         return runner.invoke(app, [str(a) for a in args])
 
     return run
+
+
+@pytest.fixture(scope="session")
+def short_trace(tmp_path_factory) -> Path:
+    """The first 800 requests of the bundled trace (keeps the end-to-end tests fast)."""
+    path = tmp_path_factory.mktemp("trace") / "short.jsonl"
+    lines = (ROOT / "examples" / "azure-conv-10min.jsonl").read_text().splitlines(
+        keepends=True)[:800]
+    path.write_text("".join(lines))
+    return path

@@ -17,15 +17,6 @@ EX = ROOT / "examples"
 
 
 @pytest.fixture(scope="module")
-def short_trace(tmp_path_factory):
-    """The first 800 requests of the bundled trace (keeps the suite fast)."""
-    path = tmp_path_factory.mktemp("trace") / "short.jsonl"
-    lines = (EX / "azure-conv-10min.jsonl").read_text().splitlines(keepends=True)[:800]
-    path.write_text("".join(lines))
-    return path
-
-
-@pytest.fixture(scope="module")
 def bundled(tmp_path_factory):
     from typer.testing import CliRunner
 

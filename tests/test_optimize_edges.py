@@ -21,14 +21,6 @@ LLAMA = FIXTURES / "cascade-llama31-8b-70b.yaml"  # no quality target
 NO_NODE_SIZE = FIXTURES / "cluster-2x8-a100-no-node-size.yaml"
 
 
-@pytest.fixture(scope="module")
-def short_trace(tmp_path_factory):
-    path = tmp_path_factory.mktemp("trace") / "short.jsonl"
-    lines = (EX / "azure-conv-10min.jsonl").read_text().splitlines(keepends=True)[:600]
-    path.write_text("".join(lines))
-    return path
-
-
 def _yaml(path, doc):
     path.write_text(yaml.safe_dump(doc))
     return path
