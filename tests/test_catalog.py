@@ -20,7 +20,9 @@ from tests.conftest import ROOT
 from tests.util import assert_one_line_error
 
 REQUIRED_GPUS = ["h100-sxm", "h100-pcie", "h200", "a100-sxm-80gb", "a100-pcie-80gb",
-                 "a100-40gb", "l40s", "l4", "a10g", "b200", "mi300x"]
+                 "a100-40gb", "l40s", "l4", "a10g", "b200", "mi300x",
+                 # the GPUs aiconfigurator-core's measured serving data covers
+                 "b300", "gb300", "rtx-pro-6000-server"]
 REQUIRED_MODELS = [
     "llama-3.1-8b", "llama-3.1-70b", "llama-3.1-405b", "llama-3.3-70b", "llama-2-70b",
     "mistral-7b-instruct-v0.1", "mixtral-8x7b", "mixtral-8x22b", "deepseek-r1-distill-qwen-7b",

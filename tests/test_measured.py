@@ -124,3 +124,16 @@ def test_building_a_measured_cost_prints_nothing(capfd):
     measured.measured_cost(shape("qwen3-8b", tp=2), "sglang")
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+
+
+def test_every_mapped_gpu_is_in_the_catalog_with_the_systems_figures():
+    import yaml
+
+    folder = resources.files("aiconfigurator_core") / "systems"
+    for name, system in measured.AIC_SYSTEMS.items():
+        gpu = CATALOG.gpu(name)
+        spec = yaml.safe_load((folder / f"{system}.yaml").read_text())["gpu"]
+        assert gpu.memory_bytes == spec["mem_capacity"], name
+        assert gpu.hbm_bandwidth_gbps * 1e9 == pytest.approx(spec["mem_bw"], rel=0.05), name
+        assert gpu.bf16_dense_tflops * 1e12 == pytest.approx(spec["bfloat16_tc_flops"],
+                                                             rel=0.05), name

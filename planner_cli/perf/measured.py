@@ -71,8 +71,11 @@ AIC_SYSTEMS: dict[str, str] = {
     "h100-sxm": "h100_sxm",
     "h200": "h200_sxm",
     "b200": "b200_sxm",
+    "b300": "b300_sxm",
     "gb200": "gb200",
+    "gb300": "gb300",
     "l40s": "l40s",
+    "rtx-pro-6000-server": "rtx_pro_6000_server",
 }
 
 # Our precisions -> aiconfigurator quantisation modes (weights; the KV cache and attention stay
