@@ -27,9 +27,10 @@ import pandas as pd
 
 from planner_cli import api
 from planner_cli.errors import PlannerError
+from planner_cli.perf import measured
 from planner_cli.perf.analytic import DEFAULT_CONSTANTS
 from planner_cli.perf.fast import IterationCost
-from planner_cli.perf.measured import AIC_SYSTEMS, NotCovered, measured_cost
+from planner_cli.perf.measured import AIC_SYSTEMS, NotCovered
 from planner_cli.perf.memory import memory_figures
 from planner_cli.perf.shapes import ReplicaShape
 from planner_cli.sim.closed_loop import closed_loop
@@ -50,10 +51,10 @@ def aic_static(shape: ReplicaShape, engine: str, isl: int, osl: int, c: int
                ) -> tuple[float, float] | None:
     """aiconfigurator-core's own estimate: static batching of c requests."""
     try:
-        cost = measured_cost(shape, engine)
-    except NotCovered:
+        handle = measured._handle(measured.coverage(shape, engine), shape, native=True)
+        ctx_ms, gen_ms, _ = handle.run_static(batch_size=c, isl=isl, osl=osl)
+    except (NotCovered, Exception):  # its own errors: no estimate for this row
         return None
-    ctx_ms, gen_ms, _ = cost._h.run_static(batch_size=c, isl=isl, osl=osl)
     return ctx_ms, gen_ms / max(osl - 1, 1)
 
 

@@ -42,6 +42,7 @@ PUBLISHED_TOTAL_B = {
     "deepseek-r1-distill-llama-8b": 8.03, "deepseek-r1-distill-llama-70b": 70.6,
     "deepseek-r1-distill-qwen-7b": 7.62, "deepseek-r1-distill-qwen-14b": 14.8,
     "deepseek-r1-distill-qwen-32b": 32.8,
+    "minimax-m2.5": 230.0,  # "230B total parameters" (MiniMax's M2 release), rounded
 }
 PUBLISHED_ACTIVE_B = {"mixtral-8x7b": 12.9, "mixtral-8x22b": 39.1, "deepseek-v3": 37.6,
                       "qwen3-235b-a22b": 22.0}

@@ -137,3 +137,14 @@ def test_every_mapped_gpu_is_in_the_catalog_with_the_systems_figures():
         assert gpu.hbm_bandwidth_gbps * 1e9 == pytest.approx(spec["mem_bw"], rel=0.05), name
         assert gpu.bf16_dense_tflops * 1e12 == pytest.approx(spec["bfloat16_tc_flops"],
                                                              rel=0.05), name
+
+
+def test_a_decode_table_that_falls_with_batch_is_not_used():
+    """aiconfigurator-core 0.12.0's block-scaled fp8 tables for MiniMax-M2.5 on B200 under vLLM
+    put a batch-1 step above a batch-8 one; per-tensor fp8 kernels stand in, and say so."""
+    pm = perf_model(shape("minimax-m2.5", "b200", tp=4, precision="fp8"))
+    assert "per-tensor fp8 tables" in pm.source
+    steps = [pm.cost().time(0, b, b * 2000) for b in (1, 8, 64)]
+    assert steps == sorted(steps)
+    assert "per-tensor" not in perf_model(shape("minimax-m2.5", "h100-sxm", tp=4,
+                                                precision="fp8")).source

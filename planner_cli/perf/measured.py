@@ -52,6 +52,7 @@ AIC_MODELS: dict[str, str] = {
     "llama-3.1-405b": "meta-llama/Meta-Llama-3.1-405B",
     "deepseek-r1": "deepseek-ai/DeepSeek-R1",
     "deepseek-v3": "deepseek-ai/DeepSeek-V3",
+    "minimax-m2.5": "MiniMaxAI/MiniMax-M2.5",
     "qwen3-0.6b": "Qwen/Qwen3-0.6B",
     "qwen3-1.7b": "Qwen/Qwen3-1.7B",
     "qwen3-8b": "Qwen/Qwen3-8B",
@@ -86,7 +87,7 @@ _QUANT: dict[str, dict[str, str | None]] = {
     "fp8": {"gemm_quant_mode": "fp8", "moe_quant_mode": "fp8"},
     "int4-awq": {"gemm_quant_mode": "int4_wo", "moe_quant_mode": "int4_wo"},
 }
-_NATIVE_FP8_BLOCK = {"deepseek-r1", "deepseek-v3"}
+_NATIVE_FP8_BLOCK = {"deepseek-r1", "deepseek-v3", "minimax-m2.5"}
 
 # Grids the parts are tabulated on (tokens). Between points: linear interpolation.
 SHARED_GRID = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048,
@@ -94,6 +95,7 @@ SHARED_GRID = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 102
 CHUNK_GRID = (1, 16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 PREFIX_GRID = (0, 1024, 4096, 16384, 65536, 131072)
 DECODE_CONTEXT_GRID = (1, 512, 2048, 8192, 32768, 131072)  # per sequence
+MONOTONE_SLACK = 0.05  # decode step times may dip this much with batch (table noise)
 DECODE_BATCH_GRID = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
 _log = logging.getLogger("aiconfigurator_core")
@@ -207,13 +209,15 @@ def measured_cost(shape: ReplicaShape, engine: str) -> MeasuredCost:
     return _COSTS[key]
 
 
-def _handle(cov: Coverage, shape: ReplicaShape) -> Any:
-    key = (cov, shape.tp, shape.pp, shape.ep, shape.precision)
+def _handle(cov: Coverage, shape: ReplicaShape, native: bool = True) -> Any:
+    """The compiled estimator of a shape; `native`: the checkpoint's own fp8 format (block
+    scaled) where the model has one, else per-tensor fp8 tables."""
+    key = (cov, shape.tp, shape.pp, shape.ep, shape.precision, native)
     if key not in _HANDLES:
         from aiconfigurator_core.sdk.engine import EngineHandle
 
         quant = dict(_QUANT[shape.precision])
-        if shape.precision == "fp8" and shape.card.name in _NATIVE_FP8_BLOCK:
+        if native and shape.precision == "fp8" and shape.card.name in _NATIVE_FP8_BLOCK:
             quant = {"gemm_quant_mode": None, "moe_quant_mode": None}
         moe = ({"moe_tp_size": shape.tp // shape.ep, "moe_ep_size": shape.ep}
                if shape.card.moe else {})
@@ -253,6 +257,12 @@ class MeasuredCost:
         self.coverage = coverage(shape, engine)
         self._h = _handle(self.coverage, shape)
         self.source = self.coverage.label
+        if shape.precision == "fp8" and shape.card.name in _NATIVE_FP8_BLOCK and (
+                self._step(1) > self._step(8) * (1 + MONOTONE_SLACK)):
+            # a decode step cannot get faster with more sequences: the block-scaled tables
+            # are missing or wrong for this system and engine; per-tensor fp8 kernels stand in
+            self._h = _handle(self.coverage, shape, native=False)
+            self.source += " (per-tensor fp8 tables: the block-scaled ones fall with batch)"
         self._context: dict[tuple[int, int], float] = {}
         self._decode: dict[int, tuple[list[float], list[float], list[float]]] = {}
         self._grid: dict[int, tuple[list[float], list[float]]] = {}
@@ -268,6 +278,14 @@ class MeasuredCost:
                                  f"{self.coverage.system}/{engine}: {_first_line(exc)}") from None
 
     # ------------------------------------------------------------ the database, in seconds
+
+    def _step(self, b: int) -> float:
+        with _quiet():
+            try:
+                return self._part(0, b, 2048, 0)[0]
+            except Exception as exc:
+                raise NotCovered(f"aiconfigurator-core has no decode data for "
+                                 f"{self.shape.label}: {_first_line(exc)}") from None
 
     def _part(self, ctx: int, gen: int, isl: int, prefix: int) -> tuple[float, ...]:
         total, shared, ctx_attn, gen_attn = self._h.mixed_step_breakdown(
