@@ -35,7 +35,8 @@ def test_every_mapped_card_has_the_shipped_architecture(name):
                 "num_key_value_heads", "intermediate_size"):
         assert config[key] == getattr(card, key), key
     if card.moe is not None:
-        experts = config.get("n_routed_experts", config.get("num_experts"))
+        experts = config.get("n_routed_experts", config.get("num_experts",
+                                                           config.get("num_local_experts")))
         assert experts == card.moe.num_experts
         assert config["num_experts_per_tok"] == card.moe.num_experts_per_tok
 
