@@ -39,7 +39,7 @@ from planner_cli.specs.catalog import load_catalog
 ROOT = Path(__file__).resolve().parent.parent
 CSV = ROOT.parent / "shared" / "data" / "raw" / "aiconfigurator" / "silicon_dev.csv"
 SYSTEM_TO_GPU = {v: k for k, v in AIC_SYSTEMS.items()}
-PRECISIONS = {"bf16": "bf16", "fp8": "fp8"}  # fp4 (NVFP4) is not a precision we plan for yet
+PRECISIONS = {"bf16": "bf16", "fp8": "fp8", "fp4": "fp4"}
 
 
 def concurrency(source: str) -> int | None:

@@ -308,7 +308,8 @@ def perf(
                    ] = None,
     tp: Annotated[int, typer.Option(help="Tensor-parallel size.")] = 1,
     pp: Annotated[int, typer.Option(help="Pipeline-parallel size.")] = 1,
-    precision: Annotated[str, typer.Option(help="bf16, fp8 or int4-awq.")] = "bf16",
+    precision: Annotated[str, typer.Option(
+        help="bf16, fp8, int4-awq or fp4 (NVFP4, Blackwell).")] = "bf16",
     prefill_tokens: Annotated[int, typer.Option(help="Tokens prefilled this iteration.")] = 0,
     batch: Annotated[int, typer.Option(help="Sequences decoded this iteration.")] = 0,
     context: Annotated[float, typer.Option(
@@ -355,7 +356,8 @@ def perf_serve(
     tp: Annotated[int, typer.Option(help="Tensor-parallel size.")] = 1,
     pp: Annotated[int, typer.Option(help="Pipeline-parallel size.")] = 1,
     ep: Annotated[int, typer.Option(help="Expert-parallel size inside tp (MoE models).")] = 1,
-    precision: Annotated[str, typer.Option(help="bf16, fp8 or int4-awq.")] = "bf16",
+    precision: Annotated[str, typer.Option(
+        help="bf16, fp8, int4-awq or fp4 (NVFP4, Blackwell).")] = "bf16",
     engine: EngineOpt = None,
     num_prompts: Annotated[int | None, typer.Option(
         help="Requests in the run (default: 10 per client, at least 100).")] = None,

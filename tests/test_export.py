@@ -281,3 +281,25 @@ def test_unknown_format_and_non_empty_out(cli, tmp_path):
     export(cli, PLANS / "single-node.yaml", out, "vllm", "--force")
     assert not (out / "keep.txt").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+
+
+def test_fp4_plans_export_the_nvfp4_quantization(cli, tmp_path):
+    plan = yaml.safe_load((FIXTURES / "plans" / "single-node.yaml").read_text())
+    plan["cluster"]["pools"][0]["gpu"] = "b200"
+    for entry in plan["cascade"]["models"]:
+        entry["precision"] = "fp4"
+    for stage in plan["stages"]:
+        stage["precision"] = "fp4"
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    (tmp_path / "trace-20.jsonl").write_text((FIXTURES / "plans" / "trace-20.jsonl").read_text())
+    out = tmp_path / "out"
+    result = cli("export", "--plan", path, "--format", "vllm", "--out", out)
+    assert result.exit_code == 0, result.output
+    configs = [yaml.safe_load(p.read_text()) for p in sorted((out / "vllm").glob("*.yaml"))]
+    assert configs and {c["quantization"] for c in configs} == {"modelopt_fp4"}
+    # on a GPU without FP4 tensor cores the plan is refused, naming the stage
+    plan["cluster"]["pools"][0]["gpu"] = "h100-sxm"
+    path.write_text(yaml.safe_dump(plan))
+    assert_one_line_error(cli("export", "--plan", path, "--format", "vllm", "--out",
+                              tmp_path / "out2"), "stages[0]", "needs FP4 tensor cores")

@@ -149,3 +149,19 @@ def test_a_decode_table_that_falls_with_batch_is_not_used():
     assert steps == sorted(steps)
     assert "per-tensor" not in perf_model(shape("minimax-m2.5", "h100-sxm", tp=4,
                                                 precision="fp8")).source
+
+
+def test_fp4_runs_on_blackwell_only():
+    from planner_cli.errors import InputError
+    from planner_cli.specs.model import BYTES_PER_LINEAR_WEIGHT, weight_bytes
+
+    assert BYTES_PER_LINEAR_WEIGHT["fp4"] == 0.5625  # 4-bit values + one E4M3 scale per 16
+    card = CATALOG.model("deepseek-r1")
+    assert weight_bytes(card, "fp4") < 0.6 * weight_bytes(card, "fp8")
+    with pytest.raises(InputError, match="fp4 .NVFP4. needs FP4 tensor cores, which h200"):
+        shape("deepseek-r1", "h200", tp=8, precision="fp4")
+    fp4 = perf_model(shape("deepseek-r1", "b200", tp=8, precision="fp4"), engine="sglang")
+    fp8 = perf_model(shape("deepseek-r1", "b200", tp=8, precision="fp8"), engine="sglang")
+    assert fp4.source.startswith("measured:b200_sxm/sglang/")
+    # fewer weight bytes per decode step
+    assert fp4.cost().time(0, 8, 16000) < fp8.cost().time(0, 8, 16000)

@@ -49,6 +49,7 @@ PRECISION = {
     "bf16": ("bfloat16", None),
     "fp8": ("bfloat16", "fp8"),
     "int4-awq": ("float16", "awq"),
+    "fp4": ("bfloat16", "modelopt_fp4"),  # NVFP4 checkpoints (vLLM and SGLang alike)
 }
 DIST_PORT = 29500  # rendezvous port of multi-node replicas
 BASE_PORT = 8000  # the first replica on a node listens here, the next on 8001, ...

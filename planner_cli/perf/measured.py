@@ -86,6 +86,7 @@ _QUANT: dict[str, dict[str, str | None]] = {
     "bf16": {"gemm_quant_mode": "bfloat16", "moe_quant_mode": "bfloat16"},
     "fp8": {"gemm_quant_mode": "fp8", "moe_quant_mode": "fp8"},
     "int4-awq": {"gemm_quant_mode": "int4_wo", "moe_quant_mode": "int4_wo"},
+    "fp4": {"gemm_quant_mode": "nvfp4", "moe_quant_mode": "nvfp4"},
 }
 _NATIVE_FP8_BLOCK = {"deepseek-r1", "deepseek-v3", "minimax-m2.5"}
 

@@ -175,5 +175,9 @@ def check_shape(shape: ReplicaShape) -> None:
     if shape.pp > card.num_hidden_layers:
         raise InputError(f"pp={shape.pp} exceeds {card.name}'s {card.num_hidden_layers} layers",
                          "use fewer pipeline stages")
+    if shape.precision == "fp4" and shape.gpu.fp4_dense_tflops is None:
+        raise InputError(f"fp4 (NVFP4) needs FP4 tensor cores, which {shape.gpu.name} lacks",
+                         "use a Blackwell GPU (b200, b300, gb200, gb300, rtx-pro-6000-server) "
+                         "or fp8 / int4-awq")
     if shape.precision == "fp8" and shape.gpu.fp8_dense_tflops is None:
         pass  # allowed: weight-only fp8 (see GpuSpec.dense_tflops)

@@ -23,6 +23,7 @@ class GpuSpec(StrictModel):
     hbm_bandwidth_gbps: PositiveFloat  # GB/s (1e9 bytes/s), device memory
     bf16_dense_tflops: PositiveFloat
     fp8_dense_tflops: PositiveFloat | None = None  # None: no FP8 tensor cores
+    fp4_dense_tflops: PositiveFloat | None = None  # None: no FP4 tensor cores (pre-Blackwell)
     int8_dense_tops: PositiveFloat
     gpus_per_node: PositiveInt
     intra_node_link: Literal["nvlink", "pcie", "infinity-fabric"]
@@ -42,6 +43,10 @@ class GpuSpec(StrictModel):
         int4-awq weights are dequantised to bf16 for the matmul (as vLLM's AWQ kernels do),
         so it runs at the bf16 rate.
         """
+        if precision == "fp4":
+            if self.fp4_dense_tflops is None:
+                raise ValueError(f"{self.name} has no FP4 tensor cores")  # checked per shape
+            return self.fp4_dense_tflops
         if precision == "fp8":
             if self.fp8_dense_tflops is None:
                 # vLLM runs FP8 weights on Ampere as weight-only (dequantised to bf16)

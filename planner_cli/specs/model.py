@@ -13,17 +13,21 @@ from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
 from planner_cli.specs._yaml import StrictModel
 
-Precision = Literal["bf16", "fp8", "int4-awq"]
-PRECISIONS: tuple[str, ...] = ("bf16", "fp8", "int4-awq")
+Precision = Literal["bf16", "fp8", "int4-awq", "fp4"]
+PRECISIONS: tuple[str, ...] = ("bf16", "fp8", "int4-awq", "fp4")
 
 # Bytes per weight of the quantised linear layers.
 # int4-awq: AutoAWQ GEMM layout, group size 128: 4-bit weights (0.5 B) plus per group and output
 # channel one fp16 scale (2 B) and one packed 4-bit zero point (0.5 B) -> 2.5 B / 128 weights.
 AWQ_GROUP_SIZE = 128
+NVFP4_BLOCK = 16
 BYTES_PER_LINEAR_WEIGHT: dict[str, float] = {
     "bf16": 2.0,
     "fp8": 1.0,  # per-tensor / per-block fp32 scales are < 0.01 % of the weights
     "int4-awq": 0.5 + 2.5 / AWQ_GROUP_SIZE,
+    # fp4: NVFP4 (ModelOpt), 4-bit E2M1 values with one E4M3 scale byte per 16 (plus one fp32
+    # scale per tensor): 9/16 B per weight, as aiconfigurator-core's GEMMQuantMode.nvfp4 counts
+    "fp4": 0.5 + 1.0 / NVFP4_BLOCK,
 }
 # Embeddings, LM head and norms stay in bf16 under fp8 and AWQ (vLLM, AutoAWQ and llm-compressor
 # leave them unquantised).
