@@ -73,6 +73,17 @@ def test_total_params_within_1pct_of_published(catalog, name):
     assert abs(total - PUBLISHED_TOTAL_B[name]) / PUBLISHED_TOTAL_B[name] <= tol, total
 
 
+def test_kimi_k2_5_is_deepseek_v3_shaped_with_its_own_experts(catalog):
+    kimi, v3 = catalog.model("kimi-k2.5"), catalog.model("deepseek-v3")
+    assert kv_bytes_per_token(kimi) == kv_bytes_per_token(v3) == 70_272  # the same MLA cache
+    # Kimi K2 (arXiv 2507.20534, abstract): "32 billion activated parameters and 1 trillion
+    # total parameters", figures rounded to one or two digits; the text model counted here (no
+    # vision tower) is within their rounding (3 %)
+    counts = param_counts(kimi)
+    assert abs(counts.total / 1e9 - 1000) / 1000 <= 0.03
+    assert abs(counts.active / 1e9 - 32) / 32 <= 0.03
+
+
 @pytest.mark.parametrize("name", sorted(PUBLISHED_ACTIVE_B))
 def test_active_params_within_1pct_of_published(catalog, name):
     active = param_counts(catalog.model(name)).active / 1e9

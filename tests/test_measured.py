@@ -30,6 +30,7 @@ def shipped_config(hf_id: str) -> dict:
 def test_every_mapped_card_has_the_shipped_architecture(name):
     card = CATALOG.model(name)
     config = shipped_config(measured.AIC_MODELS[name])
+    config = config.get("text_config", config)  # a multimodal model's language model
     assert config["architectures"][0] == card.architecture
     for key in ("num_hidden_layers", "hidden_size", "num_attention_heads", "vocab_size",
                 "num_key_value_heads", "intermediate_size"):

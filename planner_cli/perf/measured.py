@@ -53,6 +53,7 @@ AIC_MODELS: dict[str, str] = {
     "deepseek-r1": "deepseek-ai/DeepSeek-R1",
     "deepseek-v3": "deepseek-ai/DeepSeek-V3",
     "minimax-m2.5": "MiniMaxAI/MiniMax-M2.5",
+    "kimi-k2.5": "moonshotai/Kimi-K2.5",  # its language model (text_config)
     "qwen3-0.6b": "Qwen/Qwen3-0.6B",
     "qwen3-1.7b": "Qwen/Qwen3-1.7B",
     "qwen3-8b": "Qwen/Qwen3-8B",
