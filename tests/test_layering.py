@@ -44,7 +44,7 @@ def violations(source: str, name: str) -> list[str]:
             for imported in names:
                 if imported.split(".")[0] in FORBIDDEN_IMPORTS or imported.startswith(
                         ("planner_cli.cli", "planner_cli.render", "planner_cli.io",
-                         "planner_cli.api")):
+                         "planner_cli.api", "planner_cli.perf_api")):
                     found.append(f"{name}:{node.lineno}: imports {imported}")
         if isinstance(node, ast.Call):
             func = node.func
