@@ -35,11 +35,12 @@ from planner_cli.problem import (
     Deployment,
     Problem,
     ProblemFiles,
+    inline_request_mix,
+    judged_columns,
     request_mix,
-    resolve_cluster,
     resolve_deployment,
-    resolve_models,
     resolve_problem,
+    resolve_specs,
 )
 from planner_cli.sim.figures import clean
 from planner_cli.sim.run import PlanSimulation, simulate_deployment
@@ -148,13 +149,11 @@ def load_problem(trace: Path | None = None, quality: Path | None = None,
         (trace, example.trace), (quality, example.quality), (cascade, example.cascade),
         (cluster, example.cluster))))
     catalog = load_catalog(catalog_dir)
-    cascade_spec = io.load_cascade(Path(paths.cascade))
-    cluster_spec = io.load_cluster(Path(paths.cluster))
-    resolve_models(cascade_spec, catalog, paths.cascade)  # name errors before reading data
-    resolve_cluster(cluster_spec, catalog, paths.cluster)
+    specs = resolve_specs(io.load_cascade(Path(paths.cascade)),
+                          io.load_cluster(Path(paths.cluster)), catalog, paths, engine)
     sample = io.read_judged(Path(paths.quality), score_scale, quality_scale)
-    return resolve_problem(cascade_spec, cluster_spec, catalog, load_trace(Path(paths.trace)),
-                           sample, paths, quality_target, seed, engine)
+    return resolve_problem(specs, catalog, load_trace(Path(paths.trace)), sample, paths,
+                           quality_target, seed, engine)
 
 
 def check(trace: Path | None = None, quality: Path | None = None, cascade: Path | None = None,
@@ -172,7 +171,7 @@ def check(trace: Path | None = None, quality: Path | None = None, cascade: Path 
     else:  # one threshold for every stage but the last, at each judged score value
         rows = [route(s.scores, s.quality, [float(v)] * (m - 1))
                 for v in (np.unique(s.scores[:, : m - 1]) if m > 1 else [])]
-    return CheckReport(p, rows)
+    return CheckReport(p, rows, trace_stats(p.trace))
 
 
 # ---------------------------------------------------------------- simulation
@@ -214,11 +213,14 @@ def simulate_plan(plan_path: Path, trace_path: Path | None = None,
         raise InputError(f"{plan_path}: no trace", "pass --trace or set inputs.trace")
     trace = load_trace(trace_file)
     sample_file = quality_path or _relative(plan_path, plan.inputs.quality)
-    sample = None
-    if sample_file is not None and not trace.scores:
-        scale = parse_scale(plan.inputs.score_scale) if plan.inputs.score_scale else None
-        sample = io.read_judged(sample_file, scale)
-    mix = request_mix(trace, dep.models, catalog, sample, plan.simulation.seed)
+    mix = inline_request_mix(trace, dep.models, catalog)
+    if mix is None:  # the judged sample is read only when the trace's own scores do not do
+        columns = None
+        if sample_file is not None:
+            scale = parse_scale(plan.inputs.score_scale) if plan.inputs.score_scale else None
+            columns = judged_columns(io.read_judged(sample_file, scale), dep.models,
+                                     catalog)[0]
+        mix = request_mix(trace, dep.models, catalog, columns, plan.simulation.seed)
     return simulate_deployment(dep, trace, mix, rate_scale, balancer,
                                capacity_at_scale), trace_file
 

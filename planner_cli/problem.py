@@ -91,7 +91,6 @@ def resolve_cluster(spec: ClusterSpec, catalog: Catalog, source: str
 class StageModel:
     """A cascade model resolved against the catalog."""
 
-    index: int
     card: ModelCard
     precision: str
     max_model_len: int  # serving context limit: the cascade file's, else the card's
@@ -123,7 +122,7 @@ def resolve_models(cascade: CascadeSpec, catalog: Catalog, source: str,
     out = []
     for i, m in enumerate(cascade.models):
         card = named(catalog.model, m.model, f"{source}: models[{i}].model")
-        out.append(StageModel(i, card, m.precision,
+        out.append(StageModel(card, m.precision,
                               context_length(card, m.max_model_len, f"{source}: models[{i}]"),
                               m.weights or card.hf_id, m.judged_name,
                               m.engine or engine or DEFAULT_ENGINE))
@@ -148,27 +147,39 @@ def judged_columns(sample: JudgedSample, models: tuple[StageModel, ...], catalog
     return sample.select(wanted)
 
 
+def _score_key(trace: Trace, m: StageModel, catalog: Catalog) -> str | None:
+    """The trace's `cascadia.scores` key for a cascade model (its judged name, or any name of
+    its card), if the trace has one."""
+    return next((k for k in trace.scores if k == m.judged_name or (
+        k in catalog.models and catalog.model(k).name == m.name)), None)
+
+
+def inline_request_mix(trace: Trace, models: tuple[StageModel, ...], catalog: Catalog
+                       ) -> RequestMix | None:
+    """The trace's own scores (`cascadia.scores`) for every cascade model, when every line
+    carries them; else None (the judged sample then supplies them)."""
+    keys = [_score_key(trace, m, catalog) for m in models]
+    if any(k is None for k in keys):
+        return None
+    return inline_mix(trace, [k for k in keys if k is not None])
+
+
 def request_mix(trace: Trace, models: tuple[StageModel, ...], catalog: Catalog,
-                sample: JudgedSample | None, seed: int) -> RequestMix:
+                columns: JudgedSample | None, seed: int) -> RequestMix:
     """Scores and output lengths for every trace request: inline in the trace when it has them
-    for every cascade model, else paired with the judged sample by seeded sampling."""
-    keys = []
-    for m in models:
-        found = [k for k in trace.scores if k == m.judged_name or (
-            k in catalog.models and catalog.model(k).name == m.name)]
-        keys.append(found[0] if found else None)
-    if all(k is not None for k in keys):
-        mix = inline_mix(trace, [k for k in keys if k is not None])
-        if mix is not None:
-            return mix
-    if sample is None:
-        missing = [m.name for m, k in zip(models, keys, strict=True) if k is None]
+    for every cascade model, else paired by seeded sampling with the judged sample's
+    `columns` (judged_columns: in cascade order)."""
+    mix = inline_request_mix(trace, models, catalog)
+    if mix is not None:
+        return mix
+    if columns is None:
+        missing = [m.name for m in models if _score_key(trace, m, catalog) is None]
         what = (f"no scores for {', '.join(missing)}" if missing
                 else "scores missing on some lines")
         raise InputError(f"{trace.source}: the trace has {what}, which the thresholds need",
                          "add cascadia.scores {model: 0-100} to every trace line, or give a "
                          "judged sample with --quality (or inputs.quality in the plan)")
-    return sampled_mix(trace, judged_columns(sample, models, catalog)[0], seed)
+    return sampled_mix(trace, columns, seed)
 
 
 def arrival_rate(trace: Trace) -> float:
@@ -228,12 +239,29 @@ class Problem:
         return [m.card for m in self.models]
 
 
-def resolve_problem(cascade: CascadeSpec, cluster: ClusterSpec, catalog: Catalog,
-                    trace: Trace, sample: JudgedSample, files: ProblemFiles,
-                    quality_target: float | None = None, seed: int = 0,
-                    engine: str | None = None) -> Problem:
+@dataclass(frozen=True)
+class Specs:
+    """The cascade and cluster files resolved against the catalog (before any data is read,
+    so a misspelt name fails first)."""
+
+    cascade: CascadeSpec
+    cluster: ClusterSpec  # with every pool default applied
+    pools: tuple[Pool, ...]
+    models: tuple[StageModel, ...]
+    judge: ModelCard | None
+
+
+def resolve_specs(cascade: CascadeSpec, cluster: ClusterSpec, catalog: Catalog,
+                  files: ProblemFiles, engine: str | None = None) -> Specs:
     models, judge = resolve_models(cascade, catalog, files.cascade, engine)
     resolved, pools = resolve_cluster(cluster, catalog, files.cluster)
+    return Specs(cascade, resolved, pools, models, judge)
+
+
+def resolve_problem(specs: Specs, catalog: Catalog, trace: Trace, sample: JudgedSample,
+                    files: ProblemFiles, quality_target: float | None = None, seed: int = 0,
+                    engine: str | None = None) -> Problem:
+    cascade, models = specs.cascade, specs.models
     columns, dropped = judged_columns(sample, models, catalog)
     mix = request_mix(trace, models, catalog, columns, seed)
     z1, z2 = reference_points(columns.quality)
@@ -241,9 +269,9 @@ def resolve_problem(cascade: CascadeSpec, cluster: ClusterSpec, catalog: Catalog
         raise InputError(f"--quality-target {quality_target:g} is not on the 0-100 scale",
                          "use e.g. 85")
     return Problem(
-        files=files, catalog=catalog, cascade=cascade, cluster=resolved, pools=pools, models=models,
-        judge=judge, trace=trace, rate_per_s=arrival_rate(trace), sample=columns,
-        dropped=dropped, mix=mix,
+        files=files, catalog=catalog, cascade=cascade, cluster=specs.cluster, pools=specs.pools,
+        models=models, judge=specs.judge, trace=trace, rate_per_s=arrival_rate(trace),
+        sample=columns, dropped=dropped, mix=mix,
         quality_target=quality_target if quality_target is not None
         else cascade.quality_target,
         z1=z1, z2=z2, best=best_quality(columns.scores, columns.quality), seed=seed,
@@ -256,7 +284,6 @@ def resolve_problem(cascade: CascadeSpec, cluster: ClusterSpec, catalog: Catalog
 class DeployedStage:
     """A plan stage resolved: its replica shape, memory, and cost model."""
 
-    index: int  # stage index; -1 for a served judge
     stage: StagePlan  # with the canonical model name and max_model_len filled in
     card: ModelCard
     pool: Pool
@@ -288,7 +315,7 @@ class Deployment:
     reference_label: str
 
 
-def _deploy(index: int, stage: StagePlan, card: ModelCard, max_model_len: int, pool: Pool,
+def _deploy(stage: StagePlan, card: ModelCard, max_model_len: int, pool: Pool,
             engine: str, where: str, perf: PerfLookup) -> DeployedStage:
     try:
         shape = ReplicaShape(card, pool.gpu, stage.tp, stage.pp, stage.precision,
@@ -307,7 +334,7 @@ def _deploy(index: int, stage: StagePlan, card: ModelCard, max_model_len: int, p
                          "raise tp or pp, use a lower precision, or set max_model_len")
     pm = perf(shape, engine)
     return DeployedStage(
-        index=index, stage=stage.model_copy(update={"model": card.name,
+        stage=stage.model_copy(update={"model": card.name,
                                                     "max_model_len": max_model_len}),
         card=card, pool=pool, shape=shape, kv_capacity_tokens=mem.kv_capacity_tokens,
         engine=engine, perf_source=pm.source, cost=pm.cost())
@@ -330,7 +357,7 @@ def resolve_deployment(plan: Plan, catalog: Catalog, where: str, perf: PerfLooku
                              f"{i + 1} ({model.name})", "list the stages in cascade order")
         used[stage.pool] = used.get(stage.pool, 0) + stage.gpus
         length = context_length(card, stage.max_model_len or model.max_model_len, here)
-        stages.append(_deploy(i, stage, card, length, by_name[stage.pool], model.engine, here,
+        stages.append(_deploy(stage, card, length, by_name[stage.pool], model.engine, here,
                               perf))
     judge = None
     if plan.judge is not None and judge_card is not None:
@@ -339,7 +366,7 @@ def resolve_deployment(plan: Plan, catalog: Catalog, where: str, perf: PerfLooku
                              f"cascade's judger ({judge_card.name})", "make them the same model")
         used[plan.judge.pool] = used.get(plan.judge.pool, 0) + plan.judge.gpus
         length = context_length(judge_card, plan.judge.max_model_len, f"{where}: judge")
-        judge = _deploy(-1, plan.judge, judge_card, length, by_name[plan.judge.pool],
+        judge = _deploy(plan.judge, judge_card, length, by_name[plan.judge.pool],
                         plan.simulation.engine or DEFAULT_ENGINE, f"{where}: judge", perf)
     for name, gpus in sorted(used.items()):
         if gpus > by_name[name].gpus:

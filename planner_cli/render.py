@@ -14,7 +14,7 @@ from planner_cli.optimize.bilevel import OptimizeResult
 from planner_cli.sim.figures import Percentiles, clean
 from planner_cli.sim.run import PlanSimulation
 from planner_cli.summaries import CheckReport
-from planner_cli.workload.stats import TraceStats, trace_stats
+from planner_cli.workload.stats import TraceStats
 
 
 def console() -> Console:
@@ -108,7 +108,7 @@ def check_report(report: CheckReport, title: str) -> None:
                   _fmt(m["kv_bytes_per_token"]), _fmt(p.models[i].max_model_len),
                   j["judged_as"], _fmt(j["mean_score"]), _fmt(j["mean_quality"]))
     out.print(t)
-    trace_table(trace_stats(p.trace), "Trace")
+    trace_table(report.trace, "Trace")
     q_source = "measured quality column" if p.sample.has_quality else "judge scores"
     reach = "at most" if p.best.exact else "at least"
     out.print(f"Judged sample: {len(p.sample)} prompts judged for every stage "

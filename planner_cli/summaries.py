@@ -9,7 +9,7 @@ from planner_cli.problem import Problem
 from planner_cli.specs.catalog import Catalog
 from planner_cli.specs.model import ModelCard, kv_bytes_per_token, param_counts, weight_bytes
 from planner_cli.workload.routing import Routing
-from planner_cli.workload.stats import trace_stats
+from planner_cli.workload.stats import TraceStats
 
 
 def gpu_rows(catalog: Catalog) -> list[dict]:
@@ -57,12 +57,13 @@ def model_rows(catalog: Catalog) -> list[dict]:
 class CheckReport:
     problem: Problem
     routing: list[Routing]
+    trace: TraceStats  # of problem.trace, computed once
 
     def to_dict(self) -> dict:
         p = self.problem
         return {"cluster": [pool.to_dict() for pool in p.pools],
                 "models": [model_row(m.card, m.precision) for m in p.models],
-                "trace": trace_stats(p.trace).to_dict(),
+                "trace": self.trace.to_dict(),
                 "judged": {"prompts": len(p.sample), "dropped": p.dropped,
                            "models": judged_rows(p), "has_quality": p.sample.has_quality},
                 "z1_all_largest": p.z1, "z2_all_smallest": p.z2,

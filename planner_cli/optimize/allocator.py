@@ -27,7 +27,8 @@ from planner_cli.perf.model import CostModel, PerfModel
 from planner_cli.perf.shapes import ReplicaShape
 from planner_cli.plan import Plan, PlanInputs, SimulationSettings, StagePlan
 from planner_cli.problem import Deployment, PerfLookup, Pool, Problem, resolve_deployment
-from planner_cli.sim.run import PlanSimulation, simulate_deployment
+from planner_cli.sim.figures import Capacity
+from planner_cli.sim.run import PlanSimulation, deployment_capacity, simulate_deployment
 from planner_cli.specs.model import weight_bytes
 from planner_cli.workload.mix import RequestMix
 from planner_cli.workload.routing import route
@@ -45,6 +46,11 @@ Thresholds = tuple[float, ...]
 def finite(theta: Thresholds) -> list[float]:
     """Thresholds as a plan stores them: +inf (keep nothing) becomes KEEP_NOTHING."""
     return [KEEP_NOTHING if math.isinf(t) else float(t) for t in theta]
+
+
+class NoOption(InfeasibleError):
+    """A stage has no usable (pool, GPU count) for θ. Cheap to raise while searching;
+    Planner.explain says why (memory or load, with the numbers) when it is the answer."""
 
 
 def entry_of(option: Option) -> TableEntry:
@@ -83,15 +89,13 @@ class Planner:
 
     def perf(self, shape: ReplicaShape, engine: str) -> PerfModel:
         """The shape's performance model under an engine, looked up once."""
-        key = (shape.card.name, shape.gpu.name, shape.tp, shape.pp, shape.precision,
-               shape.gpus_per_node, engine)
+        key = (shape, engine)
         if key not in self._models:
             self._models[key] = self._perf(shape, engine)
         return self._models[key]
 
     def cost(self, shape: ReplicaShape, engine: str) -> CostModel:
-        key = (shape.card.name, shape.gpu.name, shape.tp, shape.pp, shape.precision,
-               shape.gpus_per_node, engine)
+        key = (shape, engine)
         if key not in self._costs:
             self._costs[key] = self.perf(shape, engine).cost()
         return self._costs[key]
@@ -177,8 +181,10 @@ class Planner:
         if key in self._solutions:
             return self._solutions[key]
         try:
-            if any(not opts for opts in options.values()):
-                raise self.explain(theta, tp_only)
+            empty = [self.problem.names[i] for i, opts in options.items() if not opts]
+            if empty:
+                raise NoOption(f"{', '.join(empty)}: no GPU count of any pool serves it",
+                               "see Planner.explain")
             milp.diagnose(options, self.capacity, self.problem.names, self.price,
                           self.problem.cluster.budget_usd_per_hour,
                           rate_per_s=self.problem.rate_per_s)
@@ -319,6 +325,11 @@ class Planner:
 
     def deploy(self, plan: Plan) -> Deployment:
         return resolve_deployment(plan, self.problem.catalog, plan.name, self.perf)
+
+    def plan_capacity(self, plan: Plan) -> Capacity | None:
+        """The plan's throughput capacity alone (no replay of the whole trace)."""
+        return deployment_capacity(self.deploy(plan), self.problem.trace, self.problem.mix,
+                                   self.capacity_scale, CAPACITY_WINDOW)
 
     def simulate(self, plan: Plan, mix: RequestMix | None = None, capacity: bool = False,
                  slo_reference: Plan | None = None) -> PlanSimulation:

@@ -11,13 +11,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-
-import numpy as np
+from dataclasses import asdict, dataclass
 
 from planner_cli.errors import InputError, PlannerError
 from planner_cli.optimize import milp
-from planner_cli.optimize.allocator import DEFAULT_CAPACITY_SCALE, Planner, finite
+from planner_cli.optimize.allocator import DEFAULT_CAPACITY_SCALE, NoOption, Planner, finite
 from planner_cli.optimize.baselines import baselines, gains
 from planner_cli.optimize.milp import InfeasibleError, Solution
 from planner_cli.optimize.search import Point, ThresholdSearch
@@ -33,6 +31,7 @@ from planner_cli.plan import (
 )
 from planner_cli.problem import PerfLookup, Problem
 from planner_cli.sim.run import PlanSimulation
+from planner_cli.workload.routing import candidate_thresholds
 
 VERIFY_TOP = 2  # plans replayed through the simulator
 
@@ -50,9 +49,7 @@ class Timings:
     evaluated_thresholds: int
 
     def to_dict(self) -> dict:
-        return {"total_s": self.total_s, "search_s": self.search_s,
-                "milp_solves": self.milp_solves, "last_milp_solve_s": self.last_milp_solve_s,
-                "evaluated_thresholds": self.evaluated_thresholds}
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -94,8 +91,7 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = "p95-max-stage
             f"lower the quality target to at most {problem.best.quality:.1f}")
     pl = Planner(problem, perf, objective, capacity_scale)
     m = len(problem.models)
-    candidates = [np.append(np.unique(problem.sample.scores[:, i]), math.inf)
-                  for i in range(m - 1)]
+    candidates = [candidate_thresholds(problem.sample.scores, i) for i in range(m - 1)]
     search = ThresholdSearch(candidates, pl.quality, pl.search_latency, problem.z1, problem.z2)
     say("searching thresholds (MILP per candidate)")
     t_search = time.perf_counter()
@@ -109,7 +105,9 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = "p95-max-stage
     chosen = search.point(best)
     if not math.isfinite(chosen.latency_s):
         detail = chosen.detail
-        raise detail if isinstance(detail, InfeasibleError) else pl.explain(best)
+        if isinstance(detail, InfeasibleError) and not isinstance(detail, NoOption):
+            raise detail
+        raise pl.explain(best)
     if q_min is not None and chosen.quality < q_min - 1e-9:
         raise InfeasibleError(f"no thresholds with a feasible allocation reach quality "
                               f"{q_min:g} (best {chosen.quality:.1f})",
@@ -124,7 +122,7 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = "p95-max-stage
     for k, point in enumerate(top):
         _, sol = pl.allocate(point.thresholds, full=True)
         if not isinstance(sol, Solution):
-            failure = sol
+            failure = pl.explain(point.thresholds) if isinstance(sol, NoOption) else sol
             continue
         plan = pl.plan_for(point.thresholds, sol.assignment, f"candidate-{k + 1}")
         verified.append(_Verified(point, sol, plan, pl.simulate(plan)))
@@ -140,7 +138,7 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = "p95-max-stage
     win = min(verified, key=score)
     say("simulating baselines")
     base = baselines(pl, win.point.thresholds, win.plan)
-    capacity = pl.simulate(win.plan, capacity=True).capacity
+    capacity = pl.plan_capacity(win.plan)
     tables = {}
     for i in range(m):
         for pool in problem.pools:

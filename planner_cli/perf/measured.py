@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from planner_cli.errors import InputError
 from planner_cli.perf.shapes import ReplicaShape
 from planner_cli.specs.model import ModelCard
 
@@ -133,9 +132,8 @@ class Coverage:
 
 
 def coverage(shape: ReplicaShape, engine: str) -> Coverage:
-    """What measured data would serve `shape` under `engine`, or NotCovered with why."""
-    if engine not in ENGINES:
-        raise InputError(f"--engine {engine!r} is not known", "use " + " or ".join(ENGINES))
+    """What measured data would serve `shape` under `engine` (one of ENGINES: the caller
+    checks, perf.profiles.check_engine), or NotCovered with why."""
     system = AIC_SYSTEMS.get(shape.gpu.name)
     if system is None:
         raise NotCovered(f"aiconfigurator-core has no tables for {shape.gpu.name}")
@@ -198,17 +196,22 @@ def model_path(card: ModelCard) -> str:
 
 
 _HANDLES: dict[tuple, Any] = {}
-_COSTS: dict[tuple, MeasuredCost] = {}
+_COSTS: dict[tuple, MeasuredCost | NotCovered] = {}
 
 
 def measured_cost(shape: ReplicaShape, engine: str) -> MeasuredCost:
-    """The measured cost of a shape under an engine, built once per process (NotCovered when
-    the database does not hold it)."""
-    key = (shape.card.name, shape.gpu.name, shape.tp, shape.pp, shape.ep, shape.precision,
-           shape.gpus_per_node, engine)
+    """The measured cost of a shape under an engine, built once per process; NotCovered when
+    the database does not hold it (remembered too: a failed compile is not retried)."""
+    key = (shape, engine)
     if key not in _COSTS:
-        _COSTS[key] = MeasuredCost(shape, engine)
-    return _COSTS[key]
+        try:
+            _COSTS[key] = MeasuredCost(shape, engine)
+        except NotCovered as why:
+            _COSTS[key] = why
+    got = _COSTS[key]
+    if isinstance(got, NotCovered):
+        raise NotCovered(str(got))
+    return got
 
 
 def _handle(cov: Coverage, shape: ReplicaShape, native: bool = True) -> Any:

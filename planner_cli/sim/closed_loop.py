@@ -10,7 +10,7 @@ last completion).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from planner_cli.perf.model import CostModel
 from planner_cli.sim.engine import Replica, Req
@@ -31,12 +31,7 @@ class ServeFigures:
     preemptions: int
 
     def to_dict(self) -> dict:
-        return {"concurrency": self.concurrency, "num_prompts": self.num_prompts,
-                "isl": self.isl, "osl": self.osl, "mean_ttft_ms": self.mean_ttft_ms,
-                "mean_tpot_ms": self.mean_tpot_ms, "mean_e2el_ms": self.mean_e2el_ms,
-                "output_throughput_tok_s": self.output_throughput_tok_s,
-                "request_throughput_rps": self.request_throughput_rps,
-                "duration_s": self.duration_s, "preemptions": self.preemptions}
+        return asdict(self)
 
 
 def closed_loop(cost: CostModel, kv_capacity_tokens: int, isl: int, osl: int,

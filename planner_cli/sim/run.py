@@ -34,7 +34,7 @@ from planner_cli.sim.metrics import (
     unloaded_latency,
 )
 from planner_cli.workload.mix import RequestMix
-from planner_cli.workload.routing import route
+from planner_cli.workload.routing import Routing, route
 from planner_cli.workload.trace import Trace
 
 CAPACITY_SUSTAIN_S = 60.0  # the load of a rate multiple is held this long
@@ -86,20 +86,12 @@ def _described(fig: StageFigures, s: DeployedStage) -> StageFigures:
         "kv_capacity_tokens": s.kv_capacity_tokens, "perf_source": s.perf_source})
 
 
-def simulate_deployment(dep: Deployment, trace: Trace, mix: RequestMix,
-                        rate_scale: float = 1.0, balancer: str | None = None,
-                        capacity_at_scale: float | None = None,
-                        capacity_window: int | None = None,
-                        slo_reference: tuple[Deployment, RequestMix] | None = None
-                        ) -> PlanSimulation:
-    """Replay `trace` (arrivals scaled by `rate_scale`) through the deployment.
-
-    SLO scales are against each request's unloaded latency on the reference replica of the
-    deployment's largest model; a baseline that serves another model passes the cascade's
-    deployment and mix as `slo_reference`, so its SLO scale is comparable with the plan's."""
+def _replay(dep: Deployment, trace: Trace, mix: RequestMix, balancer: str | None,
+            slo_reference: tuple[Deployment, RequestMix] | None
+            ) -> tuple[WindowReplay, Routing, str]:
+    """What every replay of the deployment on this trace shares: stage configs, routing,
+    judge latencies and each request's base latency (the SLO reference)."""
     plan = dep.plan
-    if rate_scale <= 0:
-        raise InputError(f"--rate-scale {rate_scale} is not positive", "use e.g. 1 or 2.5")
     balancer = balancer or plan.simulation.balancer
     if balancer not in BALANCERS:
         raise InputError(f"--balancer {balancer!r} is not known", "use " + " or ".join(BALANCERS))
@@ -118,42 +110,72 @@ def simulate_deployment(dep: Deployment, trace: Trace, mix: RequestMix,
     elif dep.judge is not None:
         judge_model = JudgeModel(_config(dep.judge, "judge:" + dep.judge.model),
                                  judger.output_tokens)
-    t0 = time.perf_counter()
     arrivals = (trace.timestamps_ms - trace.timestamps_ms[0]) / 1000.0
-    result = simulate_cascade(configs, arrivals / rate_scale, trace.input_lengths, mix.outputs,
-                              routing.answered_by, delays, cast(Balancer, balancer),
-                              judge_model)
+    replay = WindowReplay(configs, arrivals, trace.input_lengths, list(mix.outputs),
+                          routing.answered_by, delays, base, balancer, judge_model)
+    return replay, routing, ref_dep.reference_label
+
+
+def _capacity(replay: WindowReplay, dep: Deployment, target_scale: float, start: float,
+              window: int | None) -> Capacity | None:
+    """The capacity search on the first `window` requests; None with fewer than 2 (a rate
+    multiple needs a rate: one request has none)."""
+    head = replay.head(window or replay.arrivals.shape[0])
+    if head.arrivals.shape[0] < 2:
+        return None
+    return capacity_search(head.simulate, target_scale, dep.plan.cascade.slo.attainment_pct,
+                           start, head.rate_per_s)
+
+
+def simulate_deployment(dep: Deployment, trace: Trace, mix: RequestMix,
+                        rate_scale: float = 1.0, balancer: str | None = None,
+                        capacity_at_scale: float | None = None,
+                        capacity_window: int | None = None,
+                        slo_reference: tuple[Deployment, RequestMix] | None = None
+                        ) -> PlanSimulation:
+    """Replay `trace` (arrivals scaled by `rate_scale`) through the deployment.
+
+    SLO scales are against each request's unloaded latency on the reference replica of the
+    deployment's largest model; a baseline that serves another model passes the cascade's
+    deployment and mix as `slo_reference`, so its SLO scale is comparable with the plan's."""
+    if rate_scale <= 0:
+        raise InputError(f"--rate-scale {rate_scale} is not positive", "use e.g. 1 or 2.5")
+    replay, routing, ref_label = _replay(dep, trace, mix, balancer, slo_reference)
+    t0 = time.perf_counter()
+    result = replay.once(rate_scale)
     wall = time.perf_counter() - t0
-    cslo = plan.cascade.slo
-    figures = cascade_figures(result, base, Slo(cslo.ttft_s, cslo.tpot_s, cslo.e2e_s),
+    cslo = dep.plan.cascade.slo
+    figures = cascade_figures(result, replay.base, Slo(cslo.ttft_s, cslo.tpot_s, cslo.e2e_s),
                               cslo.attainment_pct)
     update: dict = {"stages": [_described(f, s) for f, s in
                                zip(figures.stages, dep.stages, strict=True)]}
     if dep.judge is not None and result.extras.get("judge") is not None:
         update["judge"] = _described(stage_figures(result.extras["judge"]), dep.judge)
     figures = figures.model_copy(update=update)
-    capacity = None
-    window = slice(0, capacity_window or len(trace))
-    if capacity_at_scale is not None and len(trace.timestamps_ms[window]) >= 2:
-        # a rate multiple needs a rate: one request has none, so no capacity is measured
-        run = WindowReplay(configs, arrivals[window], trace.input_lengths[window],
-                             [o[window] for o in mix.outputs], routing.answered_by[window],
-                             [d[window] for d in delays] if isinstance(delays, list)
-                             else delays, base[window], balancer, judge_model)
-        capacity = capacity_search(run.simulate, capacity_at_scale, cslo.attainment_pct,
-                                   rate_scale, run.rate_per_s)
+    capacity = (None if capacity_at_scale is None else
+                _capacity(replay, dep, capacity_at_scale, rate_scale, capacity_window))
     return PlanSimulation(
-        requests=len(trace), rate_scale=rate_scale, balancer=balancer,
-        thresholds=list(plan.thresholds), quality=routing.quality, scores_from=mix.source,
+        requests=len(trace), rate_scale=rate_scale, balancer=replay.balancer,
+        thresholds=list(dep.plan.thresholds), quality=routing.quality, scores_from=mix.source,
         reach_share=[float(x) for x in routing.reach_fraction],
-        judge_latency_s=result.judge_latency_s, slo_reference=ref_dep.reference_label,
+        judge_latency_s=result.judge_latency_s, slo_reference=ref_label,
         figures=figures, capacity=capacity, simulation_wall_s=wall,
-        per_request=per_request(result, base))
+        per_request=per_request(result, replay.base))
+
+
+def deployment_capacity(dep: Deployment, trace: Trace, mix: RequestMix, target_scale: float,
+                        window: int | None = None,
+                        slo_reference: tuple[Deployment, RequestMix] | None = None
+                        ) -> Capacity | None:
+    """Only the capacity search of simulate_deployment (no replay of the whole trace)."""
+    replay, _, _ = _replay(dep, trace, mix, None, slo_reference)
+    return _capacity(replay, dep, target_scale, 1.0, window)
 
 
 @dataclass(frozen=True)
 class WindowReplay:
-    """A window of the trace tiled in time, replayed at a rate multiple (sustained load)."""
+    """The trace's requests ready to replay through the stages: once at a rate scale, or a
+    window of them tiled in time at a rate multiple (sustained load)."""
 
     configs: list[StageConfig]
     arrivals: np.ndarray
@@ -164,6 +186,19 @@ class WindowReplay:
     base: np.ndarray
     balancer: str
     judge: JudgeModel | None
+
+    def head(self, n: int) -> WindowReplay:
+        """The first n requests."""
+        w = slice(0, n)
+        return WindowReplay(self.configs, self.arrivals[w], self.prompts[w],
+                            [o[w] for o in self.outputs], self.answered[w],
+                            [d[w] for d in self.delays] if isinstance(self.delays, list)
+                            else self.delays, self.base[w], self.balancer, self.judge)
+
+    def once(self, rate_scale: float) -> CascadeResult:
+        return simulate_cascade(self.configs, self.arrivals / rate_scale, self.prompts,
+                                self.outputs, self.answered, self.delays,
+                                cast(Balancer, self.balancer), self.judge)
 
     @property
     def span_s(self) -> float:
