@@ -29,6 +29,7 @@ from planner_cli import api
 from planner_cli.errors import PlannerError
 from planner_cli.perf import measured
 from planner_cli.perf.analytic import DEFAULT_CONSTANTS
+from planner_cli.perf.engines import UNCAPPED_SEQS, prefill_first
 from planner_cli.perf.fast import IterationCost
 from planner_cli.perf.measured import AIC_SYSTEMS, NotCovered
 from planner_cli.perf.memory import memory_figures
@@ -62,6 +63,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--csv", type=Path, default=CSV)
     parser.add_argument("--limit", type=int, default=None, help="first N usable rows only")
+    parser.add_argument("--range-ratio", type=float, default=0.0,
+                        help="spread of the simulated request lengths (perf serve "
+                        "--random-range-ratio)")
+    parser.add_argument("--rows", type=Path, default=None,
+                        help="write every predicted row (measured, ours, analytic, aic) here")
     args = parser.parse_args()
     catalog = load_catalog()
     rows = pd.read_csv(args.csv)
@@ -69,6 +75,7 @@ def main() -> None:
     skipped: Counter[str] = Counter()
     errors: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     used = 0
+    table: list[dict] = []
     t0 = time.perf_counter()
     for _, r in rows.iterrows():
         model = r["model_path"]
@@ -79,7 +86,10 @@ def main() -> None:
         if gpu is None or gpu not in catalog.gpus:
             skipped[f"no GPU for {r['system']}"] += 1
             continue
-        precision = PRECISIONS.get(r["precision"])
+        # no precision recorded (the Qwen3-32B runs): the engine served the checkpoint as
+        # shipped, in its config's torch_dtype (bfloat16 for every such row)
+        precision = PRECISIONS.get(r["precision"]) if isinstance(r["precision"], str) else (
+            "bf16" if pd.isna(r["gemm_quant_mode"]) else None)
         if precision is None:
             skipped[f"precision {r['precision']}"] += 1
             continue
@@ -102,13 +112,15 @@ def main() -> None:
             continue
         try:
             ours = api.perf_serve(card.name, gpu, isl, osl, c, tp, 1, shape.ep, precision,
-                                  engine=r["backend"])
+                                  engine=r["backend"], range_ratio=args.range_ratio)
         except PlannerError as exc:
             skipped[f"perf serve: {exc.message[:50]}"] += 1
             continue
         mem = memory_figures(shape, max_model_len=isl + osl)
         analytic = closed_loop(IterationCost(shape, DEFAULT_CONSTANTS), mem.kv_capacity_tokens,
-                               isl, osl, c, ours["num_prompts"], 8192, 256)
+                               isl, osl, c, ours["num_prompts"], ours["max_num_batched_tokens"],
+                               ours["max_num_seqs"] or UNCAPPED_SEQS,
+                               prefill_first(r["backend"]), args.range_ratio)
         key = (gpu, r["backend"], card.name)
         truth = {"ttft": float(r["silicon_ttft_ms"]), "tpot": float(r["silicon_tpot_ms"])}
         for what, got in (("ours", (ours["mean_ttft_ms"], ours["mean_tpot_ms"])),
@@ -119,9 +131,20 @@ def main() -> None:
             errors[key][f"{what}_ttft"].append(abs(got[0] / truth["ttft"] - 1))
             errors[key][f"{what}_tpot"].append(abs(got[1] / truth["tpot"] - 1))
         errors[key]["sources"].append(ours["source"])  # type: ignore[arg-type]
+        aic = aic_static(shape, r["backend"], isl, osl, c)
+        table.append({"id": r["id"], "gpu": gpu, "engine": r["backend"], "model": card.name,
+                      "precision": precision, "tp": tp, "ep": shape.ep, "isl": isl, "osl": osl,
+                      "concurrency": c, "ttft_ms": truth["ttft"], "tpot_ms": truth["tpot"],
+                      "ours_ttft_ms": ours["mean_ttft_ms"], "ours_tpot_ms": ours["mean_tpot_ms"],
+                      "analytic_ttft_ms": analytic.mean_ttft_ms,
+                      "analytic_tpot_ms": analytic.mean_tpot_ms,
+                      "aic_ttft_ms": aic[0] if aic else None,
+                      "aic_tpot_ms": aic[1] if aic else None, "source": ours["source"]})
         used += 1
         if args.limit and used >= args.limit:
             break
+    if args.rows is not None:
+        pd.DataFrame(table).to_csv(args.rows, index=False)
     print(f"{used} rows predicted in {time.perf_counter() - t0:.0f} s; "
           f"{sum(skipped.values())} left out")
     for why, n in skipped.most_common():

@@ -14,11 +14,7 @@ import typer
 from planner_cli import __version__, api, render
 from planner_cli.errors import MissingDependencyError, PlannerError
 from planner_cli.io import refuse_existing, write_text_atomic
-from planner_cli.perf.memory import (
-    DEFAULT_GPU_MEMORY_UTILIZATION,
-    DEFAULT_MAX_NUM_BATCHED_TOKENS,
-    DEFAULT_MAX_NUM_SEQS,
-)
+from planner_cli.perf.memory import DEFAULT_GPU_MEMORY_UTILIZATION
 from planner_cli.perf.profiles import PROFILES_ENV
 from planner_cli.specs.catalog import CATALOG_ENV
 from planner_cli.workload.importers import FORMATS
@@ -361,21 +357,29 @@ def perf_serve(
     engine: EngineOpt = None,
     num_prompts: Annotated[int | None, typer.Option(
         help="Requests in the run (default: 10 per client, at least 100).")] = None,
-    max_num_seqs: Annotated[int, typer.Option(
-        help="The engine's sequence cap.")] = DEFAULT_MAX_NUM_SEQS,
-    max_num_batched_tokens: Annotated[int, typer.Option(
-        help="The engine's token budget per iteration.")] = DEFAULT_MAX_NUM_BATCHED_TOKENS,
+    max_num_seqs: Annotated[int | None, typer.Option(
+        help="The engine's sequence cap (vLLM --max-num-seqs, SGLang --max-running-requests; "
+        "default: the engine's own for the GPU).")] = None,
+    max_num_batched_tokens: Annotated[int | None, typer.Option(
+        help="The engine's token budget per iteration (vLLM --max-num-batched-tokens, SGLang "
+        "--chunked-prefill-size; default: the engine's own for the GPU).")] = None,
+    random_range_ratio: Annotated[float, typer.Option(
+        help="Spread of the request lengths, as the benchmark's --random-range-ratio: each "
+        "length uniform in [L·(1-R), L·(1+R)] (0: fixed).")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of the sampled lengths.")] = 0,
     profiles: ProfilesOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Predict what `vllm bench serve --max-concurrency C` reports for one replica.
 
     Fixed input and output lengths, C clients that each send the next request when the last
     one is answered: mean TTFT and TPOT (ms), output tokens/s and requests/s, from the
-    simulator on the shape's performance source (printed).
+    simulator on the shape's performance source (printed), scheduled as the engine does
+    (vLLM mixes prefill chunks into decode iterations; SGLang runs waiting prefills first).
     """
     result = api.perf_serve(model, gpu, isl, osl, concurrency, tp, pp, ep, precision,
                             num_prompts=num_prompts, engine=engine, max_num_seqs=max_num_seqs,
                             max_num_batched_tokens=max_num_batched_tokens,
+                            range_ratio=random_range_ratio, seed=seed,
                             catalog_dir=_catalog_dir(), profiles_dir=profiles)
     render.emit_json(result) if as_json else render.serve_table(result)
 

@@ -8,10 +8,9 @@ from pathlib import Path
 
 from planner_cli.errors import InputError
 from planner_cli.perf.calibrate import calibrate
+from planner_cli.perf.engines import UNCAPPED_SEQS, engine_defaults
 from planner_cli.perf.memory import (
     DEFAULT_GPU_MEMORY_UTILIZATION,
-    DEFAULT_MAX_NUM_BATCHED_TOKENS,
-    DEFAULT_MAX_NUM_SEQS,
     memory_figures,
 )
 from planner_cli.perf.model import CPU_SPEC
@@ -80,12 +79,13 @@ def perf_predict(model: str, gpu: str, tp: int = 1, pp: int = 1, precision: str 
 def perf_serve(model: str, gpu: str, isl: int, osl: int, concurrency: int, tp: int = 1,
                pp: int = 1, ep: int = 1, precision: str = "bf16", *,
                num_prompts: int | None = None, engine: str | None = None,
-               max_num_seqs: int = DEFAULT_MAX_NUM_SEQS,
-               max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS,
+               max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None,
                gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
+               range_ratio: float = 0.0, seed: int = 0,
                catalog_dir: Path | None = None, profiles_dir: Path | None = None) -> dict:
-    """What `vllm bench serve --max-concurrency C` with fixed lengths would report for one
-    replica: the simulator driven by C closed-loop clients."""
+    """What `vllm bench serve --max-concurrency C` with random lengths would report for one
+    replica: the simulator driven by C closed-loop clients, scheduled as the engine does, with
+    the engine's own batching defaults for the GPU where none are given."""
     for name, value in (("--isl", isl), ("--osl", osl), ("--concurrency", concurrency)):
         if value < 1:
             raise InputError(f"{name} {value} is below 1", f"pass {name} >= 1")
@@ -93,21 +93,33 @@ def perf_serve(model: str, gpu: str, isl: int, osl: int, concurrency: int, tp: i
                                                               * concurrency, SERVE_MIN_PROMPTS)
     if prompts < 1:
         raise InputError(f"--num-prompts {prompts} is below 1", "pass --num-prompts >= 1")
-    if max_num_batched_tokens < max_num_seqs:
-        raise InputError(f"--max-num-batched-tokens {max_num_batched_tokens} is below "
-                         f"--max-num-seqs {max_num_seqs}", "raise the token budget")
+    if not 0.0 <= range_ratio < 1.0:
+        raise InputError(f"--random-range-ratio {range_ratio} is outside [0, 1)",
+                         "pass a ratio from 0 (fixed lengths) up to below 1")
+    engine = check_engine(engine)
     card = load_catalog(catalog_dir).model(model)
     shape = ReplicaShape(card, resolve_gpu(gpu, catalog_dir), tp, pp, precision, ep=ep)
-    mem = memory_figures(shape, gpu_memory_utilization, isl + osl, max_num_batched_tokens,
+    defaults = engine_defaults(engine, shape.gpu)
+    max_num_seqs = max_num_seqs or defaults.max_num_seqs
+    max_num_batched_tokens = max_num_batched_tokens or defaults.max_num_batched_tokens
+    if max_num_batched_tokens < max_num_seqs and not defaults.prefill_first:
+        raise InputError(f"--max-num-batched-tokens {max_num_batched_tokens} is below "
+                         f"--max-num-seqs {max_num_seqs}", "raise the token budget")
+    longest = int(isl * (1 + range_ratio)) + int(osl * (1 + range_ratio))
+    mem = memory_figures(shape, gpu_memory_utilization, longest, max_num_batched_tokens,
                          max_num_seqs)
     if not mem.fits:
         raise InputError(f"{shape.label} does not fit: {mem.reason}",
                          "raise tp or pp, or use a lower precision")
     pm = perf_model(shape, profiles_dir, engine)
     figures = closed_loop(pm.cost(), mem.kv_capacity_tokens, isl, osl, concurrency, prompts,
-                          max_num_batched_tokens, max_num_seqs)
+                          max_num_batched_tokens, max_num_seqs, defaults.prefill_first,
+                          range_ratio, seed)
     return {"model": card.name, "gpu": shape.gpu.name, "tp": tp, "pp": pp, "ep": ep,
-            "precision": precision, "engine": check_engine(engine),
+            "precision": precision, "engine": engine,
+            "max_num_batched_tokens": max_num_batched_tokens,
+            "max_num_seqs": None if max_num_seqs >= UNCAPPED_SEQS else max_num_seqs,
+            "prefill_first": defaults.prefill_first, "random_range_ratio": range_ratio,
             "kv_capacity_tokens": mem.kv_capacity_tokens} | figures.to_dict() | {
             "source": pm.source}
 

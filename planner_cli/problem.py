@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from planner_cli.errors import InputError
-from planner_cli.perf.measured import DEFAULT_ENGINE
+from planner_cli.perf.engines import DEFAULT_ENGINE
 from planner_cli.perf.memory import memory_figures
 from planner_cli.perf.model import CostModel, PerfLookup
 from planner_cli.perf.shapes import ReplicaShape

@@ -184,6 +184,13 @@ def serve_table(result: dict) -> None:
     t.add_row("KV capacity", f"{result['kv_capacity_tokens']:,} tokens")
     t.add_row("preemptions", f"{result['preemptions']:,}")
     out.print(t)
+    seqs = result["max_num_seqs"]
+    first = result["prefill_first"]
+    scheduling = ("waiting prefills first, decodes paused" if first
+                  else "prefill chunks mixed into decode iterations")
+    out.print(f"engine batching: {result['max_num_batched_tokens']:,} tokens per "
+              f"{'prefill batch' if first else 'iteration'}, "
+              f"{'no sequence cap' if seqs is None else f'{seqs:,} sequences'}; {scheduling}")
     out.print(f"source: {result['source']}")
 
 

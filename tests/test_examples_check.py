@@ -150,3 +150,16 @@ def test_debug_shows_traceback(cli, tmp_path):
     result = cli("--debug", "trace", "stats", tmp_path / "none.jsonl")
     assert result.exit_code != 0
     assert result.exception is not None and "no such file" in str(result.exception)
+
+
+def test_each_stage_is_scheduled_as_its_engine_does():
+    from planner_cli.sim.run import _config
+
+    catalog = load_catalog(ROOT)
+    plan = api.load_plan(EXAMPLES / "plan-arena-open.yaml")
+    for engine, first in (("vllm", False), ("sglang", True)):
+        sim = plan.simulation.model_copy(update={"engine": engine})
+        dep = resolve_deployment(plan.model_copy(update={"simulation": sim}), catalog, "plan",
+                                 analytic_lookup)
+        assert [_config(s, s.model).prefill_first for s in dep.stages] == [first] * len(
+            dep.stages)

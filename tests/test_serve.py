@@ -85,3 +85,96 @@ def test_perf_serve_refuses_a_shape_that_does_not_fit(cli):
     assert_one_line_error(cli("perf", "serve", "--model", "llama-3.1-70b", "--gpu", "h100-sxm",
                               "--isl", "128", "--osl", "16", "--concurrency", "1"),
                           "does not fit")
+
+
+class Recorder:
+    """A constant-time cost that records each iteration's (prefill tokens, decodes)."""
+
+    def __init__(self, t: float) -> None:
+        self.inner, self.calls = ConstantCost(t), []
+
+    def time(self, p, b, k, pc=0.0, seqs=1):
+        self.calls.append((p, b))
+        return self.inner.time(p, b, k, pc, seqs)
+
+    def decode_run(self, b, k0, n):
+        self.calls.append((0, b))
+        return self.inner.decode_run(b, k0, n)
+
+    def decode_iterations_within(self, b, k0, budget, cap):
+        return self.inner.decode_iterations_within(b, k0, budget, cap)
+
+
+def test_sglang_pauses_decodes_for_waiting_prefills_vllm_mixes_them():
+    # staggered lengths make arrivals land while others decode
+    mixed, first = Recorder(T), Recorder(T)
+    closed_loop(mixed, 100_000, isl=300, osl=20, concurrency=4, num_prompts=40,
+                max_num_batched_tokens=512, max_num_seqs=256, range_ratio=0.5)
+    closed_loop(first, 100_000, isl=300, osl=20, concurrency=4, num_prompts=40,
+                max_num_batched_tokens=512, max_num_seqs=256, prefill_first=True,
+                range_ratio=0.5)
+    assert any(p > 0 and b > 0 for p, b in mixed.calls)
+    assert not any(p > 0 and b > 0 for p, b in first.calls)
+    assert any(p > 0 for p, _ in first.calls) and any(b > 0 for _, b in first.calls)
+
+
+def test_prefill_first_keeps_waves_together():
+    # 8 clients, 2 prompts per prefill batch: SGLang prefills the whole wave (4 batches)
+    # before any decode, so every wave's first tokens come at 1, 2, 3, 4 iterations
+    f = closed_loop(ConstantCost(T), 100_000, isl=100, osl=10, concurrency=8, num_prompts=16,
+                    max_num_batched_tokens=200, max_num_seqs=10**9, prefill_first=True)
+    assert f.mean_ttft_ms == pytest.approx(2.5 * T * 1e3)
+    # each request then decodes 9 more tokens with the whole wave: 4 + 9 iterations a wave
+    assert f.duration_s == pytest.approx(2 * 13 * T)
+
+
+def test_range_ratio_samples_lengths_as_the_benchmark_does():
+    from planner_cli.sim.closed_loop import lengths
+
+    ins, outs = lengths(1000, 100, 2000, 0.2, seed=3)
+    assert min(ins) >= 800 and max(ins) <= 1200 and min(outs) >= 80 and max(outs) <= 120
+    assert abs(sum(ins) / len(ins) - 1000) < 10 and len(set(ins)) > 100
+    assert lengths(1000, 100, 2000, 0.2, seed=3) == (ins, outs)  # seeded
+    assert lengths(1000, 100, 5, 0.0) == ([1000] * 5, [100] * 5)
+    with pytest.raises(ValueError):
+        closed_loop(ConstantCost(T), 10_000, isl=100, osl=5, concurrency=1, num_prompts=1,
+                    max_num_batched_tokens=8192, max_num_seqs=256, range_ratio=1.0)
+    spread = closed_loop(ConstantCost(T), 100_000, isl=100, osl=50, concurrency=1,
+                         num_prompts=200, max_num_batched_tokens=8192, max_num_seqs=256,
+                         range_ratio=0.5, seed=1)
+    assert spread.output_throughput_tok_s == pytest.approx(1 / T)  # one token per iteration
+
+
+def test_perf_serve_uses_the_engines_own_batching(cli):
+    def serve(*args):
+        result = cli("perf", "serve", "--isl", "1024", "--osl", "16", "--concurrency", "4",
+                     "--json", *args)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    vllm_h100 = serve("--model", "llama-3.1-8b", "--gpu", "h100-sxm")
+    assert (vllm_h100["max_num_batched_tokens"], vllm_h100["max_num_seqs"]) == (8192, 1024)
+    assert vllm_h100["prefill_first"] is False
+    vllm_a100 = serve("--model", "llama-3.1-8b", "--gpu", "a100-sxm-80gb")
+    assert (vllm_a100["max_num_batched_tokens"], vllm_a100["max_num_seqs"]) == (2048, 256)
+    sglang_b200 = serve("--model", "llama-3.1-8b", "--gpu", "b200", "--engine", "sglang")
+    assert sglang_b200["max_num_batched_tokens"] == 16384 and sglang_b200["prefill_first"]
+    assert sglang_b200["max_num_seqs"] is None
+    given = serve("--model", "llama-3.1-8b", "--gpu", "b200", "--engine", "sglang",
+                  "--max-num-batched-tokens", "4096", "--max-num-seqs", "64")
+    assert (given["max_num_batched_tokens"], given["max_num_seqs"]) == (4096, 64)
+    spread = serve("--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--random-range-ratio", "0.5")
+    assert spread["random_range_ratio"] == 0.5
+    assert spread["mean_ttft_ms"] != vllm_h100["mean_ttft_ms"]
+
+
+def test_engine_defaults_follow_the_engines_tables():
+    from planner_cli.perf.engines import engine_defaults
+    from planner_cli.specs.catalog import load_catalog
+
+    gpu = load_catalog().gpu
+    assert engine_defaults("sglang", gpu("h200")).max_num_batched_tokens == 8192
+    assert engine_defaults("sglang", gpu("l4")).max_num_batched_tokens == 2048
+    assert engine_defaults("sglang", gpu("b300")).max_num_batched_tokens == 16384
+    assert engine_defaults("vllm", gpu("l40s")).max_num_batched_tokens == 2048
+    assert engine_defaults("vllm", gpu("h200")).max_num_seqs == 1024

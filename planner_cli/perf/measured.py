@@ -35,9 +35,6 @@ from typing import Any
 from planner_cli.perf.shapes import ReplicaShape
 from planner_cli.specs.model import ModelCard
 
-ENGINES = ("vllm", "sglang")
-DEFAULT_ENGINE = "vllm"
-
 # Our model cards -> the model configs aiconfigurator-core ships (HF ids among its defaults). A
 # card maps when its architecture equals the config's (tests/test_measured.py checks every row
 # field by field). Other cards of an architecture it models are passed as a local config.json

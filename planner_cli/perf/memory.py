@@ -51,7 +51,8 @@ def activation_bytes_gpu(shape: ReplicaShape, max_num_batched_tokens: int,
                   card.moe.moe_intermediate_size * (card.moe.num_experts_per_tok
                                                     + card.moe.num_shared_experts))
     per_token += 2 * ffn / shape.tp
-    logits = max_num_seqs * card.vocab_size / shape.tp * LOGIT_BYTES
+    # the rows sampled in one pass: every sequence, at most one per token of the pass
+    logits = min(max_num_seqs, max_num_batched_tokens) * card.vocab_size / shape.tp * LOGIT_BYTES
     return max_num_batched_tokens * per_token * ACTIVATION_BYTES + logits
 
 

@@ -25,7 +25,8 @@ from planner_cli.errors import InputError
 from planner_cli.io import write_text_atomic
 from planner_cli.perf.analytic import DEFAULT_CONSTANTS, AnalyticConstants
 from planner_cli.perf.calibrate import FitReport, Measurement, calibrate, parse_measurements
-from planner_cli.perf.measured import DEFAULT_ENGINE, ENGINES, NotCovered, measured_cost
+from planner_cli.perf.engines import DEFAULT_ENGINE, ENGINES
+from planner_cli.perf.measured import NotCovered, measured_cost
 from planner_cli.perf.model import ANALYTIC_SOURCE, CPU_SPEC, PerfLookup, PerfModel
 from planner_cli.perf.shapes import ReplicaShape
 from planner_cli.specs._yaml import read_text

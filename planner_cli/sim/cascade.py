@@ -31,6 +31,7 @@ class StageConfig:
     kv_capacity_tokens: int
     max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS
     max_num_seqs: int = DEFAULT_MAX_NUM_SEQS
+    prefill_first: bool = False  # SGLang's scheduling (perf.engines.prefill_first)
 
 
 @dataclass
@@ -70,7 +71,8 @@ def simulate_stage(config: StageConfig, rids: np.ndarray, arrivals: np.ndarray,
                    balancer: Balancer = "round-robin") -> StageResult:
     """Replay the given arrivals (sorted by time) through one stage's replicas."""
     replicas = [Replica(config.cost, config.kv_capacity_tokens, config.max_num_batched_tokens,
-                        config.max_num_seqs, index=i) for i in range(config.replicas)]
+                        config.max_num_seqs, index=i, prefill_first=config.prefill_first)
+                for i in range(config.replicas)]
     reqs = []
     order = np.argsort(arrivals, kind="stable")
     rr = 0

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from planner_cli.perf.model import CostModel
 from planner_cli.sim.engine import Replica, Req
 
@@ -34,19 +36,40 @@ class ServeFigures:
         return asdict(self)
 
 
+def lengths(isl: int, osl: int, num_prompts: int, range_ratio: float,
+            seed: int = 0) -> tuple[list[int], list[int]]:
+    """Each request's (input, output) tokens as `vllm bench serve --random-range-ratio R`
+    samples them: uniform integers in [len·(1-R), len·(1+R)], at least 1 (R = 0: fixed)."""
+    if range_ratio == 0.0:
+        return [isl] * num_prompts, [osl] * num_prompts
+    rng = np.random.default_rng(seed)
+
+    def draw(n: int) -> list[int]:
+        lo, hi = max(int(n * (1 - range_ratio)), 1), max(int(n * (1 + range_ratio)), 1)
+        return rng.integers(lo, hi + 1, size=num_prompts).tolist()
+
+    return draw(isl), draw(osl)
+
+
 def closed_loop(cost: CostModel, kv_capacity_tokens: int, isl: int, osl: int,
                 concurrency: int, num_prompts: int, max_num_batched_tokens: int,
-                max_num_seqs: int) -> ServeFigures:
-    """Run `num_prompts` fixed-length requests through one replica from `concurrency`
-    closed-loop clients."""
+                max_num_seqs: int, prefill_first: bool = False,
+                range_ratio: float = 0.0, seed: int = 0) -> ServeFigures:
+    """Run `num_prompts` requests through one replica from `concurrency` closed-loop clients
+    (`prefill_first`: SGLang's scheduling, see sim.engine; `range_ratio`: the spread of the
+    lengths around isl and osl, see `lengths`)."""
     if min(isl, osl, concurrency, num_prompts) < 1:
         raise ValueError("isl, osl, concurrency and num_prompts must be >= 1")
-    if isl + osl > kv_capacity_tokens:
+    if not 0.0 <= range_ratio < 1.0:
+        raise ValueError("range_ratio must be in [0, 1)")
+    ins, outs = lengths(isl, osl, num_prompts, range_ratio, seed)
+    if max(i + o for i, o in zip(ins, outs, strict=True)) > kv_capacity_tokens:
         raise ValueError("one request does not fit the KV cache")
-    rep = Replica(cost, kv_capacity_tokens, max_num_batched_tokens, max_num_seqs)
+    rep = Replica(cost, kv_capacity_tokens, max_num_batched_tokens, max_num_seqs,
+                  prefill_first=prefill_first)
     sent = 0
     for _ in range(min(concurrency, num_prompts)):
-        rep.submit(Req(sent, 0.0, isl, osl))
+        rep.submit(Req(sent, 0.0, ins[sent], outs[sent]))
         sent += 1
     seen = 0
     while rep.step():
@@ -55,7 +78,7 @@ def closed_loop(cost: CostModel, kv_capacity_tokens: int, isl: int, osl: int,
             r = rep.done[seen]
             seen += 1
             if sent < num_prompts:
-                rep.submit(Req(sent, r.finish, isl, osl))
+                rep.submit(Req(sent, r.finish, ins[sent], outs[sent]))
                 sent += 1
     done = rep.done
     if len(done) != num_prompts or rep.rejected:
@@ -69,6 +92,6 @@ def closed_loop(cost: CostModel, kv_capacity_tokens: int, isl: int, osl: int,
         mean_ttft_ms=1e3 * sum(ttft) / len(ttft),
         mean_tpot_ms=1e3 * sum(tpot) / len(tpot) if tpot else 0.0,
         mean_e2el_ms=1e3 * sum(e2e) / len(e2e),
-        output_throughput_tok_s=osl * len(done) / duration,
+        output_throughput_tok_s=sum(r.output for r in done) / duration,
         request_throughput_rps=len(done) / duration, duration_s=duration,
         preemptions=sum(r.preemptions for r in done))

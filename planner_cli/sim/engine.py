@@ -1,8 +1,11 @@
-"""One replica as a continuous-batching engine in the manner of vLLM.
+"""One replica as a continuous-batching engine, scheduled as vLLM or as SGLang does.
 
-Each iteration first gives every running decode one token, then prefill chunks to admitted
-requests still prefilling, then admits waiting requests first come first served, all within a
-token budget (max-num-batched-tokens) and a sequence cap (max-num-seqs). KV-cache capacity is
+vLLM (mixed): each iteration first gives every running decode one token, then prefill chunks to
+admitted requests still prefilling, then admits waiting requests first come first served, all
+within a token budget (max-num-batched-tokens) and a sequence cap (max-num-seqs).
+SGLang (prefill first): while requests are prefilling or can be admitted, an iteration holds
+prefill chunks only, within the budget (its chunked-prefill size), and the running decodes
+wait; otherwise it is a decode iteration. KV-cache capacity is
 counted in tokens; a request is admitted when its whole prompt fits beside the running ones,
 and when the running decodes need more than is free, the latest admitted request is preempted
 and recomputed later (its prompt plus what it generated is prefilled again).
@@ -54,14 +57,15 @@ class Replica:
     def __init__(self, cost: CostModel, kv_capacity_tokens: int,
                  max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS,
                  max_num_seqs: int = DEFAULT_MAX_NUM_SEQS,
-                 index: int = 0) -> None:
-        if max_num_batched_tokens < max_num_seqs:
+                 index: int = 0, prefill_first: bool = False) -> None:
+        if max_num_batched_tokens < max_num_seqs and not prefill_first:
             raise ValueError("max_num_batched_tokens must be >= max_num_seqs")
         self.cost = cost
         self.capacity = kv_capacity_tokens
         self.budget = max_num_batched_tokens
         self.max_seqs = max_num_seqs
         self.index = index
+        self.prefill_first = prefill_first
         self.clock = 0.0
         self.waiting: deque[Req] = deque()
         self.prefilling: list[Req] = []
@@ -209,6 +213,8 @@ class Replica:
             if not self._preempt_latest():
                 break
         b = len(self.decoding)
+        if self.prefill_first and (self.prefilling or self._can_admit()):
+            b = 0  # a prefill batch: the decodes wait for it
         budget = self.budget - b
         free = self.capacity - self.used - b
         chunks: list[tuple[Req, int]] = []
@@ -242,6 +248,8 @@ class Replica:
             budget -= chunk
             free -= chunk
         p = sum(c for _, c in chunks)
+        if p == 0 and b == 0 and self.decoding:
+            b = len(self.decoding)  # nothing could be prefilled after all: decode instead
         if p == 0 and b == 0:
             # prefilling requests hold all the KV: recompute the latest later, so the
             # others can go on (the waiting ones that could never fit were rejected above)

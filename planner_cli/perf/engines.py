@@ -1,0 +1,55 @@
+"""The serving engines we plan for and the defaults each one picks for a GPU.
+
+Two things differ between engines that the simulator must follow:
+- the iteration token budget and sequence cap they choose when the user passes none (what a
+  plain `vllm serve` / `sglang.launch_server` runs with, so what `perf serve` predicts);
+- how they schedule: vLLM's V1 scheduler mixes prefill chunks into the decode iterations within
+  one token budget; SGLang runs prefill first: while requests wait to be prefilled it runs
+  prefill-only batches (up to its chunked-prefill size) and the running decodes pause.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner_cli.specs.gpu import GIB, GpuSpec
+
+ENGINES = ("vllm", "sglang")
+DEFAULT_ENGINE = "vllm"
+
+# vLLM engine/arg_utils.py get_batch_defaults, OpenAI API server: GPUs with >= 70 GiB that are
+# not A100s get 8192 tokens and 1024 sequences, the others 2048 and 256.
+_VLLM_LARGE = (8192, 1024)
+_VLLM_SMALL = (2048, 256)
+_VLLM_LARGE_GIB = 70
+# SGLang srt/server_args.py: --chunked-prefill-size by device memory (< 35 GiB: 2048,
+# < 160 GiB: 8192, else 16384) and --max-prefill-tokens 16384. Its request cap follows from
+# the KV pool, so the KV cache is the only bound it has here.
+_SGLANG_CHUNKS = ((35, 2048), (160, 8192))
+_SGLANG_LARGE_CHUNK = 16384
+_SGLANG_MAX_PREFILL_TOKENS = 16384
+UNCAPPED_SEQS = 1 << 30
+
+
+@dataclass(frozen=True)
+class EngineDefaults:
+    max_num_batched_tokens: int  # vLLM: tokens per iteration; SGLang: per prefill batch
+    max_num_seqs: int
+    prefill_first: bool
+
+
+def prefill_first(engine: str) -> bool:
+    """Whether the engine pauses decoding to run waiting prefills (SGLang) rather than mixing
+    prefill chunks into decode iterations (vLLM)."""
+    return engine == "sglang"
+
+
+def engine_defaults(engine: str, gpu: GpuSpec) -> EngineDefaults:
+    """What `engine` runs with on `gpu` when the user passes no batching flags."""
+    gib = gpu.memory_bytes / GIB
+    if engine == "sglang":
+        chunk = next((c for limit, c in _SGLANG_CHUNKS if gib < limit), _SGLANG_LARGE_CHUNK)
+        return EngineDefaults(min(chunk, _SGLANG_MAX_PREFILL_TOKENS), UNCAPPED_SEQS, True)
+    large = gib >= _VLLM_LARGE_GIB and not gpu.name.startswith("a100")
+    tokens, seqs = _VLLM_LARGE if large else _VLLM_SMALL
+    return EngineDefaults(tokens, seqs, False)
