@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from planner_cli.perf.engines import STEP_OVERHEAD_S
 from planner_cli.perf.shapes import ReplicaShape
 from planner_cli.specs.model import ModelCard
 
@@ -90,9 +91,18 @@ _NATIVE_FP8_BLOCK = {"deepseek-r1", "deepseek-v3", "minimax-m2.5"}
 # Grids the parts are tabulated on (tokens). Between points: linear interpolation.
 SHARED_GRID = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048,
                3072, 4096, 6144, 8192, 12288, 16384, 24576, 32768)
-CHUNK_GRID = (1, 16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
-PREFIX_GRID = (0, 1024, 4096, 16384, 65536, 131072)
 DECODE_CONTEXT_GRID = (1, 512, 2048, 8192, 32768, 131072)  # per sequence
+# Prompt lengths at which one whole prompt's context attention is tabulated; a chunk after a
+# cached prefix pays what it adds to the prompt's attention, A(prefix + chunk) - A(prefix)
+# (the database's own prefix figures fall as the prefix grows, which attention cannot do).
+# Where the database lumps attention into the layer (MLA), A comes from a prompt against the
+# same tokens as SHORT_PROMPT-token prompts, whose own attention is negligible.
+ATTENTION_GRID = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
+SHORT_PROMPT = 128
+# Where attention is split out: one iteration's attention is a fixed part (the per-layer kernel
+# launches, paid once however many prompts the batch holds) plus a part per prompt; the fixed
+# part is read from PROBE_BATCH prompts of PROBE_PROMPT tokens against one such prompt.
+PROBE_PROMPT, PROBE_BATCH = 1024, 8
 MONOTONE_SLACK = 0.05  # decode step times may dip this much with batch (table noise)
 DECODE_BATCH_GRID = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
@@ -256,6 +266,7 @@ class MeasuredCost:
 
     def __init__(self, shape: ReplicaShape, engine: str) -> None:
         self.shape = shape
+        self.host_s = STEP_OVERHEAD_S[engine]  # per iteration, outside the kernels
         self.coverage = coverage(shape, engine)
         self._h = _handle(self.coverage, shape)
         self.source = self.coverage.label
@@ -265,12 +276,18 @@ class MeasuredCost:
             # are missing or wrong for this system and engine; per-tensor fp8 kernels stand in
             self._h = _handle(self.coverage, shape, native=False)
             self.source += " (per-tensor fp8 tables: the block-scaled ones fall with batch)"
-        self._context: dict[tuple[int, int], float] = {}
         self._decode: dict[int, tuple[list[float], list[float], list[float]]] = {}
         self._grid: dict[int, tuple[list[float], list[float]]] = {}
         with _quiet():
             try:
                 self._shared = [self._part(n, 0, n, 0)[1] for n in SHARED_GRID]
+                lumped = self._part(4096, 0, 4096, 0)[2] == 0.0
+                self._attn_fixed = 0.0 if lumped else self._fixed_attention()
+                self._attn = self._prompt_attention(lumped)
+                if lumped:
+                    # the shared grid ran one n-token prompt: take its attention out
+                    self._shared = [max(t - self._attention(n), 0.0)
+                                    for n, t in zip(SHARED_GRID, self._shared, strict=True)]
                 # a query the database cannot answer raises here, not mid-simulation
                 self._decode_table(1)
             except NotCovered:
@@ -294,28 +311,51 @@ class MeasuredCost:
             int(ctx), int(gen), int(max(isl, 1)), 2, int(prefix))
         return total / 1e3, shared / 1e3, ctx_attn / 1e3, gen_attn / 1e3
 
+    def _prompt_attention(self, lumped: bool) -> list[float]:
+        """One whole prompt's context attention (seconds, beyond the iteration's fixed part)
+        at each ATTENTION_GRID length the database answers."""
+        attn: list[float] = []
+        for n in ATTENTION_GRID:
+            try:
+                if lumped:
+                    one = self._h.run_static(batch_size=1, isl=n, osl=2)[0]
+                    short = self._h.run_static(batch_size=n // SHORT_PROMPT, isl=SHORT_PROMPT,
+                                               osl=2)[0]
+                    value = (one - short) / 1e3
+                else:
+                    value = self._part(n, 0, n, 0)[2] - self._attn_fixed
+            except Exception:  # past what its tables hold: extrapolated from the last
+                break
+            attn.append(max(value, attn[-1] if attn else 0.0))
+        if not attn:
+            raise NotCovered(f"aiconfigurator-core has no context attention data for "
+                             f"{self.shape.label}")
+        return attn
+
+    def _fixed_attention(self) -> float:
+        """The part of an iteration's context attention that does not grow with the prompts
+        in it: k prompts cost fixed + k·per-prompt, one costs fixed + per-prompt."""
+        one = self._part(PROBE_PROMPT, 0, PROBE_PROMPT, 0)[2]
+        many = self._part(PROBE_PROMPT * PROBE_BATCH, 0, PROBE_PROMPT, 0)[2]
+        return min(max((PROBE_BATCH * one - many) / (PROBE_BATCH - 1), 0.0), one)
+
+    def _attention(self, length: float) -> float:
+        """One prompt's context attention (seconds) at `length` tokens, from _attn: linear
+        between grid points, quadratic past the last, zero below SHORT_PROMPT."""
+        grid = ATTENTION_GRID[:len(self._attn)]
+        if length <= SHORT_PROMPT:
+            return 0.0
+        if length >= grid[-1]:
+            return self._attn[-1] * (length / grid[-1]) ** 2
+        return _interp((SHORT_PROMPT, *grid), [0.0, *self._attn], length)
+
     def shared(self, n: float) -> float:
         return max(_interp(SHARED_GRID, self._shared, n), 0.0)
 
-    def _context_point(self, c: int, q: int) -> float:
-        key = (c, q)
-        if key not in self._context:
-            with _quiet():
-                self._context[key] = self._part(c, 0, c + q, q)[2]
-        return self._context[key]
-
     def context(self, chunk: float, prefix: float) -> float:
-        """Prefill attention of one sequence's chunk after `prefix` cached tokens (bilinear
-        over the chunk and prefix grids)."""
-        i = min(max(bisect.bisect_right(CHUNK_GRID, chunk) - 1, 0), len(CHUNK_GRID) - 2)
-        j = min(max(bisect.bisect_right(PREFIX_GRID, prefix) - 1, 0), len(PREFIX_GRID) - 2)
-        c0, c1 = CHUNK_GRID[i], CHUNK_GRID[i + 1]
-        q0, q1 = PREFIX_GRID[j], PREFIX_GRID[j + 1]
-        u, v = (chunk - c0) / (c1 - c0), (prefix - q0) / (q1 - q0)
-        f = self._context_point
-        value = ((1 - u) * (1 - v) * f(c0, q0) + u * (1 - v) * f(c1, q0)
-                 + (1 - u) * v * f(c0, q1) + u * v * f(c1, q1))
-        return max(value, 0.0)
+        """Prefill attention of one prompt's chunk after `prefix` cached tokens, beyond the
+        iteration's fixed part: what the chunk adds to the prompt's attention."""
+        return max(self._attention(prefix + chunk) - self._attention(prefix), 0.0)
 
     def _decode_grid(self, b: int) -> tuple[list[float], list[float]]:
         """(step seconds, attention seconds) at each DECODE_CONTEXT_GRID point, for a batch
@@ -325,8 +365,11 @@ class MeasuredCost:
             total, attn = [], []
             with _quiet():
                 for ctx in DECODE_CONTEXT_GRID:
-                    t, _, _, a = self._part(0, b, ctx, 0)
-                    total.append(t)
+                    a = self._part(0, b, ctx, 0)[3]
+                    # a decode-only step: the database's decode path (CUDA-graph timings,
+                    # what its static estimate uses), not its mixed-step one
+                    t = self._h.decode_step_latency(b, ctx, 2) / 1e3
+                    total.append(t + self.host_s)
                     attn.append(a)
             row = self._grid[b] = (total, attn)
         return row
@@ -364,7 +407,8 @@ class MeasuredCost:
         if p <= 0:
             return self.decode_time(b, k) if b > 0 else 0.0
         seqs = max(1, min(prefill_seqs, p))
-        t = self.shared(p + b) + seqs * self.context(p / seqs, prefill_context)
+        t = (self.host_s + self.shared(p + b) + self._attn_fixed
+             + seqs * self.context(p / seqs, prefill_context))
         if b > 0:
             ks, _, attn = self._decode_table(b)
             t += max(_interp(ks, attn, k), 0.0)
@@ -375,14 +419,16 @@ class MeasuredCost:
         """Seconds of one iteration by part (the database's own split), with `total_s`."""
         seqs = max(1, min(prefill_seqs, p)) if p > 0 else 0
         shared = self.shared(p + b) if p > 0 else 0.0
-        ctx = seqs * self.context(p / seqs, prefill_context) if p > 0 else 0.0
+        ctx = (self._attn_fixed + seqs * self.context(p / seqs, prefill_context)
+               if p > 0 else 0.0)
         dec = 0.0
         if b > 0:
             ks, total, attn = self._decode_table(b)
             dec = max(_interp(ks, attn, k), 0.0)
             if p == 0:
-                shared = _interp(ks, total, k) - dec
+                shared = _interp(ks, total, k) - dec - self.host_s
         return {"shared_s": shared, "context_attention_s": ctx, "decode_attention_s": dec,
+                "host_s": self.host_s if p > 0 or b > 0 else 0.0,
                 "total_s": self.time(p, b, k, prefill_context, prefill_seqs)}
 
     def _runs(self, b: int, k0: float, n: int) -> list[tuple[int, float, float]]:
