@@ -8,7 +8,7 @@ from pathlib import Path
 
 from planner_cli.errors import InputError
 from planner_cli.perf.calibrate import calibrate
-from planner_cli.perf.engines import UNCAPPED_SEQS, engine_defaults
+from planner_cli.perf.engines import FRONTEND_S, UNCAPPED_SEQS, engine_defaults
 from planner_cli.perf.memory import (
     DEFAULT_GPU_MEMORY_UTILIZATION,
     memory_figures,
@@ -114,7 +114,8 @@ def perf_serve(model: str, gpu: str, isl: int, osl: int, concurrency: int, tp: i
     pm = perf_model(shape, profiles_dir, engine)
     figures = closed_loop(pm.cost(), mem.kv_capacity_tokens, isl, osl, concurrency, prompts,
                           max_num_batched_tokens, max_num_seqs, defaults.prefill_first,
-                          range_ratio, seed)
+                          range_ratio, seed, mem.state_tokens_per_sequence,
+                          FRONTEND_S[engine])
     return {"model": card.name, "gpu": shape.gpu.name, "tp": tp, "pp": pp, "ep": ep,
             "precision": precision, "engine": engine,
             "max_num_batched_tokens": max_num_batched_tokens,

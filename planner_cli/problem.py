@@ -289,6 +289,7 @@ class DeployedStage:
     pool: Pool
     shape: ReplicaShape
     kv_capacity_tokens: int
+    state_tokens_per_sequence: int  # sliding windows, linear-attention states (memory.py)
     engine: str
     perf_source: str
     cost: CostModel
@@ -337,7 +338,8 @@ def _deploy(stage: StagePlan, card: ModelCard, max_model_len: int, pool: Pool,
         stage=stage.model_copy(update={"model": card.name,
                                                     "max_model_len": max_model_len}),
         card=card, pool=pool, shape=shape, kv_capacity_tokens=mem.kv_capacity_tokens,
-        engine=engine, perf_source=pm.source, cost=pm.cost())
+        state_tokens_per_sequence=mem.state_tokens_per_sequence, engine=engine,
+        perf_source=pm.source, cost=pm.cost())
 
 
 def resolve_deployment(plan: Plan, catalog: Catalog, where: str, perf: PerfLookup

@@ -151,6 +151,8 @@ def perf_table(result: dict) -> None:
     t.add_row("usable", f"{mem['usable_bytes_per_gpu'] / 1e9:,.2f} GB")
     t.add_row("KV bytes per token", f"{mem['kv_bytes_per_token_per_gpu']:,.0f} B")
     t.add_row("KV capacity", f"{mem['kv_capacity_tokens']:,} tokens")
+    if mem["state_tokens_per_sequence"]:
+        t.add_row("state per sequence", f"{mem['state_tokens_per_sequence']:,} KV tokens")
     t.add_row("fits", "yes" if mem["fits"] else f"no: {mem['reason']}")
     out.print(t)
     out.print(f"Iteration: prefill {it['prefill_tokens']:,} tokens, decode "

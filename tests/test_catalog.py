@@ -14,6 +14,7 @@ from planner_cli.specs.model import (
     flops_per_token,
     kv_bytes_per_token,
     param_counts,
+    state_bytes_per_sequence,
     weight_bytes,
 )
 from tests.conftest import ROOT
@@ -242,3 +243,40 @@ def test_catalog_tables_render(cli):
         result = cli("catalog", what)
         assert result.exit_code == 0
         assert "h100-sxm" in result.stderr or "llama-3.1-8b" in result.stderr
+
+
+def test_qwen3_5_hybrid_layers_counted_by_type(catalog):
+    card = catalog.model("qwen3.5-397b-a17b")
+    assert (card.layers_of("full_attention"), card.layers_of("linear_attention")) == (15, 45)
+    # by hand, h = 4096: a gated DeltaNet layer projects q, k (16 x 128 each), v and the gate z
+    # (64 x 128 each) and the per-head a and b from h, then 8192 -> h; its convolution over
+    # q, k, v (12288 channels x 4 taps), dt bias, A_log and norm are small
+    linear = 4096 * (2 * 2048 + 2 * 8192) + 4096 * 128 + 8192 * 4096
+    small = 12288 * 4 + 64 + 64 + 128
+    # a full-attention layer: q with its output gate 2 x 32 x 256, k and v 2 x 256, o, q/k norms
+    full = 4096 * 2 * 8192 + 2 * 4096 * 512 + 8192 * 4096
+    counts = param_counts(card)
+    assert counts.attention == 45 * (linear + small) + 15 * (full + 2 * 256)
+    # Qwen: "397B total parameters, 17B activated" (rounded; the language model counted here,
+    # without the vision encoder and the multi-token-prediction layer)
+    assert abs(counts.total / 1e9 - 397) / 397 <= 0.01
+    assert abs(counts.active / 1e9 - 17) / 17 <= 0.03
+    # only the 15 full-attention layers cache K and V (2 heads x 256, bf16) per token; every
+    # sequence holds 45 recurrent states of 64 x 128 x 128 fp32 and convolution states of
+    # 3 x 12288 bf16, whatever its length
+    assert kv_bytes_per_token(card) == 15 * 2 * 2 * 256 * 2 == 30_720
+    assert state_bytes_per_sequence(card) == 45 * (64 * 128 * 128 * 4 + 3 * 12288 * 2)
+
+
+def test_layer_types_must_match_the_layers(tmp_path):
+    import yaml
+
+    from planner_cli.specs.model import ModelCard
+
+    data = yaml.safe_load((ROOT / "model_cards" / "qwen3.5-397b-a17b.yaml").read_text())
+    for change, needle in ((lambda d: d["layer_types"].pop(), "layer_types lists 59"),
+                           (lambda d: d.pop("linear_attention"), "go together")):
+        bad = dict(data, layer_types=list(data["layer_types"]))
+        change(bad)
+        with pytest.raises(ValueError, match=needle):
+            ModelCard.model_validate(bad)

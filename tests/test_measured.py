@@ -29,12 +29,27 @@ def shipped_config(hf_id: str) -> dict:
 @pytest.mark.parametrize("name", sorted(measured.AIC_MODELS))
 def test_every_mapped_card_has_the_shipped_architecture(name):
     card = CATALOG.model(name)
-    config = shipped_config(measured.AIC_MODELS[name])
-    config = config.get("text_config", config)  # a multimodal model's language model
-    assert config["architectures"][0] == card.architecture
+    outer = shipped_config(measured.AIC_MODELS[name])
+    config = outer.get("text_config", outer)  # a multimodal model's language model
+    assert config.get("architectures", outer["architectures"])[0] == card.architecture
     for key in ("num_hidden_layers", "hidden_size", "num_attention_heads", "vocab_size",
-                "num_key_value_heads", "intermediate_size"):
-        assert config[key] == getattr(card, key), key
+                "num_key_value_heads", "head_dim", "max_position_embeddings"):
+        if key in config:
+            assert config[key] == getattr(card, key), key
+    # an all-MoE model without a dense FFN width: the card holds the expert width (unused)
+    assert config.get("intermediate_size", config.get("moe_intermediate_size")) == (
+        card.intermediate_size)
+    if "layer_types" in config and card.linear_attention is not None:
+        assert tuple(config["layer_types"]) == card.layer_types
+        spec = card.linear_attention
+        assert (config["linear_num_key_heads"], config["linear_num_value_heads"],
+                config["linear_key_head_dim"], config["linear_value_head_dim"],
+                config["linear_conv_kernel_dim"]) == (
+            spec.num_key_heads, spec.num_value_heads, spec.key_head_dim, spec.value_head_dim,
+            spec.conv_kernel_dim)
+        assert config["attn_output_gate"] == card.attn_output_gate
+        assert config["mamba_ssm_dtype"] == "float32" and spec.state_bytes == 4
+        assert config["shared_expert_intermediate_size"] == card.moe.moe_intermediate_size
     if card.moe is not None:
         experts = config.get("n_routed_experts", config.get("num_experts",
                                                            config.get("num_local_experts")))

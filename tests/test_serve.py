@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from planner_cli.sim.closed_loop import closed_loop
@@ -178,3 +179,54 @@ def test_engine_defaults_follow_the_engines_tables():
     assert engine_defaults("sglang", gpu("b300")).max_num_batched_tokens == 16384
     assert engine_defaults("vllm", gpu("l40s")).max_num_batched_tokens == 2048
     assert engine_defaults("vllm", gpu("h200")).max_num_seqs == 1024
+
+
+def test_a_sequences_fixed_state_takes_kv_room():
+    # 4 clients, 100 + 10 tokens each: a 1000-token cache holds them all, but with 300 tokens
+    # of state per running sequence (a hybrid model's) only two at once
+    free = closed_loop(ConstantCost(T), 1000, isl=100, osl=10, concurrency=4, num_prompts=8,
+                       max_num_batched_tokens=8192, max_num_seqs=256)
+    held = closed_loop(ConstantCost(T), 1000, isl=100, osl=10, concurrency=4, num_prompts=8,
+                       max_num_batched_tokens=8192, max_num_seqs=256, state_tokens=300)
+    assert free.duration_s == pytest.approx(2 * 10 * T)
+    assert held.duration_s == pytest.approx(4 * 10 * T)
+    assert held.mean_ttft_ms > free.mean_ttft_ms and held.preemptions == 0
+    with pytest.raises(ValueError):  # one request and its state exceed the cache
+        closed_loop(ConstantCost(T), 1000, isl=100, osl=10, concurrency=1, num_prompts=1,
+                    max_num_batched_tokens=8192, max_num_seqs=256, state_tokens=900)
+
+
+def test_hybrid_model_memory_counts_its_states():
+    from planner_cli.perf.memory import memory_figures
+    from planner_cli.perf.shapes import ReplicaShape
+    from planner_cli.specs.catalog import load_catalog
+
+    catalog = load_catalog()
+    shape = ReplicaShape(catalog.model("qwen3.5-397b-a17b"), catalog.gpu("b200"), 4, 1, "fp8")
+    mem = memory_figures(shape, max_model_len=9216)
+    # per GPU: 15 layers x 1 KV head (2 replicated over 4) x 256 x 2 (K, V) x 2 B per token;
+    # 45 layers x (16 of 64 value heads' 128 x 128 fp32 states + a quarter of the
+    # convolution states) per sequence
+    assert mem.kv_bytes_per_token_per_gpu == 15 * 256 * 2 * 2
+    state = 45 * (64 * 128 * 128 * 4 + 3 * 12288 * 2) / 4
+    assert mem.state_tokens_per_sequence == -(-state // (15 * 256 * 2 * 2))
+    assert mem.fits
+
+
+def test_the_frontend_adds_to_what_clients_see_not_to_the_engines_schedule():
+    from planner_cli.perf.engines import FRONTEND_S
+    from planner_cli.sim.cascade import StageConfig, simulate_stage
+
+    base = closed_loop(ConstantCost(T), 10_000, isl=100, osl=5, concurrency=2, num_prompts=6,
+                       max_num_batched_tokens=8192, max_num_seqs=256)
+    seen = closed_loop(ConstantCost(T), 10_000, isl=100, osl=5, concurrency=2, num_prompts=6,
+                       max_num_batched_tokens=8192, max_num_seqs=256, frontend_s=0.05)
+    assert seen.mean_ttft_ms == pytest.approx(base.mean_ttft_ms + 50)
+    assert seen.mean_e2el_ms == pytest.approx(base.mean_e2el_ms + 50)
+    assert (seen.mean_tpot_ms, seen.duration_s) == (base.mean_tpot_ms, base.duration_s)
+    one = np.zeros(1, dtype=np.int64)
+    res = simulate_stage(StageConfig("s", ConstantCost(T), 1, 10_000, frontend_s=0.05), one,
+                         np.zeros(1), np.full(1, 100), np.full(1, 5), 1)
+    assert res.first_token[0] == pytest.approx(T + 0.05)
+    assert res.finish[0] == pytest.approx(5 * T + 0.05)
+    assert FRONTEND_S["vllm"] < FRONTEND_S["sglang"]

@@ -147,11 +147,18 @@ class AttentionCoeffs:
     flops_decode: float  # per cached token attended by a decoding sequence
     kv_token_bytes: float  # KV bytes of one token in one layer on one GPU
     window: int | None  # sliding window, if any
+    # hybrid models (layer_types), per average layer: the work above is the full-attention
+    # layers' share; sliding-window and linear-attention layers cost a fixed amount per token
+    # (flops) and per sequence (their window or state read and written, bytes)
+    token_flops: float = 0.0
+    seq_bytes: float = 0.0
 
 
 def attention_coeffs(shape: ReplicaShape) -> AttentionCoeffs:
     card = shape.card
     heads = shape.heads_per_gpu
+    if card.layer_types is not None and set(card.layer_types) != {"full_attention"}:
+        return _hybrid_coeffs(shape)
     if card.mla is not None:
         m = card.mla
         prefill_dim = m.qk_nope_head_dim + m.qk_rope_head_dim + m.v_head_dim
@@ -161,6 +168,27 @@ def attention_coeffs(shape: ReplicaShape) -> AttentionCoeffs:
     kv = shape.kv_elements_per_token_layer_gpu() * BYTES_PER_KV_ELEMENT[shape.kv_dtype]
     return AttentionCoeffs(2.0 * heads * prefill_dim, 2.0 * heads * decode_dim, kv,
                            card.sliding_window)
+
+
+def _hybrid_coeffs(shape: ReplicaShape) -> AttentionCoeffs:
+    """A hybrid model's attention per average layer: the full-attention layers' share of the
+    work over the growing context; the sliding layers attend over at most their window (taken
+    as full: a per-token cost) and hold it per sequence; the linear layers update and read a
+    head-wise state per token."""
+    card = shape.card
+    layers = card.num_hidden_layers
+    full, sliding = card.layers_of("full_attention") / layers, card.layers_of(
+        "sliding_attention") / layers
+    pair = 2.0 * shape.heads_per_gpu * 2 * card.head_dim
+    kv = shape.kv_elements_per_token_layer_gpu() * BYTES_PER_KV_ELEMENT[shape.kv_dtype]
+    token_flops = sliding * pair * (card.sliding_window or 0)
+    seq_bytes = 2.0 * shape.state_bytes_per_sequence_gpu() / max(1, shape.layers_per_stage)
+    spec = card.linear_attention
+    if spec is not None:
+        token_flops += (card.layers_of("linear_attention") / layers * 4.0
+                        * spec.num_value_heads / shape.tp * spec.key_head_dim
+                        * spec.value_head_dim)
+    return AttentionCoeffs(full * pair, full * pair, full * kv, None, token_flops, seq_bytes)
 
 
 def attention_work(a: AttentionCoeffs, p: int, b: int, k: float,
@@ -174,8 +202,9 @@ def attention_work(a: AttentionCoeffs, p: int, b: int, k: float,
     causal = p * prefill_context + p * p / (2.0 * s)
     if a.window is not None:
         causal = min(causal, p * float(a.window))
-    flops = a.flops_prefill * causal + a.flops_decode * span_decode
-    return flops, a.kv_token_bytes * (span_decode + s * prefill_context + p + b)
+    flops = a.flops_prefill * causal + a.flops_decode * span_decode + a.token_flops * (p + b)
+    by = a.kv_token_bytes * (span_decode + s * prefill_context + p + b)
+    return flops, by + a.seq_bytes * ((s if p > 0 else 0) + b)
 
 
 def gemm_work(shape: ReplicaShape, moe_layer: bool, n: int) -> tuple[float, float]:

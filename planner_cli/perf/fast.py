@@ -45,7 +45,8 @@ class IterationCost:
         self.head_params = card.vocab_size * card.hidden_size / shape.tp
         self.fixed = self.layers * c.kernels_per_layer * c.kernel_latency_s + c.iteration_overhead_s
         self._by_tokens: dict[int, float] = {}
-        self._decode_cache: dict[int, tuple[float, float, float, float | None]] = {}
+        self._decode_cache: dict[int, tuple[float, float, float, float | None, float,
+                                            float]] = {}
 
     def _bandwidth_eff(self, n: int) -> float:
         c = self.constants
@@ -91,8 +92,9 @@ class IterationCost:
 
     # ------------------------------------------------------------ runs of decode iterations
 
-    def _decode_parts(self, b: int) -> tuple[float, float, float, float | None]:
-        """(C_b, L·α, L·β, window span) with t(k) = C_b + max(Lα·s, Lβ·(s + b)), s = span(k)."""
+    def _decode_parts(self, b: int) -> tuple[float, float, float, float | None, float, float]:
+        """(C_b, L·α, L·β, window span, A, B) with t(k) = C_b + max(Lα·s + A, Lβ·(s + b) + B),
+        s = span(k); A and B: a hybrid model's fixed attention work per token and sequence."""
         parts = self._decode_cache.get(b)
         if parts is None:
             a, c = self.attn, self.constants
@@ -100,21 +102,25 @@ class IterationCost:
             la = self.layers * a.flops_decode / (self.peak * c.attention_efficiency)
             lb = self.layers * a.kv_token_bytes / (self.bw * c.attention_bandwidth_efficiency)
             cap = None if a.window is None else float(b * a.window)
-            parts = (const, la, lb, cap)
+            a0 = self.layers * a.token_flops * b / (self.peak * c.attention_efficiency)
+            b0 = self.layers * a.seq_bytes * b / (self.bw * c.attention_bandwidth_efficiency)
+            parts = (const, la, lb, cap, a0, b0)
             self._decode_cache[b] = parts
         return parts
 
     def _decode_time(self, b: int, k: float) -> float:
-        const, la, lb, cap = self._decode_parts(b)
+        const, la, lb, cap, a0, b0 = self._decode_parts(b)
         s = k if cap is None else min(k, cap)
-        return const + max(la * s, lb * (s + b))
+        return const + max(la * s + a0, lb * (s + b) + b0)
 
     def _pieces(self, b: int, k0: float, n: int) -> list[tuple[int, int]]:
         """[(first, last)] iteration index ranges over which t is linear in the index."""
-        const, la, lb, cap = self._decode_parts(b)
+        const, la, lb, cap, a0, b0 = self._decode_parts(b)
         points = []
-        if la > lb:  # the bytes line (with its intercept) is above until the lines cross
-            points.append(lb * b / (la - lb))
+        if la != lb:  # where the two lines cross, if they do at a positive span
+            cross = (lb * b + b0 - a0) / (la - lb)
+            if cross > 0:
+                points.append(cross)
         if cap is not None:
             points.append(cap)
         out = []

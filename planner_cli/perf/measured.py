@@ -51,6 +51,7 @@ AIC_MODELS: dict[str, str] = {
     "deepseek-v3": "deepseek-ai/DeepSeek-V3",
     "minimax-m2.5": "MiniMaxAI/MiniMax-M2.5",
     "kimi-k2.5": "moonshotai/Kimi-K2.5",  # its language model (text_config)
+    "qwen3.5-397b-a17b": "Qwen/Qwen3.5-397B-A17B",  # its language model (text_config)
     "qwen3-0.6b": "Qwen/Qwen3-0.6B",
     "qwen3-1.7b": "Qwen/Qwen3-1.7B",
     "qwen3-8b": "Qwen/Qwen3-8B",
@@ -221,16 +222,31 @@ def measured_cost(shape: ReplicaShape, engine: str) -> MeasuredCost:
     return got
 
 
-def _handle(cov: Coverage, shape: ReplicaShape, native: bool = True) -> Any:
-    """The compiled estimator of a shape; `native`: the checkpoint's own fp8 format (block
-    scaled) where the model has one, else per-tensor fp8 tables."""
-    key = (cov, shape.tp, shape.pp, shape.ep, shape.precision, native)
+Quant = tuple[str | None, str | None]  # (gemm_quant_mode, moe_quant_mode); None: the model's own
+
+
+def _variants(shape: ReplicaShape) -> list[tuple[Quant, str]]:
+    """The database's quantisation modes for a shape, in the order tried, with what the
+    source label says when one stands in for the first."""
+    gemm, moe = _QUANT[shape.precision]["gemm_quant_mode"], _QUANT[shape.precision][
+        "moe_quant_mode"]
+    if shape.precision != "fp8":
+        return [((gemm, moe), "")]
+    if shape.card.name in _NATIVE_FP8_BLOCK:  # the checkpoint's own block-scaled fp8
+        return [((None, None), ""),
+                (("fp8", "fp8"), " (per-tensor fp8 tables: the block-scaled ones are missing "
+                 "or fall with batch)")]
+    if shape.card.moe is not None:  # block-scaled fp8 experts where per-tensor ones are missing
+        return [(("fp8", "fp8"), ""), (("fp8", "fp8_block"), " (block-scaled fp8 experts)")]
+    return [(("fp8", "fp8"), "")]
+
+
+def _handle(cov: Coverage, shape: ReplicaShape, quant: Quant) -> Any:
+    """The compiled estimator of a shape under one quantisation mode."""
+    key = (cov, shape.tp, shape.pp, shape.ep, shape.precision, quant)
     if key not in _HANDLES:
         from aiconfigurator_core.sdk.engine import EngineHandle
 
-        quant = dict(_QUANT[shape.precision])
-        if native and shape.precision == "fp8" and shape.card.name in _NATIVE_FP8_BLOCK:
-            quant = {"gemm_quant_mode": None, "moe_quant_mode": None}
         moe = ({"moe_tp_size": shape.tp // shape.ep, "moe_ep_size": shape.ep}
                if shape.card.moe else {})
         with _quiet():
@@ -238,8 +254,8 @@ def _handle(cov: Coverage, shape: ReplicaShape, native: bool = True) -> Any:
                 _HANDLES[key] = EngineHandle.compile(
                     cov.model, cov.system, cov.engine, backend_version=cov.version,
                     tp_size=shape.tp, pp_size=shape.pp, kvcache_quant_mode="bfloat16",
-                    fmha_quant_mode="bfloat16",
-                    **quant, **moe)
+                    fmha_quant_mode="bfloat16", gemm_quant_mode=quant[0],
+                    moe_quant_mode=quant[1], **moe)
             except Exception as exc:  # its database says what it lacks
                 raise NotCovered(f"aiconfigurator-core cannot compile {shape.card.name} "
                                  f"{shape.precision} tp{shape.tp} pp{shape.pp} on {cov.system}/"
@@ -268,16 +284,29 @@ class MeasuredCost:
         self.shape = shape
         self.host_s = STEP_OVERHEAD_S[engine]  # per iteration, outside the kernels
         self.coverage = coverage(shape, engine)
-        self._h = _handle(self.coverage, shape)
-        self.source = self.coverage.label
-        if shape.precision == "fp8" and shape.card.name in _NATIVE_FP8_BLOCK and (
-                self._step(1) > self._step(8) * (1 + MONOTONE_SLACK)):
-            # a decode step cannot get faster with more sequences: the block-scaled tables
-            # are missing or wrong for this system and engine; per-tensor fp8 kernels stand in
-            self._h = _handle(self.coverage, shape, native=False)
-            self.source += " (per-tensor fp8 tables: the block-scaled ones fall with batch)"
         self._decode: dict[int, tuple[list[float], list[float], list[float]]] = {}
         self._grid: dict[int, tuple[list[float], list[float]]] = {}
+        first: NotCovered | None = None
+        for quant, note in _variants(shape):
+            try:
+                self._h = _handle(self.coverage, shape, quant)
+                if quant == (None, None) and self._step(1) > self._step(8) * (1 + MONOTONE_SLACK):
+                    # a decode step cannot get faster with more sequences: these tables are
+                    # wrong for this system and engine
+                    raise NotCovered("its block-scaled fp8 decode step falls with batch")
+                self._build(engine)
+            except NotCovered as why:
+                first = first or why
+                self._decode.clear()
+                self._grid.clear()
+                continue
+            self.source = self.coverage.label + note
+            return
+        raise first  # type: ignore[misc]  # _variants is never empty
+
+    def _build(self, engine: str) -> None:
+        """Tabulate the shared part and each prompt's attention, and check that decode steps
+        are answered (a query the database cannot answer raises here, not mid-simulation)."""
         with _quiet():
             try:
                 self._shared = [self._part(n, 0, n, 0)[1] for n in SHARED_GRID]
@@ -288,12 +317,11 @@ class MeasuredCost:
                     # the shared grid ran one n-token prompt: take its attention out
                     self._shared = [max(t - self._attention(n), 0.0)
                                     for n, t in zip(SHARED_GRID, self._shared, strict=True)]
-                # a query the database cannot answer raises here, not mid-simulation
                 self._decode_table(1)
             except NotCovered:
                 raise
             except Exception as exc:
-                raise NotCovered(f"aiconfigurator-core has no data for {shape.label} on "
+                raise NotCovered(f"aiconfigurator-core has no data for {self.shape.label} on "
                                  f"{self.coverage.system}/{engine}: {_first_line(exc)}") from None
 
     # ------------------------------------------------------------ the database, in seconds

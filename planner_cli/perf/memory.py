@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from planner_cli.perf.shapes import ReplicaShape
@@ -29,6 +30,9 @@ class MemoryFigures:
     usable_bytes_per_gpu: float  # memory x utilisation
     kv_bytes_per_token_per_gpu: float
     kv_capacity_tokens: int  # tokens the KV cache holds (per replica)
+    # what one sequence holds whatever its length (sliding windows, linear-attention states),
+    # in KV tokens: each running sequence takes this many more from the cache
+    state_tokens_per_sequence: int
     max_model_len: int
     fits: bool
     reason: str  # why it does not fit, or ""
@@ -71,15 +75,17 @@ def memory_figures(shape: ReplicaShape,
     kv_per_token = shape.kv_bytes_per_token_gpu()
     free = usable - weights - activation - reserve
     capacity = max(0, int(free // kv_per_token)) if free > 0 else 0
+    state_tokens = math.ceil(shape.state_bytes_per_sequence_gpu() / kv_per_token)
     reason = ""
     if free <= 0:
         reason = (f"weights {weights / 1e9:.1f} GB + activations {activation / 1e9:.1f} GB + "
                   f"reserve {reserve / 1e9:.1f} GB per GPU exceed the usable "
                   f"{usable / 1e9:.1f} GB")
-    elif capacity < max_len:
+    elif capacity < max_len + state_tokens:
         reason = (f"KV cache holds {capacity:,} tokens, less than one {max_len:,}-token "
                   "request")
     return MemoryFigures(weights_bytes_per_gpu=weights, activation_bytes_per_gpu=activation,
                          reserve_bytes_per_gpu=reserve, usable_bytes_per_gpu=usable,
                          kv_bytes_per_token_per_gpu=kv_per_token, kv_capacity_tokens=capacity,
+                         state_tokens_per_sequence=state_tokens,
                          max_model_len=max_len, fits=not reason, reason=reason)

@@ -21,6 +21,7 @@ from planner_cli.specs.model import (
     PRECISIONS,
     ModelCard,
     attention_params_per_layer,
+    linear_attention_params,
 )
 
 GATED_FFN_MATRICES = 3  # gate, up, down (SwiGLU) in every supported family
@@ -79,21 +80,51 @@ class ReplicaShape:
             return float(self.card.mla.kv_lora_rank + self.card.mla.qk_rope_head_dim)
         return 2.0 * self.kv_heads_per_gpu * self.card.head_dim
 
+    def _per_stage(self, layers: int) -> int:
+        """Layers of one kind on the fullest stage (each kind spread evenly over the stages)."""
+        return math.ceil(layers / self.pp)
+
     def kv_bytes_per_token_gpu(self) -> float:
-        """KV-cache bytes one token takes on one GPU of the fullest stage."""
+        """KV-cache bytes one token takes on one GPU of the fullest stage (the layers whose
+        cache grows with the context)."""
         per_element = BYTES_PER_KV_ELEMENT[self.kv_dtype]
-        return self.layers_per_stage * self.kv_elements_per_token_layer_gpu() * per_element
+        return (self._per_stage(self.card.num_kv_layers) * self.kv_elements_per_token_layer_gpu()
+                * per_element)
+
+    def state_bytes_per_sequence_gpu(self) -> float:
+        """Cache bytes one sequence holds on one GPU whatever its length: the sliding-window
+        layers' window and the linear-attention layers' states (split over tp by head)."""
+        card = self.card
+        total = 0.0
+        sliding = self._per_stage(card.layers_of("sliding_attention"))
+        if sliding:
+            total += (sliding * card.sliding_window * self.kv_elements_per_token_layer_gpu()
+                      * BYTES_PER_KV_ELEMENT[self.kv_dtype])
+        spec = card.linear_attention
+        if spec is not None:
+            per_layer = (spec.num_value_heads * spec.key_head_dim * spec.value_head_dim
+                         * spec.state_bytes + (2 * spec.key_dim + spec.value_dim)
+                         * (spec.conv_kernel_dim - 1) * BYTES_UNQUANTISED)
+            total += self._per_stage(card.layers_of("linear_attention")) * per_layer / self.tp
+        return total
 
     def attention_linear_params_gpu(self) -> float:
-        """Attention projection weights per layer on one GPU (replicated KV heads counted)."""
+        """Attention projection weights per layer on one GPU (replicated KV heads counted;
+        a hybrid model's linear-attention layers averaged in)."""
         card = self.card
         linear, _ = attention_params_per_layer(card)
         if card.mla is not None:
             return linear / self.tp
         h, d = card.hidden_size, card.head_dim
-        q_o = 2 * h * card.num_attention_heads * d / self.tp
+        q = card.num_attention_heads * d * (2 if card.attn_output_gate else 1)
+        q_o = h * (q + card.num_attention_heads * d) / self.tp
         kv = 2 * h * self.kv_heads_per_gpu * d
-        return q_o + kv
+        if card.linear_attention is None:
+            return q_o + kv
+        n_linear = card.layers_of("linear_attention")
+        lin, _ = linear_attention_params(card.linear_attention, h)
+        return ((card.num_hidden_layers - n_linear) * (q_o + kv) + n_linear * lin / self.tp
+                ) / card.num_hidden_layers
 
     def dense_ffn_params_gpu(self) -> float:
         card = self.card

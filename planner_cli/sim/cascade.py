@@ -32,6 +32,8 @@ class StageConfig:
     max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS
     max_num_seqs: int = DEFAULT_MAX_NUM_SEQS
     prefill_first: bool = False  # SGLang's scheduling (perf.engines.prefill_first)
+    state_tokens: int = 0  # KV tokens each running sequence holds besides its context
+    frontend_s: float = 0.0  # what a client's TTFT and latency add to the engine's
 
 
 @dataclass
@@ -71,7 +73,8 @@ def simulate_stage(config: StageConfig, rids: np.ndarray, arrivals: np.ndarray,
                    balancer: Balancer = "round-robin") -> StageResult:
     """Replay the given arrivals (sorted by time) through one stage's replicas."""
     replicas = [Replica(config.cost, config.kv_capacity_tokens, config.max_num_batched_tokens,
-                        config.max_num_seqs, index=i, prefill_first=config.prefill_first)
+                        config.max_num_seqs, index=i, prefill_first=config.prefill_first,
+                        state_tokens=config.state_tokens)
                 for i in range(config.replicas)]
     reqs = []
     order = np.argsort(arrivals, kind="stable")
@@ -101,8 +104,8 @@ def simulate_stage(config: StageConfig, rids: np.ndarray, arrivals: np.ndarray,
     for r in reqs:
         visited[r.rid] = True
         arr[r.rid] = r.arrival
-        first[r.rid] = r.first_token
-        finish[r.rid] = r.finish
+        first[r.rid] = r.first_token + config.frontend_s
+        finish[r.rid] = r.finish + config.frontend_s
         sched[r.rid] = r.scheduled
         out[r.rid] = r.output
         pre[r.rid] = r.preemptions

@@ -54,24 +54,24 @@ def lengths(isl: int, osl: int, num_prompts: int, range_ratio: float,
 def closed_loop(cost: CostModel, kv_capacity_tokens: int, isl: int, osl: int,
                 concurrency: int, num_prompts: int, max_num_batched_tokens: int,
                 max_num_seqs: int, prefill_first: bool = False,
-                range_ratio: float = 0.0, seed: int = 0) -> ServeFigures:
+                range_ratio: float = 0.0, seed: int = 0,
+                state_tokens: int = 0, frontend_s: float = 0.0) -> ServeFigures:
     """Run `num_prompts` requests through one replica from `concurrency` closed-loop clients
     (`prefill_first`: SGLang's scheduling, see sim.engine; `range_ratio`: the spread of the
-    lengths around isl and osl, see `lengths`)."""
+    lengths around isl and osl, see `lengths`; `frontend_s`: what a client's TTFT and latency
+    add to the engine's, perf.engines.FRONTEND_S)."""
     if min(isl, osl, concurrency, num_prompts) < 1:
         raise ValueError("isl, osl, concurrency and num_prompts must be >= 1")
     if not 0.0 <= range_ratio < 1.0:
         raise ValueError("range_ratio must be in [0, 1)")
     ins, outs = lengths(isl, osl, num_prompts, range_ratio, seed)
-    if max(i + o for i, o in zip(ins, outs, strict=True)) > kv_capacity_tokens:
+    if max(i + o for i, o in zip(ins, outs, strict=True)) + state_tokens > kv_capacity_tokens:
         raise ValueError("one request does not fit the KV cache")
     rep = Replica(cost, kv_capacity_tokens, max_num_batched_tokens, max_num_seqs,
-                  prefill_first=prefill_first)
-    sent = 0
-    for _ in range(min(concurrency, num_prompts)):
-        rep.submit(Req(sent, 0.0, ins[sent], outs[sent]))
-        sent += 1
-    seen = 0
+                  prefill_first=prefill_first, state_tokens=state_tokens)
+    for i in range(min(concurrency, num_prompts)):
+        rep.submit(Req(i, 0.0, ins[i], outs[i]))
+    sent, seen = min(concurrency, num_prompts), 0
     while rep.step():
         # every answer completed in that step frees its client, which sends the next request
         while seen < len(rep.done):
@@ -83,9 +83,9 @@ def closed_loop(cost: CostModel, kv_capacity_tokens: int, isl: int, osl: int,
     done = rep.done
     if len(done) != num_prompts or rep.rejected:
         raise ValueError("the closed loop lost requests")  # a bug: every request fits
-    ttft = [r.first_token - r.arrival for r in done]
+    ttft = [r.first_token - r.arrival + frontend_s for r in done]
     tpot = [(r.finish - r.first_token) / (r.output - 1) for r in done if r.output > 1]
-    e2e = [r.finish - r.arrival for r in done]
+    e2e = [r.finish - r.arrival + frontend_s for r in done]
     duration = max(r.finish for r in done)
     return ServeFigures(
         concurrency=concurrency, num_prompts=num_prompts, isl=isl, osl=osl,

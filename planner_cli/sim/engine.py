@@ -57,7 +57,8 @@ class Replica:
     def __init__(self, cost: CostModel, kv_capacity_tokens: int,
                  max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS,
                  max_num_seqs: int = DEFAULT_MAX_NUM_SEQS,
-                 index: int = 0, prefill_first: bool = False) -> None:
+                 index: int = 0, prefill_first: bool = False,
+                 state_tokens: int = 0) -> None:
         if max_num_batched_tokens < max_num_seqs and not prefill_first:
             raise ValueError("max_num_batched_tokens must be >= max_num_seqs")
         self.cost = cost
@@ -66,6 +67,7 @@ class Replica:
         self.max_seqs = max_num_seqs
         self.index = index
         self.prefill_first = prefill_first
+        self.state = state_tokens  # KV tokens a running sequence holds besides its context
         self.clock = 0.0
         self.waiting: deque[Req] = deque()
         self.prefilling: list[Req] = []
@@ -110,12 +112,12 @@ class Replica:
             ctx = self._ctx(victim)
             del self.decoding[id(victim)]
             self.dec_ctx -= ctx
-            self.used -= ctx
+            self.used -= ctx + self.state
             victim.generated += self.tick - victim.joined_tick
             victim.joined_tick = -1
         else:
             self.prefilling.remove(victim)
-            self.used -= victim.prefilled
+            self.used -= victim.prefilled + self.state
         victim.epoch += 1
         victim.target = victim.prompt + victim.generated
         victim.prefilled = 0
@@ -132,13 +134,13 @@ class Replica:
             ctx = self._ctx(r)
             del self.decoding[id(r)]
             self.dec_ctx -= ctx
-            self.used -= ctx
+            self.used -= ctx + self.state
             r.generated = r.output
             self._finish(r, at)
 
     def submit(self, r: Req) -> None:
         """Queue a request that arrives now (call advance_until(arrival) first)."""
-        if r.prompt + 1 > self.capacity:
+        if r.prompt + 1 + self.state > self.capacity:
             r.replica = self.index
             self.rejected.append(r)  # can never fit the KV cache
             return
@@ -175,7 +177,8 @@ class Replica:
             return False
         # admission needs room for the whole prompt beside the decodes' next tokens (vLLM
         # allocates a prompt's blocks on admission); less would be preempted again at once
-        return self.waiting[0].target <= self.capacity - self.used - len(self.decoding)
+        need = self.waiting[0].target + self.state
+        return need <= self.capacity - self.used - len(self.decoding)
 
     def _decode_run(self, t: float) -> bool:
         """Advance a run of pure-decode iterations; False when a normal step is needed."""
@@ -228,16 +231,18 @@ class Replica:
         while (self.waiting and budget > 0 and free > 0
                and len(self.prefilling) + len(self.decoding) < self.max_seqs):
             r = self.waiting[0]
-            if r.target > self.capacity - b:
+            if r.target + self.state > self.capacity - b:
                 # it cannot fit even alone beside the decodes; wait for completions
                 if self.decoding or self.prefilling:
                     break
                 self.waiting.popleft()
                 self.rejected.append(r)
                 continue
-            if r.target > free:
+            if r.target + self.state > free:
                 break  # wait until its prompt fits beside the running requests
             self.waiting.popleft()
+            free -= self.state  # its fixed-size state, held while it runs
+            self.used += self.state
             self.admitted += 1
             r.order = self.admitted
             if r.scheduled == INF:
@@ -276,7 +281,7 @@ class Replica:
                 if r.first_token == INF:
                     r.first_token = end
                 if r.generated >= r.output:
-                    self.used -= r.target
+                    self.used -= r.target + self.state
                     self._finish(r, end)
                 else:
                     self._join_decode(r)

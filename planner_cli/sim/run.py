@@ -16,7 +16,7 @@ from typing import cast
 import numpy as np
 
 from planner_cli.errors import InputError
-from planner_cli.perf.engines import prefill_first
+from planner_cli.perf.engines import FRONTEND_S, prefill_first
 from planner_cli.problem import DeployedStage, Deployment
 from planner_cli.sim.cascade import (
     BALANCERS,
@@ -78,7 +78,8 @@ class PlanSimulation:
 def _config(s: DeployedStage, name: str) -> StageConfig:
     return StageConfig(name, s.cost, s.stage.replicas, s.kv_capacity_tokens,
                        s.stage.max_num_batched_tokens, s.stage.max_num_seqs,
-                       prefill_first(s.engine))
+                       prefill_first(s.engine), s.state_tokens_per_sequence,
+                       FRONTEND_S[s.engine])
 
 
 def _described(fig: StageFigures, s: DeployedStage) -> StageFigures:

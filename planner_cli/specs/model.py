@@ -59,6 +59,30 @@ class MlaSpec(StrictModel):
     v_head_dim: PositiveInt
 
 
+LayerType = Literal["full_attention", "sliding_attention", "linear_attention"]
+
+
+class LinearAttentionSpec(StrictModel):
+    """Gated DeltaNet linear attention (Qwen3-Next, Qwen3.5): q/k heads of key_head_dim,
+    v heads of value_head_dim, a short causal convolution over q, k and v, and a recurrent
+    state of value_heads x key_head_dim x value_head_dim per sequence instead of a KV cache."""
+
+    num_key_heads: PositiveInt
+    num_value_heads: PositiveInt
+    key_head_dim: PositiveInt
+    value_head_dim: PositiveInt
+    conv_kernel_dim: PositiveInt
+    state_bytes: Literal[2, 4] = 4  # the recurrent state's element size (mamba_ssm_dtype)
+
+    @property
+    def key_dim(self) -> int:
+        return self.num_key_heads * self.key_head_dim
+
+    @property
+    def value_dim(self) -> int:
+        return self.num_value_heads * self.value_head_dim
+
+
 class ModelCard(StrictModel):
     schema_version: Literal[1]
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]*$")
@@ -77,7 +101,11 @@ class ModelCard(StrictModel):
     tie_word_embeddings: bool = False
     attention_bias: bool = False  # bias on the q/k/v projections (Qwen2)
     qk_norm: bool = False  # per-head RMSNorm on q and k (Qwen3)
-    sliding_window: PositiveInt | None = None
+    sliding_window: PositiveInt | None = None  # all layers', unless layer_types says which
+    # per layer, verbatim from the config (hybrid models); None: every layer full attention
+    layer_types: tuple[LayerType, ...] | None = None
+    attn_output_gate: bool = False  # q_proj also produces a sigmoid gate on the output (Qwen3.5)
+    linear_attention: LinearAttentionSpec | None = None
     moe: MoeSpec | None = None
     mla: MlaSpec | None = None
     source: str = Field(min_length=1)
@@ -88,7 +116,31 @@ class ModelCard(StrictModel):
             raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
         if self.moe and self.moe.first_k_dense_replace > self.num_hidden_layers:
             raise ValueError("moe.first_k_dense_replace exceeds num_hidden_layers")
+        if self.layer_types is not None:
+            if len(self.layer_types) != self.num_hidden_layers:
+                raise ValueError(f"layer_types lists {len(self.layer_types)} layers, "
+                                 f"num_hidden_layers is {self.num_hidden_layers}")
+            if "sliding_attention" in self.layer_types and self.sliding_window is None:
+                raise ValueError("sliding_attention layers need sliding_window")
+            if self.mla is not None and set(self.layer_types) != {"full_attention"}:
+                raise ValueError("layer_types other than full_attention with mla")
+        if ((self.linear_attention is not None)
+                != ("linear_attention" in (self.layer_types or ()))):
+            raise ValueError("linear_attention layers and the linear_attention section go "
+                             "together")
         return self
+
+    def layers_of(self, kind: str) -> int:
+        """Layers of one LayerType (without layer_types every layer is full attention)."""
+        if self.layer_types is None:
+            return self.num_hidden_layers if kind == "full_attention" else 0
+        return self.layer_types.count(kind)
+
+    @property
+    def num_kv_layers(self) -> int:
+        """Layers whose KV cache grows with the context (full attention; a sliding window
+        on every layer, as Mistral's, is still counted here)."""
+        return self.layers_of("full_attention")
 
     @property
     def is_moe(self) -> bool:
@@ -137,8 +189,33 @@ class ParamCounts:
         return self.attention - self.attention_small
 
 
+def linear_attention_params(spec: LinearAttentionSpec, hidden: int) -> tuple[int, int]:
+    """(linear weights, small params) of one Gated DeltaNet block: q, k, v and the output gate
+    z projected from the hidden state, the per-head decay (a) and update (b) projections, the
+    output projection; the depthwise convolution over q, k and v, the decay's dt bias and A_log
+    and the gated RMSNorm are small."""
+    linear = hidden * (2 * spec.key_dim + 2 * spec.value_dim) + hidden * 2 * spec.num_value_heads
+    linear += spec.value_dim * hidden
+    small = (2 * spec.key_dim + spec.value_dim) * spec.conv_kernel_dim
+    small += 2 * spec.num_value_heads + spec.value_head_dim
+    return linear, small
+
+
+def attention_params(card: ModelCard) -> tuple[int, int]:
+    """(linear weights, small params) of all layers' attention blocks, by layer type."""
+    full, full_small = attention_params_per_layer(card)
+    attention_layers = card.num_hidden_layers - card.layers_of("linear_attention")
+    linear, small = attention_layers * full, attention_layers * full_small
+    if card.linear_attention is not None:
+        n = card.layers_of("linear_attention")
+        lin, lin_small = linear_attention_params(card.linear_attention, card.hidden_size)
+        linear, small = linear + n * lin, small + n * lin_small
+    return linear, small
+
+
 def attention_params_per_layer(card: ModelCard) -> tuple[int, int]:
-    """(linear weights, small params: biases and norms) of one attention block."""
+    """(linear weights, small params: biases and norms) of one softmax-attention block (full
+    or sliding)."""
     h = card.hidden_size
     if card.mla is not None:
         m = card.mla
@@ -157,7 +234,8 @@ def attention_params_per_layer(card: ModelCard) -> tuple[int, int]:
         return q + kv + o, small
     q_out = card.num_attention_heads * card.head_dim
     kv_out = card.num_key_value_heads * card.head_dim
-    linear = h * q_out + 2 * h * kv_out + q_out * h
+    gate = q_out if card.attn_output_gate else 0  # q_proj's second half: the output gate
+    linear = h * (q_out + gate) + 2 * h * kv_out + q_out * h
     small = (q_out + 2 * kv_out) if card.attention_bias else 0
     if card.qk_norm:
         small += 2 * card.head_dim
@@ -166,7 +244,7 @@ def attention_params_per_layer(card: ModelCard) -> tuple[int, int]:
 
 def param_counts(card: ModelCard) -> ParamCounts:
     h = card.hidden_size
-    attn_linear, attn_small = attention_params_per_layer(card)
+    attn_linear, attn_small = attention_params(card)
     layers = card.num_hidden_layers
     gated = 3  # gate, up and down projections (SwiGLU) in every supported family
     dense_ffn = card.num_dense_layers * gated * h * card.intermediate_size
@@ -183,14 +261,14 @@ def param_counts(card: ModelCard) -> ParamCounts:
     counts = ParamCounts(
         embedding=embedding,
         lm_head=0 if card.tie_word_embeddings else embedding,
-        attention=layers * (attn_linear + attn_small),
+        attention=attn_linear + attn_small,
         dense_ffn=dense_ffn,
         routed_experts=routed,
         routed_experts_active=routed_active,
         shared_experts=shared,
         routers=routers,
         norms=layers * 2 * h + h,
-        attention_small=layers * attn_small,
+        attention_small=attn_small,
     )
     return counts
 
@@ -210,9 +288,28 @@ def kv_elements_per_token_per_layer(card: ModelCard) -> int:
 
 
 def kv_bytes_per_token(card: ModelCard, kv_dtype: str = "bf16") -> int:
-    """KV-cache bytes one token occupies across all layers (exact)."""
+    """KV-cache bytes one token occupies across the layers whose cache grows (exact)."""
     per_element = BYTES_PER_KV_ELEMENT[kv_dtype]
-    return int(card.num_hidden_layers * kv_elements_per_token_per_layer(card) * per_element)
+    return int(card.num_kv_layers * kv_elements_per_token_per_layer(card) * per_element)
+
+
+def state_bytes_per_sequence(card: ModelCard, kv_dtype: str = "bf16") -> int:
+    """Cache bytes one sequence holds whatever its length: the sliding-window layers' last
+    `sliding_window` tokens and the linear-attention layers' recurrent and convolution states
+    (the convolution state, kernel - 1 inputs of q, k and v, kept in the activation dtype)."""
+    total = 0
+    sliding = card.layers_of("sliding_attention")
+    if sliding:
+        per_element = BYTES_PER_KV_ELEMENT[kv_dtype]
+        total += int(sliding * card.sliding_window * kv_elements_per_token_per_layer(card)
+                     * per_element)
+    spec = card.linear_attention
+    if spec is not None:
+        recurrent = spec.num_value_heads * spec.key_head_dim * spec.value_head_dim
+        conv = (2 * spec.key_dim + spec.value_dim) * (spec.conv_kernel_dim - 1)
+        total += card.layers_of("linear_attention") * (recurrent * spec.state_bytes
+                                                       + conv * BYTES_UNQUANTISED)
+    return int(total)
 
 
 def attention_flops_per_token(card: ModelCard, context_tokens: float) -> float:
@@ -222,10 +319,19 @@ def attention_flops_per_token(card: ModelCard, context_tokens: float) -> float:
         per_head = (m.qk_nope_head_dim + m.qk_rope_head_dim) + m.v_head_dim
     else:
         per_head = 2 * card.head_dim
-    span = context_tokens
-    if card.sliding_window is not None:
-        span = min(span, card.sliding_window)
-    return 2.0 * card.num_hidden_layers * card.num_attention_heads * per_head * span
+    window = card.sliding_window
+    full_span = context_tokens
+    if window is not None and card.layer_types is None:
+        full_span = min(full_span, window)  # one window on every layer (Mistral)
+    spans = card.layers_of("full_attention") * full_span
+    if window is not None:
+        spans += card.layers_of("sliding_attention") * min(context_tokens, window)
+    flops = 2.0 * card.num_attention_heads * per_head * spans
+    spec = card.linear_attention
+    if spec is not None:  # read and update the recurrent state: two head-wise matrix products
+        flops += (card.layers_of("linear_attention") * 4.0 * spec.num_value_heads
+                  * spec.key_head_dim * spec.value_head_dim)
+    return flops
 
 
 def flops_per_token(card: ModelCard, context_tokens: float = 0.0) -> float:
