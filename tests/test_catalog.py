@@ -280,3 +280,28 @@ def test_layer_types_must_match_the_layers(tmp_path):
         change(bad)
         with pytest.raises(ValueError, match=needle):
             ModelCard.model_validate(bad)
+
+
+def test_gpt_oss_120b_against_openais_published_sizes(catalog):
+    card = catalog.model("gpt-oss-120b")
+    counts = param_counts(card)
+    # the gpt-oss model card (arXiv 2508.10925, table 1): 116.83 B total, 5.13 B active per
+    # token, its active count leaving out the embedding (the unembedding is in)
+    assert counts.total / 1e9 == pytest.approx(116.83, abs=0.005)
+    assert (counts.active - counts.embedding) / 1e9 == pytest.approx(5.13, abs=0.01)
+    # half the layers attend over a 128-token window: only the 18 full layers cache per
+    # token (8 KV heads x 64, bf16); each sequence holds the 18 windows
+    assert (card.layers_of("full_attention"), card.layers_of("sliding_attention")) == (18, 18)
+    assert kv_bytes_per_token(card) == 18 * 2 * 8 * 64 * 2
+    assert state_bytes_per_sequence(card) == 18 * 128 * 2 * 8 * 64 * 2
+
+
+def test_glm_5_is_an_mla_moe_with_a_sparse_attention_indexer(catalog):
+    card = catalog.model("glm-5")
+    counts = param_counts(card)
+    # Z.ai's GLM-5 release: "744B parameters (40B active)", rounded; the MTP layer not counted
+    assert abs(counts.total / 1e9 - 744) / 744 <= 0.01
+    assert abs((counts.active - counts.embedding) / 1e9 - 40) / 40 <= 0.03
+    # 78 layers cache MLA's 512 latent + 64 rope key and the indexer's 128-dim key per token
+    assert kv_bytes_per_token(card) == 78 * (512 + 64 + 128) * 2
+    assert catalog.model("zhipuai/GLM-5") is card

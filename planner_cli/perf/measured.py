@@ -52,6 +52,8 @@ AIC_MODELS: dict[str, str] = {
     "minimax-m2.5": "MiniMaxAI/MiniMax-M2.5",
     "kimi-k2.5": "moonshotai/Kimi-K2.5",  # its language model (text_config)
     "qwen3.5-397b-a17b": "Qwen/Qwen3.5-397B-A17B",  # its language model (text_config)
+    "gpt-oss-120b": "openai/gpt-oss-120b",
+    "glm-5": "zai-org/GLM-5",
     "qwen3-0.6b": "Qwen/Qwen3-0.6B",
     "qwen3-1.7b": "Qwen/Qwen3-1.7B",
     "qwen3-8b": "Qwen/Qwen3-8B",
@@ -230,6 +232,9 @@ def _variants(shape: ReplicaShape) -> list[tuple[Quant, str]]:
     source label says when one stands in for the first."""
     gemm, moe = _QUANT[shape.precision]["gemm_quant_mode"], _QUANT[shape.precision][
         "moe_quant_mode"]
+    if shape.precision == "fp4" and shape.card.moe is not None:
+        # 4-bit experts as MXFP4 (gpt-oss's own format) where NVFP4 expert tables are missing
+        return [((gemm, moe), ""), ((gemm, "w4a16_mxfp4"), " (MXFP4 experts, weight-only)")]
     if shape.precision != "fp8":
         return [((gemm, moe), "")]
     if shape.card.name in _NATIVE_FP8_BLOCK:  # the checkpoint's own block-scaled fp8

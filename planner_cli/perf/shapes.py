@@ -21,6 +21,7 @@ from planner_cli.specs.model import (
     PRECISIONS,
     ModelCard,
     attention_params_per_layer,
+    kv_elements_per_token_per_layer,
     linear_attention_params,
 )
 
@@ -76,8 +77,8 @@ class ReplicaShape:
         return max(1.0, self.card.num_key_value_heads / self.tp)
 
     def kv_elements_per_token_layer_gpu(self) -> float:
-        if self.card.mla is not None:  # the latent and rope key, replicated on every rank
-            return float(self.card.mla.kv_lora_rank + self.card.mla.qk_rope_head_dim)
+        if self.card.mla is not None:  # the latent and rope key (and an indexer's key),
+            return float(kv_elements_per_token_per_layer(self.card))  # on every rank
         return 2.0 * self.kv_heads_per_gpu * self.card.head_dim
 
     def _per_stage(self, layers: int) -> int:

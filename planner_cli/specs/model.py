@@ -41,6 +41,7 @@ class MoeSpec(StrictModel):
     moe_intermediate_size: PositiveInt  # width of one routed expert's FFN
     num_shared_experts: NonNegativeInt = 0  # always-active experts of the same width
     first_k_dense_replace: NonNegativeInt = 0  # the first k layers use a dense FFN instead
+    expert_bias: bool = False  # biases on every expert's projections and the router (gpt-oss)
 
     @model_validator(mode="after")
     def _topk_le_experts(self) -> MoeSpec:
@@ -83,6 +84,14 @@ class LinearAttentionSpec(StrictModel):
         return self.num_value_heads * self.value_head_dim
 
 
+class IndexerSpec(StrictModel):
+    """DeepSeek sparse attention's lightning indexer (DeepSeek-V3.2, GLM-5): per layer a small
+    multi-head scorer over the context; it caches one key of head_dim per token and layer."""
+
+    n_heads: PositiveInt
+    head_dim: PositiveInt
+
+
 class ModelCard(StrictModel):
     schema_version: Literal[1]
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]*$")
@@ -101,6 +110,8 @@ class ModelCard(StrictModel):
     tie_word_embeddings: bool = False
     attention_bias: bool = False  # bias on the q/k/v projections (Qwen2)
     qk_norm: bool = False  # per-head RMSNorm on q and k (Qwen3)
+    attention_output_bias: bool = False  # bias on the output projection too (gpt-oss)
+    attention_sinks: bool = False  # one learned sink logit per head and layer (gpt-oss)
     sliding_window: PositiveInt | None = None  # all layers', unless layer_types says which
     # per layer, verbatim from the config (hybrid models); None: every layer full attention
     layer_types: tuple[LayerType, ...] | None = None
@@ -108,6 +119,7 @@ class ModelCard(StrictModel):
     linear_attention: LinearAttentionSpec | None = None
     moe: MoeSpec | None = None
     mla: MlaSpec | None = None
+    indexer: IndexerSpec | None = None  # DeepSeek sparse attention (with mla)
     source: str = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -124,6 +136,8 @@ class ModelCard(StrictModel):
                 raise ValueError("sliding_attention layers need sliding_window")
             if self.mla is not None and set(self.layer_types) != {"full_attention"}:
                 raise ValueError("layer_types other than full_attention with mla")
+        if self.indexer is not None and (self.mla is None or self.mla.q_lora_rank is None):
+            raise ValueError("indexer needs mla with a q_lora_rank")
         if ((self.linear_attention is not None)
                 != ("linear_attention" in (self.layer_types or ()))):
             raise ValueError("linear_attention layers and the linear_attention section go "
@@ -231,12 +245,21 @@ def attention_params_per_layer(card: ModelCard) -> tuple[int, int]:
             m.qk_nope_head_dim + m.v_head_dim)
         small += m.kv_lora_rank  # kv_a_layernorm
         o = nh * m.v_head_dim * h
-        return q + kv + o, small
+        linear = q + kv + o
+        if card.indexer is not None:  # its query from q's latent, key and head weights from h
+            ix = card.indexer
+            linear += m.q_lora_rank * ix.n_heads * ix.head_dim + h * ix.head_dim + h * ix.n_heads
+            small += 2 * ix.head_dim  # the key's LayerNorm
+        return linear, small
     q_out = card.num_attention_heads * card.head_dim
     kv_out = card.num_key_value_heads * card.head_dim
     gate = q_out if card.attn_output_gate else 0  # q_proj's second half: the output gate
     linear = h * (q_out + gate) + 2 * h * kv_out + q_out * h
     small = (q_out + 2 * kv_out) if card.attention_bias else 0
+    if card.attention_output_bias:
+        small += h
+    if card.attention_sinks:
+        small += card.num_attention_heads
     if card.qk_norm:
         small += 2 * card.head_dim
     return linear, small
@@ -252,11 +275,13 @@ def param_counts(card: ModelCard) -> ParamCounts:
     if card.moe is not None:
         moe = card.moe
         expert = gated * h * moe.moe_intermediate_size
+        if moe.expert_bias:  # gate and up (2 x width) and down (h) biases
+            expert += 2 * moe.moe_intermediate_size + h
         n = card.num_moe_layers
         routed = n * moe.num_experts * expert
         routed_active = n * moe.num_experts_per_tok * expert
         shared = n * moe.num_shared_experts * expert
-        routers = n * h * moe.num_experts
+        routers = n * (h + (1 if moe.expert_bias else 0)) * moe.num_experts
     embedding = card.vocab_size * h
     counts = ParamCounts(
         embedding=embedding,
@@ -281,9 +306,11 @@ def weight_bytes(card: ModelCard, precision: str) -> float:
 
 
 def kv_elements_per_token_per_layer(card: ModelCard) -> int:
-    """Cached elements per token and layer: K and V heads, or MLA's latent plus rope key."""
+    """Cached elements per token and layer: K and V heads, or MLA's latent plus rope key (and
+    the sparse-attention indexer's key, counted at the KV dtype)."""
     if card.mla is not None:
-        return card.mla.kv_lora_rank + card.mla.qk_rope_head_dim
+        index = card.indexer.head_dim if card.indexer is not None else 0
+        return card.mla.kv_lora_rank + card.mla.qk_rope_head_dim + index
     return 2 * card.num_key_value_heads * card.head_dim
 
 
