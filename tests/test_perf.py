@@ -318,3 +318,50 @@ def test_one_tp_is_not_cross_validated_and_nothing_is_written_null(cli, tmp_path
                              "8", "--batch", "1", "--profiles", profiles, "--json").stdout)
     assert carried["source"].startswith("calibrated:")
     assert "carried from h100-sxm to a100-40gb" in carried["source"]
+
+
+def test_int4_ratio_table_is_aiconfigurators_a100_measurements():
+    from importlib import resources
+
+    import pandas as pd
+
+    from planner_cli.perf.analytic import INT4_WO_RATIO
+
+    path = (resources.files("aiconfigurator_core") / "systems" / "data" / "a100_sxm" / "gemm"
+            / "trtllm" / "1.0.0" / "gemm_perf.parquet")
+    data = pd.read_parquet(str(path))
+    table = data.pivot_table(index=["n", "k", "m"], columns="gemm_dtype",
+                             values="latency").dropna()
+    big = table[(table.index.get_level_values(0) >= 4096)
+                & (table.index.get_level_values(1) >= 4096)]
+    medians = (big["int4_wo"] / big["bfloat16"]).groupby(level=2).median()
+    pooled: list[list[float]] = []  # pool adjacent violators: the non-decreasing fit
+    for value in medians.tolist():
+        pooled.append([value, 1])
+        while len(pooled) > 1 and pooled[-2][0] > pooled[-1][0]:
+            (v1, n1), (v0, n0) = pooled.pop(), pooled.pop()
+            pooled.append([(v0 * n0 + v1 * n1) / (n0 + n1), n0 + n1])
+    fit = [v for v, n in pooled for _ in range(int(n))]
+    assert [m for m, _ in INT4_WO_RATIO] == medians.index.tolist()
+    assert [r for _, r in INT4_WO_RATIO] == pytest.approx(fit, abs=5e-4)
+
+
+def test_int4_speedup_over_bf16_shrinks_with_batch():
+    """Reading a quarter of the bytes wins while decode is memory bound; the dequantisation
+    takes the win away as the batch grows (AWQ loses its advantage past small batches)."""
+    from planner_cli.perf.fast import IterationCost
+
+    bf16, int4 = shape("llama-3.1-70b", tp=4), shape("llama-3.1-70b", tp=4,
+                                                      precision="int4-awq")
+    speedup = {}
+    for b in (1, 16, 64, 256):
+        t_bf16 = analytic_iteration(bf16, 0, b, b * 1000).total_s
+        t_int4 = analytic_iteration(int4, 0, b, b * 1000).total_s
+        assert IterationCost(int4, DEFAULT_CONSTANTS).time(0, b, b * 1000) == pytest.approx(
+            t_int4, rel=1e-9)
+        speedup[b] = t_bf16 / t_int4
+    assert speedup[1] > 1.8 and speedup[1] >= speedup[16] > speedup[64] > speedup[256]
+    assert speedup[256] < 1.05
+    # a prefill of 4096 tokens: int4 no faster than bf16
+    assert analytic_iteration(int4, 4096, 0, 0).gemm_s >= analytic_iteration(
+        bf16, 4096, 0, 0).gemm_s

@@ -107,6 +107,7 @@ class LayerLoad:
     gemm_bytes: float
     attn_flops: float
     attn_bytes: float
+    gemm_scale: float = 1.0  # weight-only int4: its GEMMs' time against the bf16 twin's
 
 
 @dataclass(frozen=True)
@@ -230,15 +231,6 @@ def gemm_work(shape: ReplicaShape, moe_layer: bool, n: int) -> tuple[float, floa
     return flops, weight_bytes + act_bytes
 
 
-def _layer_work(shape: ReplicaShape, moe_layer: bool, p: int, b: int, k: float,
-                prefill_context: float, prefill_seqs: int = 1
-                ) -> tuple[float, float, float, float]:
-    """(gemm flops, gemm bytes, attention flops, attention bytes) of one layer on one GPU."""
-    flops, by = gemm_work(shape, moe_layer, p + b)
-    af, ab = attention_work(attention_coeffs(shape), p, b, k, prefill_context, prefill_seqs)
-    return flops, by, af, ab
-
-
 def communication_work(shape: ReplicaShape, n: int) -> tuple[float, int, float]:
     """(all-reduce seconds at full link speed, collective steps, pipeline hand-off seconds at
     full link speed) of an iteration of n tokens: two all-reduces per layer (after attention
@@ -270,6 +262,47 @@ def communication_time(c: AnalyticConstants, allreduce_nominal_s: float, steps: 
     return collectives, handoff
 
 
+# Weight-only int4 GEMMs (AWQ-style: 4-bit weights dequantised in the kernel) against bf16 ones
+# by tokens m: the median int4_wo / bfloat16 latency over the 63 shapes with n, k >= 4096 of
+# aiconfigurator-core's A100 TensorRT-LLM GEMM table (systems/data/a100_sxm/gemm/trtllm/1.0.0,
+# the only int4 weight-only GEMMs it measured), made non-decreasing in m by pooling adjacent
+# violators (so an iteration never gets faster with more tokens); tests/test_perf.py recomputes
+# it. Reading a quarter of the bytes wins below ~48 tokens; from ~256 tokens the
+# dequantisation makes them slower than bf16.
+WEIGHT_ONLY = ("int4-awq",)
+INT4_WO_RATIO = ((1, 0.367), (2, 0.367), (4, 0.395), (8, 0.395), (16, 0.407), (32, 0.454),
+                 (48, 0.688), (64, 0.688), (80, 0.897), (96, 0.900), (128, 0.900),
+                 (160, 0.929), (192, 0.929), (256, 1.045), (384, 1.055), (512, 1.055),
+                 (768, 1.055), (1024, 1.055), (2048, 1.055), (4096, 1.055), (8192, 1.055))
+
+
+def weight_only_ratio(m: float) -> float:
+    """INT4_WO_RATIO at m tokens (linear between its points, its end values beyond)."""
+    points = INT4_WO_RATIO
+    if m <= points[0][0]:
+        return points[0][1]
+    for (m0, r0), (m1, r1) in zip(points, points[1:], strict=False):
+        if m <= m1:
+            return r0 + (r1 - r0) * (m - m0) / (m1 - m0)
+    return points[-1][1]
+
+
+def gemm_twin(shape: ReplicaShape) -> ReplicaShape:
+    """The shape whose GEMM work a weight-only precision is timed against (bf16), else itself."""
+    return replace(shape, precision="bf16") if shape.precision in WEIGHT_ONLY else shape
+
+
+def gemm_scale(shape: ReplicaShape, moe_layer: bool, n: int) -> float:
+    """A layer's GEMM time against its bf16 twin's: 1 unless weight-only; an MoE layer's
+    experts each see n · top-k / experts of the tokens."""
+    if shape.precision not in WEIGHT_ONLY or n <= 0:
+        return 1.0
+    moe = shape.card.moe
+    m = max(1.0, n * moe.num_experts_per_tok / moe.num_experts) if (
+        moe_layer and moe is not None) else float(n)
+    return weight_only_ratio(m)
+
+
 def iteration_load(shape: ReplicaShape, p: int, b: int, k: float,
                    prefill_context: float = 0.0, prefill_seqs: int = 1) -> IterationLoad:
     """The work of one iteration along its path (all pipeline stages in turn)."""
@@ -283,8 +316,10 @@ def iteration_load(shape: ReplicaShape, p: int, b: int, k: float,
     layers = []
     for is_moe in (False, True):
         if counts[is_moe]:
-            f, by, af, ab = _layer_work(shape, is_moe, p, b, k, prefill_context, prefill_seqs)
-            layers.append(LayerLoad(counts[is_moe], f, by, af, ab))
+            f, by = gemm_work(gemm_twin(shape), is_moe, n)
+            af, ab = attention_work(attention_coeffs(shape), p, b, k, prefill_context,
+                                    prefill_seqs)
+            layers.append(LayerLoad(counts[is_moe], f, by, af, ab, gemm_scale(shape, is_moe, n)))
     allreduce, steps, handoff = communication_work(shape, n)
     # logits only for the last token of each sequence
     seqs = b + (max(1, min(prefill_seqs, p)) if p > 0 else 0)
@@ -304,8 +339,8 @@ def time_from_load(load: IterationLoad, shape: ReplicaShape,
     if load.tokens == 1 and c.single_token_bandwidth_efficiency is not None:
         gemm_bw = c.single_token_bandwidth_efficiency
     for layer in load.layers:
-        gemm += layer.count * max(layer.gemm_flops / (peak * c.compute_efficiency),
-                                  layer.gemm_bytes / (bw * gemm_bw))
+        gemm += layer.count * layer.gemm_scale * max(
+            layer.gemm_flops / (peak * c.compute_efficiency), layer.gemm_bytes / (bw * gemm_bw))
         attn += layer.count * max(layer.attn_flops / (peak * c.attention_efficiency),
                                   layer.attn_bytes / (bw * c.attention_bandwidth_efficiency))
     head = max(load.head_flops / (peak * c.compute_efficiency),

@@ -147,8 +147,8 @@ class _Design:
         for i, ld in enumerate(loads):
             for j, layer in enumerate(ld.layers):
                 self.count[i, j] = layer.count
-                self.gf[i, j] = layer.gemm_flops / peak
-                self.gb[i, j] = layer.gemm_bytes / bw
+                self.gf[i, j] = layer.gemm_flops * layer.gemm_scale / peak
+                self.gb[i, j] = layer.gemm_bytes * layer.gemm_scale / bw
                 self.af[i, j] = layer.attn_flops / peak
                 self.ab[i, j] = layer.attn_bytes / bw
         self.hf = np.array([ld.head_flops / peak for ld in loads])

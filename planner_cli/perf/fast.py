@@ -17,6 +17,8 @@ from planner_cli.perf.analytic import (
     attention_work,
     communication_time,
     communication_work,
+    gemm_scale,
+    gemm_twin,
     gemm_work,
 )
 from planner_cli.perf.shapes import ReplicaShape
@@ -62,10 +64,11 @@ class IterationCost:
         c, shape = self.constants, self.shape
         eb = self._bandwidth_eff(n)
         total = 0.0
+        twin = gemm_twin(shape)
         for count, is_moe in self.kinds:
-            flops, by = gemm_work(shape, is_moe, n)
-            total += count * max(flops / (self.peak * c.compute_efficiency),
-                                 by / (self.bw * eb))
+            flops, by = gemm_work(twin, is_moe, n)
+            total += count * gemm_scale(shape, is_moe, n) * max(
+                flops / (self.peak * c.compute_efficiency), by / (self.bw * eb))
         total += sum(communication_time(c, *communication_work(shape, n)))
         self._by_tokens[n] = total
         return total
