@@ -214,3 +214,25 @@ def test_fp4_runs_on_blackwell_only():
     assert fp4.source.startswith("measured:b200_sxm/sglang/")
     # fewer weight bytes per decode step
     assert fp4.cost().time(0, 8, 16000) < fp8.cost().time(0, 8, 16000)
+
+
+def test_a_sibling_gpus_tables_stand_in_where_its_own_lack_the_case():
+    import yaml
+
+    folder = resources.files("aiconfigurator_core") / "systems"
+    for gpu, sibling in measured.SIBLINGS.items():
+        mine, theirs = (yaml.safe_load((folder / f"{measured.AIC_SYSTEMS[g]}.yaml").read_text())
+                        ["gpu"] for g in (gpu, sibling))
+        for key in ("bfloat16_tc_flops", "fp8_tc_flops"):
+            assert mine[key] == theirs[key], (gpu, key)
+        assert mine["mem_bw"] == pytest.approx(theirs["mem_bw"], rel=0.01)
+    # MiniMax-M2.5 in fp8 on B300: no fp8 expert tables of its own, B200's stand in
+    b300 = measured.measured_cost(shape("minimax-m2.5", "b300", tp=4, precision="fp8"), "vllm")
+    b200 = measured.measured_cost(shape("minimax-m2.5", "b200", tp=4, precision="fp8"), "vllm")
+    assert b300.source.startswith("measured:b200_sxm/vllm/")
+    assert "carried to b300" in b300.source and "MoE data missing" in b300.source
+    assert b300.time(512, 8, 8 * 2000) == pytest.approx(b200.time(512, 8, 8 * 2000))
+    # fp4: B300's peak is not B200's, nothing is carried
+    why = measured.NotCovered("its own tables lack it")
+    fp4 = shape("minimax-m2.5", "b300", tp=4, precision="fp4")
+    assert measured._carried(fp4, "vllm", why) is why

@@ -28,7 +28,7 @@ import json
 import logging
 import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,13 @@ AIC_SYSTEMS: dict[str, str] = {
     "l40s": "l40s",
     "rtx-pro-6000-server": "rtx_pro_6000_server",
 }
+
+# GPUs whose bf16 and fp8 tensor peaks equal another's (and memory bandwidth within 1 %, the
+# same NVLink): where their own tables lack a case at those precisions, the sibling's kernel
+# measurements stand in, and the source says so (aiconfigurator-core systems/*.yaml:
+# B300 7.75 TB/s vs B200 7.7, GB300 and GB200 8; tests/test_measured.py checks the figures).
+SIBLINGS: dict[str, str] = {"b300": "b200", "gb300": "gb200"}
+CARRIED_PRECISIONS = ("bf16", "fp8")
 
 # Our precisions -> aiconfigurator quantisation modes (weights; the KV cache and attention stay
 # bf16, as our memory model and the engines' default KV dtype assume). `None` keeps the model's
@@ -217,7 +224,7 @@ def measured_cost(shape: ReplicaShape, engine: str) -> MeasuredCost:
         try:
             _COSTS[key] = MeasuredCost(shape, engine)
         except NotCovered as why:
-            _COSTS[key] = why
+            _COSTS[key] = _carried(shape, engine, why)
     got = _COSTS[key]
     if isinstance(got, NotCovered):
         raise NotCovered(str(got))
@@ -244,6 +251,21 @@ def _variants(shape: ReplicaShape) -> list[tuple[Quant, str]]:
     if shape.card.moe is not None:  # block-scaled fp8 experts where per-tensor ones are missing
         return [(("fp8", "fp8"), ""), (("fp8", "fp8_block"), " (block-scaled fp8 experts)")]
     return [(("fp8", "fp8"), "")]
+
+
+def _carried(shape: ReplicaShape, engine: str, why: NotCovered) -> MeasuredCost | NotCovered:
+    """The sibling GPU's measured cost for a shape its own tables do not cover, else why."""
+    sibling = SIBLINGS.get(shape.gpu.name)
+    if sibling is None or shape.precision not in CARRIED_PRECISIONS:
+        return why
+    twin = replace(shape, gpu=shape.gpu.model_copy(update={"name": sibling}))
+    try:
+        cost = MeasuredCost(twin, engine)
+    except NotCovered:
+        return why
+    cost.source += (f" (carried to {shape.gpu.name}, whose {shape.precision} peak it shares; "
+                    f"its own tables: {why})")
+    return cost
 
 
 def _handle(cov: Coverage, shape: ReplicaShape, quant: Quant) -> Any:
@@ -291,7 +313,7 @@ class MeasuredCost:
         self.coverage = coverage(shape, engine)
         self._decode: dict[int, tuple[list[float], list[float], list[float]]] = {}
         self._grid: dict[int, tuple[list[float], list[float]]] = {}
-        first: NotCovered | None = None
+        reasons: list[str] = []
         for quant, note in _variants(shape):
             try:
                 self._h = _handle(self.coverage, shape, quant)
@@ -301,13 +323,13 @@ class MeasuredCost:
                     raise NotCovered("its block-scaled fp8 decode step falls with batch")
                 self._build(engine)
             except NotCovered as why:
-                first = first or why
+                reasons.append(str(why))
                 self._decode.clear()
                 self._grid.clear()
                 continue
             self.source = self.coverage.label + note
             return
-        raise first  # type: ignore[misc]  # _variants is never empty
+        raise NotCovered("; ".join(dict.fromkeys(reasons)))
 
     def _build(self, engine: str) -> None:
         """Tabulate the shared part and each prompt's attention, and check that decode steps
