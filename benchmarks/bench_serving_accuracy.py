@@ -48,6 +48,20 @@ def concurrency(source: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def parallelism(r: pd.Series) -> tuple[int, int]:
+    """(tp, expert-parallel size) of a row. Some rows' ids name the launch's --tp N and --ep M
+    while their tp_size column holds the product N·M: those runs used N GPUs, the experts
+    spread over M of them."""
+    tp = int(r["tp_size"])
+    ep = int(r["moe_ep_size"]) if not math.isnan(r["moe_ep_size"]) else 1
+    named = re.search(r"_tp(\d+)(?:_0)?_ep(\d+)(?:_0)?_", r["id"])
+    if named:
+        n, m = int(named.group(1)), int(named.group(2))
+        if n != tp and n * m == tp:
+            return n, m
+    return tp, ep
+
+
 def aic_static(shape: ReplicaShape, engine: str, isl: int, osl: int, c: int
                ) -> tuple[float, float] | None:
     """aiconfigurator-core's own estimate: static batching of c requests."""
@@ -101,8 +115,7 @@ def main() -> None:
         if r["attention_dp_size"] > 1 or r["pp_size"] > 1:
             skipped["attention DP or pipeline parallel"] += 1
             continue
-        tp = int(r["tp_size"])
-        moe_ep = int(r["moe_ep_size"]) if not math.isnan(r["moe_ep_size"]) else 1
+        tp, moe_ep = parallelism(r)
         c = concurrency(r["silicon_data_source"])
         isl, osl = int(r["isl"]), int(r["osl"])
         card = catalog.model(model)
