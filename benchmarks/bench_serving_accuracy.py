@@ -40,7 +40,9 @@ from planner_cli.specs.catalog import load_catalog
 ROOT = Path(__file__).resolve().parent.parent
 CSV = ROOT.parent / "shared" / "data" / "raw" / "aiconfigurator" / "silicon_dev.csv"
 SYSTEM_TO_GPU = {v: k for k, v in AIC_SYSTEMS.items()}
-PRECISIONS = {"bf16": "bf16", "fp8": "fp8", "fp4": "fp4"}
+# the rows' precisions -> ours; int4 rows are Kimi-K2.5's own checkpoint (4-bit weight-only
+# experts, group 32), planned as int4-awq (4-bit weight-only, group 128)
+PRECISIONS = {"bf16": "bf16", "fp8": "fp8", "fp4": "fp4", "int4": "int4-awq"}
 
 
 def concurrency(source: str) -> int | None:

@@ -236,3 +236,14 @@ def test_a_sibling_gpus_tables_stand_in_where_its_own_lack_the_case():
     why = measured.NotCovered("its own tables lack it")
     fp4 = shape("minimax-m2.5", "b300", tp=4, precision="fp4")
     assert measured._carried(fp4, "vllm", why) is why
+
+
+def test_moe_quantisation_variants_stand_in_and_say_so():
+    # Kimi-K2.5 in int4: the database has int4 expert tables but no int4 GEMMs on B200
+    kimi = measured.measured_cost(shape("kimi-k2.5", "b200", tp=8, precision="int4-awq"), "vllm")
+    assert kimi.source.endswith("(int4 experts, bf16 attention GEMMs)")
+    # gpt-oss in fp4: MXFP4 experts where NVFP4 expert tables are missing
+    oss = measured.measured_cost(shape("gpt-oss-120b", "b200", tp=2, precision="fp4"), "vllm")
+    assert oss.source.endswith("(MXFP4 experts, weight-only)")
+    # a dense model has one variant per precision
+    assert len(measured._variants(shape("llama-3.1-8b", precision="int4-awq"))) == 1

@@ -242,6 +242,10 @@ def _variants(shape: ReplicaShape) -> list[tuple[Quant, str]]:
     if shape.precision == "fp4" and shape.card.moe is not None:
         # 4-bit experts as MXFP4 (gpt-oss's own format) where NVFP4 expert tables are missing
         return [((gemm, moe), ""), ((gemm, "w4a16_mxfp4"), " (MXFP4 experts, weight-only)")]
+    if shape.precision == "int4-awq" and shape.card.moe is not None:
+        # 4-bit experts beside bf16 attention (Kimi's own int4 checkpoint) where the database
+        # has no int4 GEMM tables for the attention projections
+        return [((gemm, moe), ""), (("bfloat16", moe), " (int4 experts, bf16 attention GEMMs)")]
     if shape.precision != "fp8":
         return [((gemm, moe), "")]
     if shape.card.name in _NATIVE_FP8_BLOCK:  # the checkpoint's own block-scaled fp8
