@@ -34,14 +34,16 @@ UNCAPPED_SEQS = 1 << 30
 # ../shared/data/raw/aiconfigurator/silicon_dev.csv (the one file constants may be fitted to):
 # the value on a 0.5 ms grid that minimises the median |TPOT error| of perf serve on its 298
 # usable vLLM and SGLang rows (0: 17.9 %, 0.5 ms: 15.4 %, 1.0 ms: 13.7 %, 1.5 ms: 14.6 %); with
-# any one model's rows left out the same value is chosen (held-out error 13.7 %).
+# any one model's rows left out the same value is chosen (held-out error 13.7 %). Rechecked on
+# the 328 rows usable since: 0.5, 1.0, 1.5 ms give 13.5, 13.0, 13.7 %.
 STEP_OVERHEAD_S = {"vllm": 1.0e-3, "sglang": 1.0e-3}
 # What a client's TTFT and latency add to the engine's own (the HTTP server, tokenisation, the
 # hand-off between the engine's processes, the first chunk streamed back); the engine's
 # schedule is not delayed by it. Fitted to the same file on a 20 ms grid per engine, to the
 # median |TTFT error| of that engine's rows: vLLM 0 (0, 20, 40 ms: 30.4, 34.3, 38.3 %; with
 # each model left out in turn, 35.3 % held out), SGLang 120 ms (100, 120, 140 ms: 29.4, 28.8,
-# 29.8 %; 29.9 % held out).
+# 29.8 %; 29.9 % held out); on the 328 rows: vLLM 0 / 20 ms 28.8 / 31.3 %, SGLang 120 ms
+# 26.2 %, 140 ms 28.7 %.
 FRONTEND_S = {"vllm": 0.0, "sglang": 0.120}
 
 
