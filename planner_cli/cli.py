@@ -89,6 +89,9 @@ ProfilesOpt = Annotated[Path | None, typer.Option(
 EngineOpt = Annotated[str | None, typer.Option(
     "--engine", help="Serving engine: vllm or sglang (default: the cascade file's per model, "
     "else vllm). Selects aiconfigurator-core's measured tables and the saved calibrations.")]
+KvDtypeOpt = Annotated[str, typer.Option(
+    "--kv-cache-dtype", help="KV-cache element type: bf16, or fp8 (half the bytes per token, "
+    "as the engines' --kv-cache-dtype fp8).")]
 FormatOpt = Annotated[str | None, typer.Option(
     "--format", help=f"Input format ({', '.join(FORMATS)}); default: detected.")]
 RateOpt = Annotated[float | None, typer.Option(
@@ -320,6 +323,7 @@ def perf(
         help="Share of GPU memory the engine may use.")] = DEFAULT_GPU_MEMORY_UTILIZATION,
     max_model_len: Annotated[int | None, typer.Option(
         help="Longest request to fit (default: the model's context length).")] = None,
+    kv_cache_dtype: KvDtypeOpt = "bf16",
     as_json: JsonOpt = False,
 ) -> None:
     """Predict one replica shape: memory, KV capacity and one iteration's time, with its source.
@@ -337,7 +341,7 @@ def perf(
                               prefill_context, prefill_seqs, catalog_dir=_catalog_dir(),
                               profiles_dir=profiles, engine=engine,
                               gpu_memory_utilization=gpu_memory_utilization,
-                              max_model_len=max_model_len)
+                              max_model_len=max_model_len, kv_cache_dtype=kv_cache_dtype)
     render.emit_json(result) if as_json else render.perf_table(result)
 
 
@@ -367,6 +371,7 @@ def perf_serve(
         help="Spread of the request lengths, as the benchmark's --random-range-ratio: each "
         "length uniform in [L·(1-R), L·(1+R)] (0: fixed).")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of the sampled lengths.")] = 0,
+    kv_cache_dtype: KvDtypeOpt = "bf16",
     profiles: ProfilesOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Predict what `vllm bench serve --max-concurrency C` reports for one replica.
@@ -380,6 +385,7 @@ def perf_serve(
                             num_prompts=num_prompts, engine=engine, max_num_seqs=max_num_seqs,
                             max_num_batched_tokens=max_num_batched_tokens,
                             range_ratio=random_range_ratio, seed=seed,
+                            kv_cache_dtype=kv_cache_dtype,
                             catalog_dir=_catalog_dir(), profiles_dir=profiles)
     render.emit_json(result) if as_json else render.serve_table(result)
 

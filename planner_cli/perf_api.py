@@ -45,7 +45,7 @@ def perf_predict(model: str, gpu: str, tp: int = 1, pp: int = 1, precision: str 
                  catalog_dir: Path | None = None, profiles_dir: Path | None = None,
                  engine: str | None = None,
                  gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
-                 max_model_len: int | None = None) -> dict:
+                 max_model_len: int | None = None, kv_cache_dtype: str = "bf16") -> dict:
     """Memory figures and the predicted iteration time of one replica shape, with its source."""
     if prefill_tokens < 0 or batch < 0 or context < 0 or prefill_context < 0:
         raise InputError("token counts must be >= 0", "fix --prefill-tokens/--batch/--context")
@@ -62,7 +62,8 @@ def perf_predict(model: str, gpu: str, tp: int = 1, pp: int = 1, precision: str 
         raise InputError(f"--gpu-memory-utilization {gpu_memory_utilization} is not in (0, 1]",
                          "use e.g. 0.9")
     card = load_catalog(catalog_dir).model(model)
-    shape = ReplicaShape(card, resolve_gpu(gpu, catalog_dir), tp, pp, precision)
+    shape = ReplicaShape(card, resolve_gpu(gpu, catalog_dir), tp, pp, precision,
+                         kv_dtype=kv_cache_dtype)
     pm = perf_model(shape, profiles_dir, engine)
     mem = pm.memory(gpu_memory_utilization, max_model_len)
     breakdown = pm.iteration(prefill_tokens, batch, context, prefill_context, prefill_seqs)
@@ -81,7 +82,7 @@ def perf_serve(model: str, gpu: str, isl: int, osl: int, concurrency: int, tp: i
                num_prompts: int | None = None, engine: str | None = None,
                max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None,
                gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
-               range_ratio: float = 0.0, seed: int = 0,
+               range_ratio: float = 0.0, seed: int = 0, kv_cache_dtype: str = "bf16",
                catalog_dir: Path | None = None, profiles_dir: Path | None = None) -> dict:
     """What `vllm bench serve --max-concurrency C` with random lengths would report for one
     replica: the simulator driven by C closed-loop clients, scheduled as the engine does, with
@@ -98,7 +99,8 @@ def perf_serve(model: str, gpu: str, isl: int, osl: int, concurrency: int, tp: i
                          "pass a ratio from 0 (fixed lengths) up to below 1")
     engine = check_engine(engine)
     card = load_catalog(catalog_dir).model(model)
-    shape = ReplicaShape(card, resolve_gpu(gpu, catalog_dir), tp, pp, precision, ep=ep)
+    shape = ReplicaShape(card, resolve_gpu(gpu, catalog_dir), tp, pp, precision,
+                         kv_dtype=kv_cache_dtype, ep=ep)
     defaults = engine_defaults(engine, shape.gpu)
     max_num_seqs = max_num_seqs or defaults.max_num_seqs
     max_num_batched_tokens = max_num_batched_tokens or defaults.max_num_batched_tokens
@@ -117,7 +119,7 @@ def perf_serve(model: str, gpu: str, isl: int, osl: int, concurrency: int, tp: i
                           range_ratio, seed, mem.state_tokens_per_sequence,
                           FRONTEND_S[engine])
     return {"model": card.name, "gpu": shape.gpu.name, "tp": tp, "pp": pp, "ep": ep,
-            "precision": precision, "engine": engine,
+            "precision": precision, "kv_cache_dtype": kv_cache_dtype, "engine": engine,
             "max_num_batched_tokens": max_num_batched_tokens,
             "max_num_seqs": None if max_num_seqs >= UNCAPPED_SEQS else max_num_seqs,
             "prefill_first": defaults.prefill_first, "random_range_ratio": range_ratio,

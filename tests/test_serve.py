@@ -230,3 +230,22 @@ def test_the_frontend_adds_to_what_clients_see_not_to_the_engines_schedule():
     assert res.first_token[0] == pytest.approx(T + 0.05)
     assert res.finish[0] == pytest.approx(5 * T + 0.05)
     assert FRONTEND_S["vllm"] < FRONTEND_S["sglang"]
+
+
+def test_an_fp8_kv_cache_holds_twice_the_tokens(cli):
+    def serve(*args):
+        result = cli("perf", "serve", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--isl",
+                     "1024", "--osl", "64", "--concurrency", "8", "--json", *args)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    bf16, fp8 = serve(), serve("--kv-cache-dtype", "fp8")
+    assert fp8["kv_cache_dtype"] == "fp8" and bf16["kv_cache_dtype"] == "bf16"
+    assert 1.99 < fp8["kv_capacity_tokens"] / bf16["kv_capacity_tokens"] < 2.01
+    assert fp8["source"].startswith("measured:h100_sxm/vllm/")
+    per_token = json.loads(cli("perf", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--batch",
+                               "1", "--kv-cache-dtype", "fp8", "--json").stdout)
+    assert per_token["memory"]["kv_bytes_per_token_per_gpu"] == 65_536
+    assert_one_line_error(cli("perf", "serve", "--model", "llama-3.1-8b", "--gpu", "h100-sxm",
+                              "--isl", "8", "--osl", "8", "--concurrency", "1",
+                              "--kv-cache-dtype", "int8"), "KV-cache dtype 'int8' is not known")

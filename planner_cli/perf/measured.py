@@ -96,6 +96,7 @@ _QUANT: dict[str, dict[str, str | None]] = {
     "int4-awq": {"gemm_quant_mode": "int4_wo", "moe_quant_mode": "int4_wo"},
     "fp4": {"gemm_quant_mode": "nvfp4", "moe_quant_mode": "nvfp4"},
 }
+_KV_QUANT = {"bf16": "bfloat16", "fp8": "fp8"}  # KV-cache dtypes -> its modes
 _NATIVE_FP8_BLOCK = {"deepseek-r1", "deepseek-v3", "minimax-m2.5"}
 
 # Grids the parts are tabulated on (tokens). Between points: linear interpolation.
@@ -274,7 +275,7 @@ def _carried(shape: ReplicaShape, engine: str, why: NotCovered) -> MeasuredCost 
 
 def _handle(cov: Coverage, shape: ReplicaShape, quant: Quant) -> Any:
     """The compiled estimator of a shape under one quantisation mode."""
-    key = (cov, shape.tp, shape.pp, shape.ep, shape.precision, quant)
+    key = (cov, shape.tp, shape.pp, shape.ep, shape.precision, shape.kv_dtype, quant)
     if key not in _HANDLES:
         from aiconfigurator_core.sdk.engine import EngineHandle
 
@@ -284,7 +285,8 @@ def _handle(cov: Coverage, shape: ReplicaShape, quant: Quant) -> Any:
             try:
                 _HANDLES[key] = EngineHandle.compile(
                     cov.model, cov.system, cov.engine, backend_version=cov.version,
-                    tp_size=shape.tp, pp_size=shape.pp, kvcache_quant_mode="bfloat16",
+                    tp_size=shape.tp, pp_size=shape.pp,
+                    kvcache_quant_mode=_KV_QUANT[shape.kv_dtype],
                     fmha_quant_mode="bfloat16", gemm_quant_mode=quant[0],
                     moe_quant_mode=quant[1], **moe)
             except Exception as exc:  # its database says what it lacks
