@@ -79,12 +79,17 @@ def test_the_measured_source_is_the_default_where_it_covers():
 
 
 @pytest.mark.parametrize("model,gpu,why", [
-    ("mistral-7b-instruct-v0.1", "h100-sxm", "does not model MistralForCausalLM"),
+    ("falcon-like", "h100-sxm", "does not model FalconForCausalLM"),
     ("llama-3.1-8b", "l4", "no tables for l4"),
     ("llama-3.1-8b", "h100-sxm", None),
 ])
 def test_uncovered_cases_fall_back_to_analytic_and_say_why(model, gpu, why):
-    pm = perf_model(shape(model, gpu))
+    if model == "falcon-like":  # an architecture neither shipped nor modelled from a config
+        card = CATALOG.model("llama-3.1-8b").model_copy(
+            update={"name": "falcon-like", "architecture": "FalconForCausalLM"})
+        pm = perf_model(ReplicaShape(card, CATALOG.gpu(gpu), 1, 1, "bf16"))
+    else:
+        pm = perf_model(shape(model, gpu))
     if why is None:
         assert pm.source.startswith("measured:")
     else:
@@ -247,3 +252,16 @@ def test_moe_quantisation_variants_stand_in_and_say_so():
     assert oss.source.endswith("(MXFP4 experts, weight-only)")
     # a dense model has one variant per precision
     assert len(measured._variants(shape("llama-3.1-8b", precision="int4-awq"))) == 1
+
+
+def test_mistrals_sliding_window_is_applied_to_llama_shaped_tables():
+    cost = measured.measured_cost(shape("mistral-7b-instruct-v0.1"), "vllm")
+    assert cost.source.endswith("(its 4096-token sliding window applied to Llama-shaped tables)")
+    # decoding attends to at most the window: 10,000 tokens a sequence cost what 4,096 do
+    assert cost.time(0, 8, 8 * 10_000) == pytest.approx(cost.time(0, 8, 8 * 4096))
+    assert cost.time(0, 8, 8 * 2000) < cost.time(0, 8, 8 * 4096)
+    # past the window a prompt's attention grows linearly, not quadratically
+    a = [cost.context(c, 0.0) for c in (8192, 12288, 16384)]
+    assert a[2] - a[1] == pytest.approx(a[1] - a[0], rel=1e-9)
+    # each token past the window pays what the window's last token does: 2·A(w)/w
+    assert a[0] == pytest.approx(3 * cost.context(4096, 0.0), rel=1e-9)

@@ -32,7 +32,8 @@ def test_simulate_example_plan(cli):
     assert fig["slo_scale"] >= 1.0
     for q in ("p50", "p90", "p95", "p99"):
         assert fig["e2e_latency_s"][q] > 0
-    assert fig["stages"][0]["perf_source"].startswith("analytic")
+    assert fig["stages"][0]["perf_source"].startswith("measured:h100_sxm/vllm/")
+    assert "sliding window" in fig["stages"][0]["perf_source"]
     assert data["quality"] == pytest.approx(55.9, abs=0.5)
 
 

@@ -64,6 +64,9 @@ AIC_MODELS: dict[str, str] = {
 
 # Architectures whose HF config.json a card holds every field of, for aiconfigurator's model
 # families (dense Llama-like; Mixtral- and Qwen3-MoE-like).
+# Llama-shaped architectures whose only difference is a sliding window on every layer: passed
+# as Llama configs, the window applied to the tables here (decode context and prompt attention).
+AS_LLAMA = ("MistralForCausalLM",)
 LOCAL_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
                        "MixtralForCausalLM", "Qwen3MoeForCausalLM")
 
@@ -172,8 +175,10 @@ def coverage(shape: ReplicaShape, engine: str) -> Coverage:
 def hf_config(card: ModelCard) -> dict[str, Any]:
     """The HF config.json fields aiconfigurator-core reads, from a card of a LOCAL_ARCHITECTURES
     architecture (the card holds the config's architecture facts verbatim)."""
+    llama = card.architecture in AS_LLAMA
     config: dict[str, Any] = {
-        "architectures": [card.architecture], "model_type": card.model_type,
+        "architectures": ["LlamaForCausalLM" if llama else card.architecture],
+        "model_type": "llama" if llama else card.model_type,
         "num_hidden_layers": card.num_hidden_layers, "hidden_size": card.hidden_size,
         "intermediate_size": card.intermediate_size,
         "num_attention_heads": card.num_attention_heads,
@@ -202,7 +207,7 @@ def model_path(card: ModelCard) -> str:
     shipped = AIC_MODELS.get(card.name)
     if shipped is not None and shipped in DefaultHFModels:
         return shipped
-    if card.architecture not in LOCAL_ARCHITECTURES:
+    if card.architecture not in LOCAL_ARCHITECTURES + AS_LLAMA:
         raise NotCovered(f"aiconfigurator-core ships no config for {card.name} and does not "
                          f"model {card.architecture} from a local one")
     if card.name not in _LOCAL_CONFIGS:
@@ -317,6 +322,9 @@ class MeasuredCost:
         self.shape = shape
         self.host_s = STEP_OVERHEAD_S[engine]  # per iteration, outside the kernels
         self.coverage = coverage(shape, engine)
+        # a window on every layer that the database's (Llama) tables do not apply themselves
+        self.window = (shape.card.sliding_window
+                       if shape.card.architecture in AS_LLAMA else None)
         self._decode: dict[int, tuple[list[float], list[float], list[float]]] = {}
         self._grid: dict[int, tuple[list[float], list[float]]] = {}
         reasons: list[str] = []
@@ -333,7 +341,9 @@ class MeasuredCost:
                 self._decode.clear()
                 self._grid.clear()
                 continue
-            self.source = self.coverage.label + note
+            self.source = self.coverage.label + note + (
+                f" (its {self.window}-token sliding window applied to Llama-shaped tables)"
+                if self.window else "")
             return
         raise NotCovered("; ".join(dict.fromkeys(reasons)))
 
@@ -403,6 +413,10 @@ class MeasuredCost:
     def _attention(self, length: float) -> float:
         """One prompt's context attention (seconds) at `length` tokens, from _attn: linear
         between grid points, quadratic past the last, zero below SHORT_PROMPT."""
+        if self.window and length > self.window:
+            # past the window each token attends to `window` keys: the slope of A there
+            w = self.window
+            return self._attention(w) + (length - w) * 2.0 * self._attention(w) / w
         grid = ATTENTION_GRID[:len(self._attn)]
         if length <= SHORT_PROMPT:
             return 0.0
@@ -419,13 +433,14 @@ class MeasuredCost:
         return max(self._attention(prefix + chunk) - self._attention(prefix), 0.0)
 
     def _decode_grid(self, b: int) -> tuple[list[float], list[float]]:
-        """(step seconds, attention seconds) at each DECODE_CONTEXT_GRID point, for a batch
-        size on DECODE_BATCH_GRID (measured once)."""
+        """(step seconds, attention seconds) at each of _contexts(), for a batch size on
+        DECODE_BATCH_GRID (measured once)."""
         row = self._grid.get(b)
         if row is None:
             total, attn = [], []
             with _quiet():
-                for ctx in DECODE_CONTEXT_GRID:
+                for ctx in self._contexts():
+                    ctx = min(ctx, self.window or ctx)  # a window caps what is attended
                     a = self._part(0, b, ctx, 0)[3]
                     # a decode-only step: the database's decode path (CUDA-graph timings,
                     # what its static estimate uses), not its mixed-step one
@@ -434,6 +449,13 @@ class MeasuredCost:
                     attn.append(a)
             row = self._grid[b] = (total, attn)
         return row
+
+    def _contexts(self) -> tuple[int, ...]:
+        """Context per sequence the decode tables hold: DECODE_CONTEXT_GRID, and the window's
+        edge where one caps it (so the step stays exactly piecewise linear)."""
+        if not self.window:
+            return DECODE_CONTEXT_GRID
+        return tuple(sorted(set(DECODE_CONTEXT_GRID) | {self.window}))
 
     def _decode_table(self, b: int) -> tuple[list[float], list[float], list[float]]:
         """(total context k at the grid, step seconds, attention seconds) for batch b: the
@@ -451,7 +473,7 @@ class MeasuredCost:
             else:
                 total = [(1 - w) * x + w * y for x, y in zip(t0, t1, strict=True)]
                 attn = [(1 - w) * x + w * y for x, y in zip(a0, a1, strict=True)]
-            table = ([float(b * ctx) for ctx in DECODE_CONTEXT_GRID], total, attn)
+            table = ([float(b * ctx) for ctx in self._contexts()], total, attn)
             self._decode[b] = table
         return table
 
