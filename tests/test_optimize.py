@@ -49,7 +49,7 @@ def test_bundled_example_plan(bundled):
     assert [p.quality for p in front] == sorted(p.quality for p in front)
     # every stage names its performance source, in the human output too
     assert all(s.perf_source for s in pred.simulated.stages)
-    assert "stage 1 perf source: analytic" in result.stderr
+    assert "stage 1 perf source: measured:h100_sxm/vllm/" in result.stderr
     assert "Baselines" in result.stderr and "Allocation" in result.stderr
 
 
