@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from planner_cli import api, io
@@ -163,3 +164,25 @@ def test_each_stage_is_scheduled_as_its_engine_does():
                                  analytic_lookup)
         assert [_config(s, s.model).prefill_first for s in dep.stages] == [first] * len(
             dep.stages)
+
+
+def test_the_slo_reference_is_what_a_client_of_its_engine_sees(short_trace):
+    from planner_cli.perf.engines import FRONTEND_S
+    from planner_cli.problem import judged_columns, request_mix
+    from planner_cli.sim.run import _replay
+
+    catalog = load_catalog(ROOT)
+    plan = api.load_plan(EXAMPLES / "plan-arena-open.yaml")
+    trace = io.read_trace(short_trace)
+    bases = {}
+    for engine in ("vllm", "sglang"):
+        sim = plan.simulation.model_copy(update={"engine": engine})
+        dep = resolve_deployment(plan.model_copy(update={"simulation": sim}), catalog, "plan",
+                                 analytic_lookup)
+        assert dep.reference_engine == engine
+        columns, _ = judged_columns(io.read_judged(EXAMPLES / "arena-open-models-judged.csv"),
+                                    dep.models, catalog)
+        mix = request_mix(trace, dep.models, catalog, columns, dep.plan.simulation.seed)
+        bases[engine] = _replay(dep, trace, mix, None, None)[0].base
+    assert bases["sglang"] - bases["vllm"] == pytest.approx(
+        np.full(len(trace), FRONTEND_S["sglang"] - FRONTEND_S["vllm"]))

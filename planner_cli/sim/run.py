@@ -101,7 +101,9 @@ def _replay(dep: Deployment, trace: Trace, mix: RequestMix, balancer: str | None
     routing = route(mix.scores, mix.quality, plan.thresholds)
     configs = [_config(s, s.model) for s in dep.stages]
     ref_dep, ref_mix = slo_reference or (dep, mix)
-    base = unloaded_latency(ref_dep.reference_cost, trace.input_lengths, ref_mix.outputs[-1])
+    # a request alone on the reference replica, as its client sees it (the engine's frontend)
+    base = unloaded_latency(ref_dep.reference_cost, trace.input_lengths,
+                            ref_mix.outputs[-1]) + FRONTEND_S[ref_dep.reference_engine]
     judger = plan.cascade.judger
     judge_model = None
     delays: list[np.ndarray] | float = 0.0
