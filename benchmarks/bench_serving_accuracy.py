@@ -29,10 +29,9 @@ from planner_cli import api
 from planner_cli.errors import PlannerError
 from planner_cli.perf import measured
 from planner_cli.perf.analytic import DEFAULT_CONSTANTS
-from planner_cli.perf.engines import UNCAPPED_SEQS, prefill_first
+from planner_cli.perf.engines import FRONTEND_S, UNCAPPED_SEQS, prefill_first
 from planner_cli.perf.fast import IterationCost
 from planner_cli.perf.measured import AIC_SYSTEMS, NotCovered
-from planner_cli.perf.memory import memory_figures
 from planner_cli.perf.shapes import ReplicaShape
 from planner_cli.sim.closed_loop import closed_loop
 from planner_cli.specs.catalog import load_catalog
@@ -136,11 +135,14 @@ def main() -> None:
         except PlannerError as exc:
             skipped[f"perf serve: {exc.message[:50]}"] += 1
             continue
-        mem = memory_figures(shape, max_model_len=isl + osl)
-        analytic = closed_loop(IterationCost(shape, DEFAULT_CONSTANTS), mem.kv_capacity_tokens,
-                               isl, osl, c, ours["num_prompts"], ours["max_num_batched_tokens"],
+        # the same closed loop as perf serve's (memory, batching, engine), on the analytic cost
+        analytic = closed_loop(IterationCost(shape, DEFAULT_CONSTANTS),
+                               ours["kv_capacity_tokens"], isl, osl, c, ours["num_prompts"],
+                               ours["max_num_batched_tokens"],
                                ours["max_num_seqs"] or UNCAPPED_SEQS,
-                               prefill_first(r["backend"]), args.range_ratio)
+                               prefill_first(r["backend"]), args.range_ratio,
+                               state_tokens=ours["state_tokens_per_sequence"],
+                               frontend_s=FRONTEND_S[r["backend"]])
         key = (gpu, r["backend"], card.name)
         truth = {"ttft": float(r["silicon_ttft_ms"]), "tpot": float(r["silicon_tpot_ms"])}
         for what, got in (("ours", (ours["mean_ttft_ms"], ours["mean_tpot_ms"])),

@@ -123,7 +123,8 @@ def perf_serve(model: str, gpu: str, isl: int, osl: int, concurrency: int, tp: i
             "max_num_batched_tokens": max_num_batched_tokens,
             "max_num_seqs": None if max_num_seqs >= UNCAPPED_SEQS else max_num_seqs,
             "prefill_first": defaults.prefill_first, "random_range_ratio": range_ratio,
-            "kv_capacity_tokens": mem.kv_capacity_tokens} | figures.to_dict() | {
+            "kv_capacity_tokens": mem.kv_capacity_tokens,
+            "state_tokens_per_sequence": mem.state_tokens_per_sequence} | figures.to_dict() | {
             "source": pm.source}
 
 

@@ -314,7 +314,11 @@ class Deployment:
     models: tuple[StageModel, ...]
     reference_cost: CostModel  # the SLO reference replica
     reference_label: str
-    reference_engine: str  # the engine it runs on (the last stage's)
+
+    @property
+    def reference_engine(self) -> str:
+        """The engine the SLO reference runs on: the last stage's."""
+        return self.stages[-1].engine
 
 
 def _deploy(stage: StagePlan, card: ModelCard, max_model_len: int, pool: Pool,
@@ -381,8 +385,7 @@ def resolve_deployment(plan: Plan, catalog: Catalog, where: str, perf: PerfLooku
         "cluster": cluster, "stages": [s.stage for s in stages],
         "judge": None if judge is None else judge.stage})
     return Deployment(plan=resolved, stages=tuple(stages), judge=judge, pools=pools,
-                      models=models, reference_cost=ref_cost, reference_label=ref_label,
-                      reference_engine=stages[-1].engine)
+                      models=models, reference_cost=ref_cost, reference_label=ref_label)
 
 
 REFERENCE_TP = (1, 2, 4, 8, 16)

@@ -89,16 +89,23 @@ def test_infeasibility_names_load_with_the_numbers(cli, tmp_path):
 
 # ---------------------------------------------------------------- end to end
 
+def optimize_llama(cli, trace, out, *args):
+    """optimize the Llama-3.1 8B -> 70B cascade on the 2 x 8 A100 cluster without a node size
+    (and the GSM8K judged sample): (the CLI result, the plan it wrote, or None)."""
+    result = cli("optimize", "--trace", trace, "--quality", GSM8K, "--cascade", LLAMA,
+                 "--cluster", NO_NODE_SIZE, "--out", out, *args)
+    plan = Plan.model_validate(json.loads(out.read_text())) if out.exists() else None
+    return result, plan
+
+
 @pytest.mark.slow
 def test_optimize_simulate_export_on_a_cluster_without_node_size(cli, tmp_path, short_trace):
     """No gpus_per_node in the cluster file and no quality target in the cascade file: the
     plan carries the resolved cluster, and simulate and export accept what optimize wrote."""
     out = tmp_path / "plan.json"
-    result = cli("optimize", "--trace", short_trace, "--quality", GSM8K, "--cascade", LLAMA,
-                 "--cluster", NO_NODE_SIZE, "--out", out)
+    result, plan = optimize_llama(cli, short_trace, out)
     assert result.exit_code == 0, result.output
     assert "no quality floor" in result.stderr
-    plan = Plan.model_validate(json.loads(out.read_text()))
     assert plan.cluster.pools[0].gpus_per_node == 8
     assert plan.predicted.quality_target is None
     # the card's context length, not a hidden 32768
@@ -117,11 +124,9 @@ def test_optimize_simulate_export_on_a_cluster_without_node_size(cli, tmp_path, 
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["40", "60", "61.5"])
 def test_quality_targets_that_crashed_the_tie_break_phase(cli, tmp_path, target):
-    result = cli("optimize", "--trace", EX / "azure-conv-10min.jsonl", "--quality", GSM8K,
-                 "--cascade", LLAMA, "--cluster", NO_NODE_SIZE, "--quality-target", target,
-                 "--out", tmp_path / "p.json")
+    result, plan = optimize_llama(cli, EX / "azure-conv-10min.jsonl", tmp_path / "p.json",
+                                  "--quality-target", target)
     assert result.exit_code == 0, result.output
-    plan = Plan.model_validate(json.loads((tmp_path / "p.json").read_text()))
     assert plan.predicted.quality >= float(target)
     assert plan.predicted.milp.status == "optimal"
 
@@ -139,27 +144,20 @@ def test_a_target_above_z1_that_thresholds_reach(cli, tmp_path, short_trace):
     check = json.loads(cli("check", "--trace", short_trace, "--quality", GSM8K, "--cascade",
                            LLAMA, "--cluster", NO_NODE_SIZE, "--json").stdout)
     assert check["best_quality"] > 97.0 > check["z1_all_largest"]
-    out = tmp_path / "p.json"
-    result = cli("optimize", "--trace", short_trace, "--quality", GSM8K, "--cascade", LLAMA,
-                 "--cluster", NO_NODE_SIZE, "--quality-target", "97", "--out", out)
+    result, plan = optimize_llama(cli, short_trace, tmp_path / "p.json", "--quality-target", "97")
     assert result.exit_code == 0, result.output
-    assert Plan.model_validate(json.loads(out.read_text())).predicted.quality >= 97.0
-    assert_one_line_error(cli("optimize", "--trace", short_trace, "--quality", GSM8K,
-                              "--cascade", LLAMA, "--cluster", NO_NODE_SIZE,
-                              "--quality-target", "99", "--out", tmp_path / "q.json"),
-                          "above the best any thresholds reach", "98.3")
+    assert plan.predicted.quality >= 97.0
+    refused, _ = optimize_llama(cli, short_trace, tmp_path / "q.json", "--quality-target", "99")
+    assert_one_line_error(refused, "above the best any thresholds reach", "98.3")
 
 
 @pytest.mark.slow
 def test_a_one_request_trace_plans_without_a_rate(cli, tmp_path):
     trace = tmp_path / "one.jsonl"
     trace.write_text((EX / "azure-conv-10min.jsonl").read_text().splitlines()[0] + "\n")
-    out = tmp_path / "p.json"
-    result = cli("optimize", "--trace", trace, "--quality", GSM8K, "--cascade", LLAMA,
-                 "--cluster", NO_NODE_SIZE, "--out", out)
+    result, plan = optimize_llama(cli, trace, tmp_path / "p.json")
     assert result.exit_code == 0, result.output
     assert "capacity not measured" in result.stderr
-    plan = Plan.model_validate(json.loads(out.read_text()))
     assert plan.predicted.capacity is None and plan.predicted.simulated.requests == 1
 
 

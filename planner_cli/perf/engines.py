@@ -42,8 +42,8 @@ STEP_OVERHEAD_S = {"vllm": 1.0e-3, "sglang": 1.0e-3}
 # schedule is not delayed by it. Fitted to the same file on a 20 ms grid per engine, to the
 # median |TTFT error| of that engine's rows: vLLM 0 (0, 20, 40 ms: 30.4, 34.3, 38.3 %; with
 # each model left out in turn, 35.3 % held out), SGLang 120 ms (100, 120, 140 ms: 29.4, 28.8,
-# 29.8 %; 29.9 % held out); on the 328 rows: vLLM 0 / 20 ms 28.8 / 31.3 %, SGLang 120 ms
-# 26.2 %, 140 ms 28.7 %.
+# 29.8 %; 29.9 % held out); on the 328 rows (with 1 ms host time): vLLM 0 / 20 ms 28.8 /
+# 31.3 %, SGLang 100 / 120 / 140 ms 28.2 / 26.2 / 28.5 %.
 FRONTEND_S = {"vllm": 0.0, "sglang": 0.120}
 
 

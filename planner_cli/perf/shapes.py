@@ -101,12 +101,9 @@ class ReplicaShape:
         if sliding:
             total += (sliding * card.sliding_window * self.kv_elements_per_token_layer_gpu()
                       * BYTES_PER_KV_ELEMENT[self.kv_dtype])
-        spec = card.linear_attention
-        if spec is not None:
-            per_layer = (spec.num_value_heads * spec.key_head_dim * spec.value_head_dim
-                         * spec.state_bytes + (2 * spec.key_dim + spec.value_dim)
-                         * (spec.conv_kernel_dim - 1) * BYTES_UNQUANTISED)
-            total += self._per_stage(card.layers_of("linear_attention")) * per_layer / self.tp
+        if card.linear_attention is not None:
+            total += (self._per_stage(card.layers_of("linear_attention"))
+                      * card.linear_attention.state_bytes_per_layer / self.tp)
         return total
 
     def attention_linear_params_gpu(self) -> float:

@@ -83,6 +83,14 @@ class LinearAttentionSpec(StrictModel):
     def value_dim(self) -> int:
         return self.num_value_heads * self.value_head_dim
 
+    @property
+    def state_bytes_per_layer(self) -> int:
+        """One sequence's state in one layer: the recurrent state, and the convolution's last
+        kernel - 1 inputs of q, k and v kept in the activation dtype (bf16)."""
+        recurrent = self.num_value_heads * self.key_head_dim * self.value_head_dim
+        conv = (2 * self.key_dim + self.value_dim) * (self.conv_kernel_dim - 1)
+        return int(recurrent * self.state_bytes + conv * BYTES_UNQUANTISED)
+
 
 class IndexerSpec(StrictModel):
     """DeepSeek sparse attention's lightning indexer (DeepSeek-V3.2, GLM-5): per layer a small
@@ -322,20 +330,15 @@ def kv_bytes_per_token(card: ModelCard, kv_dtype: str = "bf16") -> int:
 
 def state_bytes_per_sequence(card: ModelCard, kv_dtype: str = "bf16") -> int:
     """Cache bytes one sequence holds whatever its length: the sliding-window layers' last
-    `sliding_window` tokens and the linear-attention layers' recurrent and convolution states
-    (the convolution state, kernel - 1 inputs of q, k and v, kept in the activation dtype)."""
+    `sliding_window` tokens and the linear-attention layers' recurrent and convolution states."""
     total = 0
     sliding = card.layers_of("sliding_attention")
     if sliding:
         per_element = BYTES_PER_KV_ELEMENT[kv_dtype]
         total += int(sliding * card.sliding_window * kv_elements_per_token_per_layer(card)
                      * per_element)
-    spec = card.linear_attention
-    if spec is not None:
-        recurrent = spec.num_value_heads * spec.key_head_dim * spec.value_head_dim
-        conv = (2 * spec.key_dim + spec.value_dim) * (spec.conv_kernel_dim - 1)
-        total += card.layers_of("linear_attention") * (recurrent * spec.state_bytes
-                                                       + conv * BYTES_UNQUANTISED)
+    if card.linear_attention is not None:
+        total += card.layers_of("linear_attention") * card.linear_attention.state_bytes_per_layer
     return int(total)
 
 
