@@ -17,6 +17,7 @@ from planner_cli.export.render import render as render_exports
 from planner_cli.export.router import RouterConfig
 from planner_cli.export.writer import write_tree
 from planner_cli.optimize import bilevel
+from planner_cli.optimize.allocator import DEFAULT_OBJECTIVE
 from planner_cli.optimize.bilevel import OptimizeResult, Progress
 from planner_cli.perf.model import analytic_lookup
 from planner_cli.perf.profiles import (
@@ -35,8 +36,10 @@ from planner_cli.problem import (
     Deployment,
     Problem,
     ProblemFiles,
+    StageModel,
     inline_request_mix,
     judged_columns,
+    rate_scale_for,
     request_mix,
     resolve_deployment,
     resolve_problem,
@@ -48,6 +51,7 @@ from planner_cli.specs._yaml import load_yaml_model
 from planner_cli.specs.catalog import Catalog, data_root, load_catalog
 from planner_cli.summaries import CheckReport
 from planner_cli.workload.judged import parse_scale
+from planner_cli.workload.mix import RequestMix
 from planner_cli.workload.routing import route
 from planner_cli.workload.stats import TraceStats, trace_stats
 from planner_cli.workload.synth import Arrival, synth_trace
@@ -142,8 +146,10 @@ def load_problem(trace: Path | None = None, quality: Path | None = None,
                  catalog_dir: Path | None = None, quality_target: float | None = None,
                  seed: int = 0, engine: str | None = None,
                  score_scale: tuple[float, float] | None = None,
-                 quality_scale: tuple[float, float] | None = None) -> Problem:
-    """Read the four input files (missing ones: the bundled example's) and resolve them once."""
+                 quality_scale: tuple[float, float] | None = None,
+                 rate_per_s: float | None = None, rate_scale: float | None = None) -> Problem:
+    """Read the four input files (missing ones: the bundled example's) and resolve them once;
+    `rate_per_s` or `rate_scale` replays the trace's arrival pattern at another rate."""
     example = bundled_example()
     paths = ProblemFiles(*(str((given or default).resolve()) for given, default in (
         (trace, example.trace), (quality, example.quality), (cascade, example.cascade),
@@ -152,8 +158,9 @@ def load_problem(trace: Path | None = None, quality: Path | None = None,
     specs = resolve_specs(io.load_cascade(Path(paths.cascade)),
                           io.load_cluster(Path(paths.cluster)), catalog, paths, engine)
     sample = io.read_judged(Path(paths.quality), score_scale, quality_scale)
-    return resolve_problem(specs, catalog, load_trace(Path(paths.trace)), sample, paths,
-                           quality_target, seed, engine)
+    trace = load_trace(Path(paths.trace))
+    return resolve_problem(specs, catalog, trace, sample, paths, quality_target, seed, engine,
+                           rate_scale_for(trace, rate_per_s, rate_scale))
 
 
 def check(trace: Path | None = None, quality: Path | None = None, cascade: Path | None = None,
@@ -201,7 +208,7 @@ def deployment(plan_path: Path, catalog_dir: Path | None = None,
 
 
 def simulate_plan(plan_path: Path, trace_path: Path | None = None,
-                  quality_path: Path | None = None, rate_scale: float = 1.0,
+                  quality_path: Path | None = None, rate_scale: float | None = None,
                   balancer: str | None = None, capacity_at_scale: float | None = None, *,
                   catalog_dir: Path | None = None, profiles_dir: Path | None = None,
                   engine: str | None = None) -> tuple[PlanSimulation, Path]:
@@ -213,32 +220,57 @@ def simulate_plan(plan_path: Path, trace_path: Path | None = None,
         raise InputError(f"{plan_path}: no trace", "pass --trace or set inputs.trace")
     trace = load_trace(trace_file)
     sample_file = quality_path or _relative(plan_path, plan.inputs.quality)
-    mix = inline_request_mix(trace, dep.models, catalog)
-    if mix is None:  # the judged sample is read only when the trace's own scores do not do
-        columns = None
-        if sample_file is not None:
-            scale = parse_scale(plan.inputs.score_scale) if plan.inputs.score_scale else None
-            columns = judged_columns(io.read_judged(sample_file, scale), dep.models,
-                                     catalog)[0]
-        mix = request_mix(trace, dep.models, catalog, columns, plan.simulation.seed)
-    return simulate_deployment(dep, trace, mix, rate_scale, balancer,
-                               capacity_at_scale), trace_file
+    mix = _mix_for(plan, dep.models, trace, sample_file, catalog)
+    reference = None
+    ref = plan.simulation.slo_reference
+    if ref is not None:
+        # the plan keeps the whole cascade's SLO base: that replica and its output lengths
+        ref_plan = plan.model_copy(update={
+            "cascade": plan.cascade.model_copy(update={"models": [ref.model]}),
+            "stages": [ref.stage], "thresholds": [], "judge": None,
+            "simulation": plan.simulation.model_copy(update={"slo_reference": None})})
+        ref_dep = resolve_deployment(ref_plan, catalog, f"{plan_path}: simulation.slo_reference",
+                                     perf_lookup(profiles_dir))
+        reference = (ref_dep, _mix_for(plan, ref_dep.models, trace, sample_file, catalog))
+    scale = plan.simulation.rate_scale if rate_scale is None else rate_scale
+    return simulate_deployment(dep, trace, mix, scale, balancer, capacity_at_scale,
+                               slo_reference=reference), trace_file
+
+
+def _mix_for(plan: Plan, models: tuple[StageModel, ...], trace: Trace,
+             sample_file: Path | None, catalog: Catalog) -> RequestMix:
+    """Scores and output lengths of `models` for the trace's requests, paired with the judged
+    prompts the plan was made on (the trace's inline scores when it has them)."""
+    mix = inline_request_mix(trace, models, catalog)
+    if mix is not None:  # the judged sample is read only when the trace's own scores do not do
+        return mix
+    columns = None
+    if sample_file is not None:
+        scale = parse_scale(plan.inputs.score_scale) if plan.inputs.score_scale else None
+        sample = io.read_judged(sample_file, scale)
+        if plan.inputs.judged_with:
+            # the prompts the plan was made on: those judged for the whole cascade
+            sample = sample.select(plan.inputs.judged_with)[0]
+        columns = judged_columns(sample, models, catalog)[0]
+    return request_mix(trace, models, catalog, columns, plan.simulation.seed)
 
 
 # ---------------------------------------------------------------- optimisation
 
 def optimize(trace: Path | None = None, quality: Path | None = None,
              cascade: Path | None = None, cluster: Path | None = None,
-             quality_target: float | None = None, objective: str = "p95-max-stage", *,
+             quality_target: float | None = None, objective: str = DEFAULT_OBJECTIVE, *,
              catalog_dir: Path | None = None, profiles_dir: Path | None = None,
              engine: str | None = None, capacity_scale: float = 5.0,
+             rate_per_s: float | None = None, rate_scale: float | None = None,
              progress: Progress | None = None) -> OptimizeResult:
     """Run the planner; missing inputs come from the bundled example."""
     say = progress or (lambda _msg: None)
     say("loading inputs")
     problem = load_problem(trace, quality, cascade, cluster, catalog_dir=catalog_dir,
                            quality_target=quality_target,
-                           engine=None if engine is None else check_engine(engine))
+                           engine=None if engine is None else check_engine(engine),
+                           rate_per_s=rate_per_s, rate_scale=rate_scale)
     return bilevel.optimize(problem, perf_lookup(profiles_dir), objective,
                             capacity_scale, progress)
 

@@ -424,8 +424,9 @@ def simulate(
         help="Replay this trace instead of the plan's.")] = None,
     quality: Annotated[Path | None, typer.Option(
         help="Judged sample for the scores, if the trace has none inline.")] = None,
-    rate_scale: Annotated[float, typer.Option(
-        help="Multiply the trace's arrival rate by this.")] = 1.0,
+    rate_scale: Annotated[float | None, typer.Option(
+        help="Multiply the trace's arrival rate by this (default: the plan's, which optimize "
+        "--rate / --rate-scale set; else 1).")] = None,
     balancer: Annotated[str | None, typer.Option(
         help="round-robin or least-outstanding (default: the plan's).")] = None,
     capacity_at_scale: Annotated[float | None, typer.Option(
@@ -466,8 +467,14 @@ def optimize(
     quality_target: Annotated[float | None, typer.Option(
         help="Quality target on the 0-100 scale (default: the cascade file's).")] = None,
     objective: Annotated[str, typer.Option(
-        help="p95-max-stage (the paper's: the slowest stage) or e2e (the sum of stages).")
-    ] = "p95-max-stage",
+        help="latency: the lowest simulated end-to-end p95 at the planned rate (every stage a "
+        "request visits and its judge calls).")] = "latency",
+    rate: Annotated[float | None, typer.Option(
+        help="Plan for this arrival rate (requests/s): the trace's arrival pattern replayed "
+        "at it (default: the trace's mean rate).")] = None,
+    rate_scale: Annotated[float | None, typer.Option(
+        help="Plan for the trace's arrivals this many times faster (instead of --rate).")
+    ] = None,
     out: Annotated[Path, typer.Option(help="Where to write the plan.")] = Path("plan.json"),
     capacity_slo_scale: Annotated[float, typer.Option(
         help="SLO scale at which throughput capacity is measured.")] = 5.0,
@@ -481,14 +488,17 @@ def optimize(
         "--force", help="Replace existing --out / --dump-lp files.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Plan the cascade: thresholds, GPUs and parallelism per model (no flags: bundled example).
+    """Plan the cascade: which models, thresholds, GPUs and parallelism (no flags: bundled
+    example).
 
-    The outer search over thresholds (the paper's objective for the quality target, and
-    weighted Tchebycheff for the Pareto front) solves the inner MILP for each candidate; the
-    best few plans are replayed through the simulator and the best simulated one is written,
-    with the baselines (single model, even split, uniform parallelism) and the gains over them.
-    With no quality target (flag or cascade file) it plans the fastest thresholds, with no
-    quality floor.
+    Every ordered sub-cascade of the given models is a candidate (each model alone, each
+    shorter chain, the whole chain). For each, the outer search over thresholds (the paper's
+    objective for the quality target, and weighted Tchebycheff for the Pareto front) solves the
+    inner MILP for each candidate; the best plans of every member are replayed through the
+    simulator at the planned rate and the best simulated one is written, whichever member it
+    is, with the baselines (single model, even split, uniform parallelism) and the gains over
+    them. With no quality target (flag or cascade file) it plans the fastest, with no quality
+    floor.
     """
     refuse_existing(out, force)
     if dump_lp is not None:
@@ -504,7 +514,8 @@ def optimize(
     with render.console().status("planning") as status:
         result = api.optimize(trace, quality, cascade, cluster, quality_target, objective,
                               catalog_dir=_catalog_dir(), profiles_dir=profiles, engine=engine,
-                              capacity_scale=capacity_slo_scale,
+                              capacity_scale=capacity_slo_scale, rate_per_s=rate,
+                              rate_scale=rate_scale,
                               progress=lambda msg: status.update(msg))
     write_text_atomic(out, [api.plan_json(result.plan)])
     if dump_lp is not None:

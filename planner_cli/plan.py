@@ -23,7 +23,7 @@ from planner_cli.sim.figures import (
     Percentiles,
 )
 from planner_cli.specs._yaml import StrictModel
-from planner_cli.specs.cascade import CascadeSpec
+from planner_cli.specs.cascade import CascadeModel, CascadeSpec
 from planner_cli.specs.cluster import ClusterSpec
 from planner_cli.specs.model import Precision
 
@@ -51,12 +51,27 @@ class PlanInputs(StrictModel):
     trace: str | None = None  # relative to the plan file
     quality: str | None = None  # judged sample, relative to the plan file
     score_scale: str | None = None  # e.g. "1-10", when the sample does not declare it
+    # the judged sample's models whose common prompts the plan was made on (optimize plans
+    # of a shorter cascade pair trace requests with the same prompts as the whole cascade)
+    judged_with: list[str] | None = None
+
+
+class SloReference(StrictModel):
+    """The replica whose unloaded latency per request is every SLO scale's base: the whole
+    given cascade's largest model, so that plans for a shorter cascade (or one model) compare
+    with it. Absent: the plan's own last model."""
+
+    model: CascadeModel
+    stage: StagePlan
 
 
 class SimulationSettings(StrictModel):
     balancer: Literal["round-robin", "least-outstanding"] = "round-robin"
     seed: Annotated[int, Field(ge=0)] = 0  # pairs trace requests with judged prompts
     engine: str | None = None  # use calibrations saved under this engine name
+    # the trace's arrivals replayed this many times faster (optimize --rate / --rate-scale)
+    rate_scale: Annotated[float, Field(gt=0)] = 1.0
+    slo_reference: SloReference | None = None
 
 
 # ---------------------------------------------------------------- what optimize predicted
@@ -140,11 +155,40 @@ class JudgedInfo(Figures):
 
 
 class VerifiedCandidate(Figures):
+    models: list[str]  # the family member
     thresholds: list[float]
+    gpus: dict[str, int]  # per stage ("model@pool tp x pp x replicas"): its GPUs
     quality: float
     milp_latency_s: float | None
     simulated_e2e_p95_s: float | None
     simulated_slo_scale: float | None
+
+
+class FamilyMember(Figures):
+    """One ordered sub-cascade of the given models (a model alone, a shorter chain, the whole
+    chain): its best simulated plan, or why it has none."""
+
+    models: list[str]
+    chosen: bool = False
+    error: str | None = None  # why it has no plan (the quality target, the cluster)
+    best_quality: float  # the most any thresholds reach with these models
+    quality: float | None = None  # at its best plan's thresholds
+    thresholds: list[float] | None = None
+    gpus: dict[str, int] | None = None  # per model
+    milp_latency_s: float | None = None
+    simulated_e2e_p95_s: float | None = None
+    simulated_slo_scale: float | None = None
+
+
+class Family(Figures):
+    """What the planner compared: every member of the cascade's family, and the verdict."""
+
+    members: list[FamilyMember]
+    winner: list[str]  # the chosen member's models
+    # the best other member's simulated e2e p95 over the winner's (> 1: the winner is faster)
+    margin: float | None
+    runner_up: list[str] | None
+    verdict: str  # one plain sentence
 
 
 class Predicted(Figures):
@@ -156,6 +200,8 @@ class Predicted(Figures):
     z2: float
     quality_target: float | None
     objective: str
+    rate_per_s: float  # the arrival rate planned for (the trace's, or --rate / --rate-scale)
+    family: Family
     milp: MilpRecord
     milp_estimate_latency_s: float | None
     simulated: CascadeFigures

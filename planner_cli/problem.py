@@ -10,8 +10,9 @@ performance model of a shape (the profiles folder lives at the edge).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from planner_cli.errors import InputError
@@ -28,7 +29,7 @@ from planner_cli.specs.model import ModelCard
 from planner_cli.workload.judged import JudgedSample
 from planner_cli.workload.mix import RequestMix, inline_mix, sampled_mix
 from planner_cli.workload.routing import BestQuality, best_quality, reference_points
-from planner_cli.workload.trace import Trace
+from planner_cli.workload.trace import Trace, scaled
 
 T = TypeVar("T")
 
@@ -229,10 +230,32 @@ class Problem:
     best: BestQuality  # the most any thresholds reach
     seed: int
     engine: str | None  # the run's default engine (--engine); per model in `models`
+    rate_scale: float = 1.0  # the trace's arrivals replayed this many times faster
+    member: tuple[int, ...] | None = None  # the given cascade's models this problem serves
+    judged_with: tuple[str, ...] = ()  # the judged columns whose common prompts are used
 
     @property
     def names(self) -> list[str]:
         return [m.name for m in self.models]
+
+    @property
+    def indices(self) -> tuple[int, ...]:
+        """Which of the given cascade's models this problem serves, in order."""
+        return self.member if self.member is not None else tuple(range(len(self.models)))
+
+    def restrict(self, idx: tuple[int, ...]) -> Problem:
+        """The shorter cascade of models `idx` (positions in this problem, in order): a member
+        of the cascade's family, with its own reference qualities and reachable best."""
+        cols = list(idx)
+        sample = self.sample.columns(cols)
+        z1, z2 = reference_points(sample.quality)
+        return replace(
+            self, cascade=self.cascade.model_copy(update={
+                "models": [self.cascade.models[i] for i in cols]}),
+            models=tuple(self.models[i] for i in cols), sample=sample,
+            mix=self.mix.columns(cols), z1=z1, z2=z2,
+            best=best_quality(sample.scores, sample.quality),
+            member=tuple(self.indices[i] for i in cols))
 
     @property
     def cards(self) -> list[ModelCard]:
@@ -258,10 +281,36 @@ def resolve_specs(cascade: CascadeSpec, cluster: ClusterSpec, catalog: Catalog,
     return Specs(cascade, resolved, pools, models, judge)
 
 
+def rate_scale_for(trace: Trace, rate_per_s: float | None, rate_scale: float | None) -> float:
+    """How much faster than recorded the trace is replayed: `--rate R` (requests per second)
+    or `--rate-scale X`; neither: as recorded (1)."""
+    if rate_per_s is not None and rate_scale is not None:
+        raise InputError("--rate and --rate-scale both given", "pass one of them")
+    if rate_scale is not None:
+        if not (rate_scale > 0 and math.isfinite(rate_scale)):
+            raise InputError(f"--rate-scale {rate_scale:g} is not a positive number",
+                             "use e.g. 2 for twice the trace's rate")
+        return rate_scale
+    if rate_per_s is None:
+        return 1.0
+    if not (rate_per_s > 0 and math.isfinite(rate_per_s)):
+        raise InputError(f"--rate {rate_per_s:g} is not a positive number",
+                         "give requests per second, e.g. --rate 20")
+    own = arrival_rate(trace)
+    if own <= 0:
+        raise InputError(f"{trace.source}: a one-request trace has no arrival pattern to "
+                         "replay at --rate", "use a trace with at least two requests")
+    return rate_per_s / own
+
+
 def resolve_problem(specs: Specs, catalog: Catalog, trace: Trace, sample: JudgedSample,
                     files: ProblemFiles, quality_target: float | None = None, seed: int = 0,
-                    engine: str | None = None) -> Problem:
+                    engine: str | None = None, rate_scale: float = 1.0) -> Problem:
+    """The problem the planner solves; `rate_scale` replays the trace's arrivals that many
+    times faster (the load the user plans for)."""
     cascade, models = specs.cascade, specs.models
+    if rate_scale != 1.0:
+        trace = scaled(trace, rate_scale)
     columns, dropped = judged_columns(sample, models, catalog)
     mix = request_mix(trace, models, catalog, columns, seed)
     z1, z2 = reference_points(columns.quality)
@@ -275,7 +324,7 @@ def resolve_problem(specs: Specs, catalog: Catalog, trace: Trace, sample: Judged
         quality_target=quality_target if quality_target is not None
         else cascade.quality_target,
         z1=z1, z2=z2, best=best_quality(columns.scores, columns.quality), seed=seed,
-        engine=engine)
+        engine=engine, rate_scale=rate_scale, judged_with=columns.models)
 
 
 # ---------------------------------------------------------------- a plan's deployment

@@ -308,6 +308,11 @@ def csv_lines(columns: dict) -> list[str]:
     return rows
 
 
+def _gain(x: float) -> str:
+    """A plan-over-baseline ratio; below 1 it is the baseline's win, and says so."""
+    return f"{x:.2f}×" if x >= 1 else f"{x:.2f}× (baseline ahead)"
+
+
 def optimize_tables(result: OptimizeResult, out_path: str | None) -> None:
     out = console()
     plan = result.plan
@@ -315,11 +320,27 @@ def optimize_tables(result: OptimizeResult, out_path: str | None) -> None:
     if pred is None:
         raise ValueError("an optimized plan carries its predictions")
     sim = pred.simulated
-    target = ("none: the fastest thresholds, no quality floor" if result.no_target
+    target = ("none: the fastest plan, no quality floor" if result.no_target
               else _fmt(pred.quality_target))
-    out.print(f"[bold]Plan[/bold]: thresholds {', '.join(f'{t:.1f}' for t in plan.thresholds)} "
-              f"(0-100) → quality Q = {pred.quality:.1f} (target {target}; "
+    fam = pred.family
+    out.print(f"[bold]Verdict[/bold]: {fam.verdict}.")
+    thresholds = (f"thresholds {', '.join(f'{t:.1f}' for t in plan.thresholds)} (0-100)"
+                  if plan.thresholds else "one model, no thresholds")
+    out.print(f"[bold]Plan[/bold] at {pred.rate_per_s:.3g} req/s: {' → '.join(fam.winner)}; "
+              f"{thresholds} → quality Q = {pred.quality:.1f} (target {target}; "
               f"z1* {pred.z1:.1f}, z2* {pred.z2:.1f}); scores: {pred.judged.scores_from}")
+    t = Table(title="Family (every ordered sub-cascade; simulated at the planned rate)",
+              title_justify="left")
+    for col in ("models", "quality", "GPUs per model", "MILP p95 s", "sim e2e p95 s",
+                "SLO scale", ""):
+        t.add_column(col, justify="left" if col in ("models", "GPUs per model", "") else "right")
+    for mem in fam.members:
+        t.add_row(" → ".join(mem.models), _fmt(mem.quality, 1),
+                  "" if mem.gpus is None else ", ".join(str(g) for g in mem.gpus.values()),
+                  _fmt(mem.milp_latency_s, 3), _fmt(mem.simulated_e2e_p95_s, 3),
+                  "—" if mem.simulated_e2e_p95_s is None else _scale(mem.simulated_slo_scale),
+                  "chosen" if mem.chosen else (mem.error or ""))
+    out.print(t)
     t = Table(title="Allocation", title_justify="left")
     for col in ("stage", "model", "pool", "GPU", "GPUs", "tp×pp×replicas", "share of requests",
                 "MILP p95 s", "sim p50 s", "sim p95 s", "sim p99 s"):
@@ -355,11 +376,11 @@ def optimize_tables(result: OptimizeResult, out_path: str | None) -> None:
             continue
         dep = ", ".join(f"{s.model} {s.tp}×{s.pp}×{s.replicas}" for s in b.plan.stages)
         g = pred.gains.get(name)
-        slo_gain = "—" if g is None or g.slo_scale_gain is None else f"{g.slo_scale_gain:.2f}×"
+        slo_gain = "—" if g is None or g.slo_scale_gain is None else _gain(g.slo_scale_gain)
         tput = "—"
         if g is not None and g.throughput_gain is not None:
             tput = ({"at most": "≤ ", "at least": "≥ "}.get(g.throughput_gain_bound, "")
-                    + f"{g.throughput_gain:.2f}×")
+                    + _gain(g.throughput_gain))
         t.add_row(name, dep, _scale(b.simulated.slo_scale), _p(b.simulated.e2e_latency_s, "p95"),
                   "—" if b.capacity is None else
                   ("≥ " if b.capacity.at_least else "") + f"{b.capacity.rate_multiple:.2f}",
@@ -369,7 +390,8 @@ def optimize_tables(result: OptimizeResult, out_path: str | None) -> None:
         f"{p.quality:.1f} → {_fmt(p.milp_latency_s, 2)}" for p in pred.pareto_front))
     tm = result.timings
     out.print(f"{tm.evaluated_thresholds} threshold vectors evaluated, {tm.milp_solves} "
-              f"MILP solves, {tm.total_s:.1f} s in all")
+              f"MILP solves, {tm.simulated_candidates} candidates simulated, "
+              f"{tm.total_s:.1f} s in all")
     if out_path:
         out.print(f"wrote {out_path}")
 

@@ -250,7 +250,8 @@ def test_bench_of_an_optimized_plan_carries_predictions(cli, tmp_path):
     assert cli("optimize", "--trace", short, "--out", plan).exit_code == 0
     export(cli, plan, tmp_path / "out", "bench")
     pred = json.loads((tmp_path / "out" / "bench" / "predicted.json").read_text())
-    assert pred["e2e_latency_s"]["p95"] > 0 and len(pred["stages"]) == 2
+    stages = json.loads(plan.read_text())["stages"]
+    assert pred["e2e_latency_s"]["p95"] > 0 and len(pred["stages"]) == len(stages)
 
 
 @pytest.mark.parametrize("edit,needle", [

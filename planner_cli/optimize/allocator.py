@@ -25,7 +25,7 @@ from planner_cli.perf.memory import (
 )
 from planner_cli.perf.model import CostModel, PerfModel
 from planner_cli.perf.shapes import ReplicaShape
-from planner_cli.plan import Plan, PlanInputs, SimulationSettings, StagePlan
+from planner_cli.plan import Plan, PlanInputs, SimulationSettings, SloReference, StagePlan
 from planner_cli.problem import Deployment, PerfLookup, Pool, Problem, resolve_deployment
 from planner_cli.sim.figures import Capacity
 from planner_cli.sim.run import PlanSimulation, deployment_capacity, simulate_deployment
@@ -38,7 +38,11 @@ KEEP_NOTHING = 101.0  # a threshold above every 0-100 score: nobody stays at tha
 DEFAULT_CAPACITY_SCALE = 5.0
 CAPACITY_WINDOW = 1500  # requests of the trace used for the capacity bisection
 LOAD_SEARCH_MAX_GPUS = 4096  # how far the "needs at least N GPUs" diagnosis looks
-OBJECTIVES = ("p95-max-stage", "e2e")
+# what the final choice minimises, on simulated figures (the MILP prunes with its estimates)
+OBJECTIVES = ("latency",)
+DEFAULT_OBJECTIVE = "latency"
+# the inner MILP's objective: the slowest stage's estimated p95 (the paper's)
+MILP_OBJECTIVE = "p95-max-stage"
 
 Thresholds = tuple[float, ...]
 
@@ -63,22 +67,26 @@ def entry_of(option: Option) -> TableEntry:
 class Planner:
     """One optimisation problem: tables, cost models and MILP solutions memoised."""
 
-    def __init__(self, problem: Problem, perf: PerfLookup, objective: str = "p95-max-stage",
-                 capacity_scale: float = DEFAULT_CAPACITY_SCALE) -> None:
-        if objective not in OBJECTIVES:
-            raise InputError(f"--objective {objective!r} is not known",
-                             "use " + " or ".join(OBJECTIVES))
+    def __init__(self, problem: Problem, perf: PerfLookup,
+                 capacity_scale: float = DEFAULT_CAPACITY_SCALE,
+                 reference: tuple[Deployment, RequestMix] | None = None,
+                 shared: Planner | None = None) -> None:
+        """`reference`: the deployment and mix whose largest model defines every SLO scale
+        (the whole cascade's, so that the family's members compare); `shared`: a planner of
+        the same cluster whose cost models this one reuses."""
         if capacity_scale <= 0:
             raise InputError(f"--capacity-slo-scale {capacity_scale:g} is not positive",
                              "use e.g. 5")
         self.problem = problem
-        self.objective = objective
+        self.objective = MILP_OBJECTIVE
         self.capacity_scale = capacity_scale
+        self.reference = reference
+        self.reference_stage: SloReference | None = None  # written into its plans
         self._perf = perf
         self.capacity = {p.name: p.gpus for p in problem.pools}
         self.price = {p.name: p.price_usd_per_gpu_hour or 0.0 for p in problem.pools}
-        self._models: dict[tuple, PerfModel] = {}
-        self._costs: dict[tuple, CostModel] = {}
+        self._models: dict[tuple, PerfModel] = {} if shared is None else shared._models
+        self._costs: dict[tuple, CostModel] = {} if shared is None else shared._costs
         self._shapes: dict[tuple[int, str], list[tuple[ReplicaShape, int]]] = {}
         self._tables: dict[tuple, list[TableEntry]] = {}
         self._solutions: dict[tuple, tuple[float, Solution | InfeasibleError]] = {}
@@ -151,14 +159,8 @@ class Planner:
         for i in range(len(self.problem.models)):
             opts: list[Option] = []
             if not self.reached(i, theta):
-                # nobody reaches this stage; it still gets its smallest replica
-                for pool in self.problem.pools:
-                    for shape, kv in self.shapes(i, pool):
-                        if tp_only is None or shape.tp == tp_only:
-                            opts.append(Option(pool.name, shape.gpus, 0.0,
-                                               TableEntry(shape.gpus, 0.0, shape.tp, shape.pp,
-                                                          1, kv)))
-                            break
+                # nobody reaches this stage: the shorter cascade without it is the family
+                # member that serves these thresholds (a model nobody reaches gets no GPUs)
                 out[i] = opts
                 continue
             for pool in self.problem.pools:
@@ -181,6 +183,10 @@ class Planner:
         if key in self._solutions:
             return self._solutions[key]
         try:
+            unreached = [self.problem.names[i] for i in options if not self.reached(i, theta)]
+            if unreached:
+                raise NoOption(f"no request reaches {', '.join(unreached)} at these "
+                               "thresholds", "a shorter cascade serves them")
             empty = [self.problem.names[i] for i, opts in options.items() if not opts]
             if empty:
                 raise NoOption(f"{', '.join(empty)}: no GPU count of any pool serves it",
@@ -198,6 +204,22 @@ class Planner:
             out = (math.inf, exc)
         self._solutions[key] = out
         return out
+
+    def alternatives(self, theta: Thresholds, first: Solution, n: int) -> list[Solution]:
+        """Up to n next-best allocations for θ after `first` (by the MILP's estimate), each
+        found by excluding the ones before: the simulator may rank them differently."""
+        options = self.options(theta)
+        found = [first]
+        while len(found) <= n:
+            try:
+                self.milp_solves += 1
+                found.append(milp.solve(milp.build_problem(
+                    options, self.capacity, self.objective, self.price,
+                    self.problem.cluster.budget_usd_per_hour,
+                    exclude=[s.assignment for s in found])))
+            except InfeasibleError:
+                break
+        return found[1:]
 
     def search_latency(self, theta: Thresholds) -> tuple[float, object]:
         return self.allocate(theta)
@@ -318,10 +340,29 @@ class Planner:
                 else cascade.name,
                 "models": [p.cascade.models[i] for i in indices]})
         return Plan(schema_version=1, name=name,
-                    inputs=PlanInputs(trace=p.files.trace, quality=p.files.quality),
+                    inputs=PlanInputs(trace=p.files.trace, quality=p.files.quality,
+                                      judged_with=list(p.judged_with) or None),
                     cascade=cascade, cluster=p.cluster, thresholds=finite(theta),
                     stages=stages,
-                    simulation=SimulationSettings(seed=p.seed, engine=p.engine))
+                    simulation=SimulationSettings(seed=p.seed, engine=p.engine,
+                                                  rate_scale=p.rate_scale,
+                                                  slo_reference=self.reference_stage))
+
+    def reference_plan(self) -> Plan:
+        """The last (largest) model alone on its smallest replica: the deployment whose
+        reference replica defines every SLO scale of this problem's plans."""
+        last = len(self.problem.models) - 1
+        for pool in self.problem.pools:
+            for shape, kv in self.shapes(last, pool):
+                entry = TableEntry(shape.gpus, 0.0, shape.tp, shape.pp, 1, kv)
+                return self.plan_for((), {0: Option(pool.name, shape.gpus, 0.0, entry)},
+                                     "slo-reference", stage_indices=[last])
+        raise self._memory_error(last, None)
+
+    def use_reference(self, plan: Plan, deployed: Deployment) -> None:
+        """Make `plan` (a reference_plan) the SLO base of every plan simulated or written."""
+        self.reference = (deployed, self.problem.mix)
+        self.reference_stage = SloReference(model=plan.cascade.models[0], stage=plan.stages[0])
 
     def deploy(self, plan: Plan) -> Deployment:
         return resolve_deployment(plan, self.problem.catalog, plan.name, self.perf)
@@ -329,14 +370,13 @@ class Planner:
     def plan_capacity(self, plan: Plan) -> Capacity | None:
         """The plan's throughput capacity alone (no replay of the whole trace)."""
         return deployment_capacity(self.deploy(plan), self.problem.trace, self.problem.mix,
-                                   self.capacity_scale, CAPACITY_WINDOW)
+                                   self.capacity_scale, CAPACITY_WINDOW, self.reference)
 
-    def simulate(self, plan: Plan, mix: RequestMix | None = None, capacity: bool = False,
-                 slo_reference: Plan | None = None) -> PlanSimulation:
-        """Simulate a plan on the problem's trace; `slo_reference`: the cascade plan whose
-        largest model defines the SLO base (for a baseline that serves another model)."""
-        ref = None if slo_reference is None else (self.deploy(slo_reference), self.problem.mix)
+    def simulate(self, plan: Plan, mix: RequestMix | None = None,
+                 capacity: bool = False) -> PlanSimulation:
+        """Simulate a plan on the problem's trace (`mix`: another model column's, for a
+        single-model baseline); SLO scales against the planner's reference."""
         return simulate_deployment(self.deploy(plan), self.problem.trace,
                                    mix or self.problem.mix,
                                    capacity_at_scale=self.capacity_scale if capacity else None,
-                                   capacity_window=CAPACITY_WINDOW, slo_reference=ref)
+                                   capacity_window=CAPACITY_WINDOW, slo_reference=self.reference)

@@ -29,18 +29,26 @@ from planner_cli.sim.figures import Capacity, CascadeFigures
 from planner_cli.sim.run import PlanSimulation
 
 
-def baselines(pl: Planner, theta: Thresholds, cascade_plan: Plan) -> dict[str, Baseline]:
-    """Every baseline at thresholds θ; SLO scales share `cascade_plan`'s reference."""
-    p = pl.problem
+def baselines(root: Planner, pl: Planner, theta: Thresholds,
+              plan: tuple[Plan, CascadeFigures, Capacity | None]) -> dict[str, Baseline]:
+    """Every baseline: the single model among the given cascade's (`root`), and the chosen
+    family member (`pl`) at its thresholds θ split evenly or with one tensor-parallel size;
+    SLO scales share the planners' reference. `plan`: the chosen plan with its figures, reused
+    where a baseline deploys exactly the same."""
+    p = root.problem
     full = p.sample.quality.mean(axis=0)
     order = sorted(range(len(p.models)), key=lambda i: p.cards[i].num_hidden_layers
                    * p.cards[i].hidden_size)
     meets = [i for i in order if p.quality_target is None
              or full[i] >= p.quality_target - 1e-9]
     pick = meets[0] if meets else len(p.models) - 1
-    return {"single-model": single_model(pl, pick, cascade_plan),
-            "even-split": even_split(pl, theta),
-            "uniform-parallelism": uniform_parallelism(pl, theta)}
+    out = {"single-model": single_model(root, pick, plan)}
+    if len(pl.problem.models) == 1:
+        why = "the plan serves one model: there is no split to compare"
+        return out | {"even-split": Baseline(error=why),
+                      "uniform-parallelism": Baseline(error=why)}
+    return out | {"even-split": even_split(pl, theta),
+                  "uniform-parallelism": uniform_parallelism(pl, theta)}
 
 
 def _shapes_of(plan: Plan) -> list[StageShape]:
@@ -49,7 +57,10 @@ def _shapes_of(plan: Plan) -> list[StageShape]:
 
 
 def _simulated(sim: PlanSimulation) -> BaselineSimulated:
-    f = sim.figures
+    return _figures(sim.figures)
+
+
+def _figures(f: CascadeFigures) -> BaselineSimulated:
     return BaselineSimulated(e2e_latency_s=f.e2e_latency_s, slo_scale=f.slo_scale,
                              throughput_rps=f.throughput_rps,
                              attainment_curve=f.attainment_curve)
@@ -61,9 +72,11 @@ def _run(pl: Planner, plan: Plan, **extra: object) -> Baseline:
                     simulated=_simulated(sim), capacity=sim.capacity, **extra)
 
 
-def single_model(pl: Planner, i: int, cascade_plan: Plan) -> Baseline:
+def single_model(pl: Planner, i: int,
+                 same: tuple[Plan, CascadeFigures, Capacity | None] | None = None) -> Baseline:
     """Model i alone on all GPUs: the best latency-table entry over the pools, its SLO scale
-    against the same base latencies as the cascade's."""
+    against the planner's reference, as the plan's (`same`: a plan already simulated, whose
+    figures are reused when it deploys exactly this)."""
     p = pl.problem
     name = p.names[i]
     best: tuple[str, TableEntry] | None = None
@@ -78,10 +91,13 @@ def single_model(pl: Planner, i: int, cascade_plan: Plan) -> Baseline:
         return Baseline(model=name, error=f"{name} fits no GPU of the cluster")
     option = Option(best[0], best[1].gpus, best[1].latency_s, best[1])
     plan = pl.plan_for((), {0: option}, f"baseline-single-{name}", stage_indices=[i])
-    sim = pl.simulate(plan, mix=p.mix.column(i), capacity=True, slo_reference=cascade_plan)
-    return Baseline(model=name, quality=float(p.sample.quality[:, i].mean()),
-                    plan=BaselinePlan(stages=_shapes_of(plan)), simulated=_simulated(sim),
-                    capacity=sim.capacity)
+    quality = float(p.sample.quality[:, i].mean())
+    if same is not None and _shapes_of(same[0]) == _shapes_of(plan):
+        return Baseline(model=name, quality=quality, plan=BaselinePlan(stages=_shapes_of(plan)),
+                        simulated=_figures(same[1]), capacity=same[2])
+    sim = pl.simulate(plan, mix=p.mix.column(i), capacity=True)
+    return Baseline(model=name, quality=quality, plan=BaselinePlan(stages=_shapes_of(plan)),
+                    simulated=_simulated(sim), capacity=sim.capacity)
 
 
 def even_split(pl: Planner, theta: Thresholds) -> Baseline:

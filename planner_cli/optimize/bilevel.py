@@ -1,25 +1,40 @@
-"""Cascadia's bi-level optimisation on a resolved `Problem`, checked by simulation.
+"""Cascadia's bi-level optimisation on a resolved `Problem`, checked by simulation, over the
+cascade's whole family.
 
-The outer search over thresholds θ (search.py) asks, for each θ, the inner MILP (milp.py) for
-the best allocation of the cluster to the stage workloads θ induces (allocator.py, with the
-latency tables of tables.py). The best few θ are replayed through the simulator and the best
-simulated plan is kept; baselines.py simulates the baselines on the same trace.
+The family is every ordered sub-cascade of the given models: each model alone, each shorter
+chain, the whole chain. For each member that can reach the quality target, the outer search over
+thresholds θ (search.py) asks, for each θ, the inner MILP (milp.py) for the best allocation of
+the cluster to the stage workloads θ induces (allocator.py, with the latency tables of
+tables.py); θ that leave a model unreached belong to the shorter member without it. The MILP's
+estimates only prune: the best candidates of every member (at least VERIFY_MIN in all) are
+replayed through the simulator and the plan with the best simulated figure for the objective
+wins, whichever member it belongs to. baselines.py simulates the baselines on the same trace.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from planner_cli.errors import InputError, PlannerError
 from planner_cli.optimize import milp
-from planner_cli.optimize.allocator import DEFAULT_CAPACITY_SCALE, NoOption, Planner, finite
+from planner_cli.optimize.allocator import (
+    DEFAULT_CAPACITY_SCALE,
+    DEFAULT_OBJECTIVE,
+    OBJECTIVES,
+    NoOption,
+    Planner,
+    finite,
+)
 from planner_cli.optimize.baselines import baselines, gains
 from planner_cli.optimize.milp import InfeasibleError, Solution
 from planner_cli.optimize.search import Point, ThresholdSearch
 from planner_cli.plan import (
+    Family,
+    FamilyMember,
     FrontPoint,
     JudgedInfo,
     MilpChoice,
@@ -33,9 +48,21 @@ from planner_cli.problem import PerfLookup, Problem
 from planner_cli.sim.run import PlanSimulation
 from planner_cli.workload.routing import candidate_thresholds
 
-VERIFY_TOP = 2  # plans replayed through the simulator
+VERIFY_MIN = 8  # distinct candidates (member, thresholds, allocation) simulated in all
+VERIFY_PER_MEMBER = 2  # each member's best few by the MILP estimate are always simulated
+ALTERNATIVES_PER_POINT = 3  # next-best allocations of one θ added when θ are too few
 
 Progress = Callable[[str], None]
+
+
+def family(m: int) -> list[tuple[int, ...]]:
+    """Every ordered sub-cascade of m models: the whole chain first, then shorter ones, each
+    size in the order of its models."""
+    return [idx for size in range(m, 0, -1) for idx in itertools.combinations(range(m), size)]
+
+
+def chain(names: list[str]) -> str:
+    return " → ".join(names)
 
 
 # ---------------------------------------------------------------- the driver
@@ -47,6 +74,7 @@ class Timings:
     milp_solves: int
     last_milp_solve_s: float
     evaluated_thresholds: int
+    simulated_candidates: int
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,22 +89,98 @@ class OptimizeResult:
 
 
 @dataclass
+class _Member:
+    """One family member's search."""
+
+    idx: tuple[int, ...]
+    planner: Planner
+    search: ThresholdSearch | None = None
+    feasible: list[Point] = field(default_factory=list)  # by MILP estimate, best first
+    error: PlannerError | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return self.planner.problem.names
+
+
+@dataclass
 class _Verified:
+    member: _Member
     point: Point
     solution: Solution
     plan: Plan
     sim: PlanSimulation
 
 
-def optimize(problem: Problem, perf: PerfLookup, objective: str = "p95-max-stage",
+def _score(v: _Verified) -> tuple[float, float, float]:
+    """The latency objective: the simulated end-to-end p95 at the planned rate (then the SLO
+    scale, then the higher quality)."""
+    fig = v.sim.figures
+    return fig.e2e_p95_or_inf, fig.slo_scale_or_inf, -v.point.quality
+
+
+def _search_member(mem: _Member, q_min: float | None) -> None:
+    """The outer threshold search of one member; its feasible points, or why none."""
+    pl = mem.planner
+    problem = pl.problem
+    m = len(problem.models)
+    if q_min is not None and q_min > problem.best.quality + 1e-9:
+        bound = "at most" if problem.best.exact else "at least"
+        mem.error = InfeasibleError(f"reaches {bound} quality {problem.best.quality:.1f}",
+                                    "lower the quality target")
+        return
+    candidates = [candidate_thresholds(problem.sample.scores, i) for i in range(m - 1)]
+    search = ThresholdSearch(candidates, pl.quality, pl.search_latency, problem.z1, problem.z2)
+    mem.search = search
+    if m > 1:
+        search.point(tuple(problem.best.thresholds))  # the best reachable quality, an anchor
+        best = search.optimise(q_min)
+    else:
+        best = ()
+    chosen = search.point(best)
+    if not math.isfinite(chosen.latency_s):
+        detail = chosen.detail
+        mem.error = (detail if isinstance(detail, InfeasibleError)
+                     and not isinstance(detail, NoOption) else pl.explain(best))
+        if m > 1 and not pl.reached(m - 1, best):
+            mem.error = InfeasibleError("its thresholds leave a model unreached",
+                                        "a shorter cascade serves them")
+        return
+    if q_min is not None and chosen.quality < q_min - 1e-9:
+        mem.error = InfeasibleError(f"no thresholds with a feasible allocation reach quality "
+                                    f"{q_min:g} (best {chosen.quality:.1f})",
+                                    "lower the quality target or add GPUs")
+        return
+    feasible = [p for p in search.evaluated.values() if math.isfinite(p.latency_s)
+                and (q_min is None or p.quality >= q_min - 1e-9)]
+    feasible.sort(key=lambda p: (p.latency_s, -p.quality, p.thresholds))
+    # the search's own choice first: it is the member's answer for the target
+    mem.feasible = [chosen] + [p for p in feasible if p.thresholds != chosen.thresholds]
+
+
+def _to_verify(members: list[_Member]) -> list[tuple[_Member, Point]]:
+    """Each member's best VERIFY_PER_MEMBER points, then the family's next best by the MILP
+    estimate until VERIFY_MIN are chosen."""
+    picked = [(mem, p) for mem in members for p in mem.feasible[:VERIFY_PER_MEMBER]]
+    rest = sorted(((mem, p) for k, mem in enumerate(members)
+                   for p in mem.feasible[VERIFY_PER_MEMBER:]),
+                  key=lambda mp: (mp[1].latency_s, -mp[1].quality, mp[0].idx,
+                                  mp[1].thresholds))
+    return picked + rest[:max(0, VERIFY_MIN - len(picked))]
+
+
+def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECTIVE,
              capacity_scale: float = DEFAULT_CAPACITY_SCALE,
              progress: Progress | None = None) -> OptimizeResult:
-    """Choose thresholds, GPUs and parallelism for the cascade; verify by simulation.
+    """Choose the family member, thresholds, GPUs and parallelism; verify by simulation.
 
     No quality target means the fastest plan with no quality floor (documented in the README;
     the Pareto front shows what each quality costs)."""
     t_start = time.perf_counter()
     say = progress or (lambda _msg: None)
+    if objective not in OBJECTIVES:
+        raise InputError(f"--objective {objective!r} is not known",
+                         "use " + " or ".join(OBJECTIVES))
     if problem.cascade.judger.kind == "model":
         raise InputError(f"{problem.files.cascade}: optimize does not size a served judge yet",
                          "use an external judger (kind: external, latency_s) to plan, or "
@@ -89,87 +193,163 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = "p95-max-stage
             f"({bound} {problem.best.quality:.1f}; z1* = {problem.z1:.1f} with every request "
             "at the largest model)",
             f"lower the quality target to at most {problem.best.quality:.1f}")
-    pl = Planner(problem, perf, objective, capacity_scale)
+    root = Planner(problem, perf, capacity_scale)
+    try:
+        ref = root.reference_plan()
+        root.use_reference(ref, root.deploy(ref))
+    except InfeasibleError:
+        pass  # the largest model fits nowhere: the search says so, per member
     m = len(problem.models)
-    candidates = [candidate_thresholds(problem.sample.scores, i) for i in range(m - 1)]
-    search = ThresholdSearch(candidates, pl.quality, pl.search_latency, problem.z1, problem.z2)
-    say("searching thresholds (MILP per candidate)")
+    members: list[_Member] = []
     t_search = time.perf_counter()
-    if m > 1:
-        search.point(tuple(problem.best.thresholds))  # the best reachable quality, an anchor
-        best = search.optimise(q_min)
-    else:
-        best = ()
-        search.point(best)
+    for k, idx in enumerate(family(m)):
+        if len(idx) == m:
+            pl = root
+        else:
+            pl = Planner(problem.restrict(idx), perf, capacity_scale, root.reference,
+                         shared=root)
+            pl.reference_stage = root.reference_stage
+        mem = _Member(idx, pl)
+        say(f"searching {k + 1}/{2 ** m - 1}: {chain(mem.names)}")
+        _search_member(mem, q_min)
+        members.append(mem)
     search_s = time.perf_counter() - t_search
-    chosen = search.point(best)
-    if not math.isfinite(chosen.latency_s):
-        detail = chosen.detail
-        if isinstance(detail, InfeasibleError) and not isinstance(detail, NoOption):
-            raise detail
-        raise pl.explain(best)
-    if q_min is not None and chosen.quality < q_min - 1e-9:
-        raise InfeasibleError(f"no thresholds with a feasible allocation reach quality "
-                              f"{q_min:g} (best {chosen.quality:.1f})",
-                              "lower the quality target or add GPUs")
-    feasible = [p for p in search.evaluated.values() if math.isfinite(p.latency_s)
-                and (q_min is None or p.quality >= q_min - 1e-9)]
-    feasible.sort(key=lambda p: (p.latency_s, -p.quality, p.thresholds))
-    top = feasible[:VERIFY_TOP] or [chosen]
-    say(f"simulating the best {len(top)} plans")
+    ok = [mem for mem in members if mem.feasible]
+    if not ok:
+        whole = members[0]
+        raise whole.error or root.explain(problem.best.thresholds)
+    cands: list[tuple[_Member, Point, Solution]] = []
+    for mem, point in _to_verify(ok):
+        _, sol = mem.planner.allocate(point.thresholds, full=True)
+        if isinstance(sol, Solution):
+            cands.append((mem, point, sol))
+    # fewer distinct thresholds than VERIFY_MIN: the next-best allocations of the best ones
+    for mem, point, sol in sorted(cands, key=lambda c: (c[2].latency_s, c[0].idx)):
+        need = VERIFY_MIN - len(cands)
+        if need <= 0:
+            break
+        cands += [(mem, point, alt) for alt in mem.planner.alternatives(
+            point.thresholds, sol, min(need, ALTERNATIVES_PER_POINT))]
+    say(f"simulating the best {len(cands)} candidates")
     verified: list[_Verified] = []
-    failure: PlannerError | None = None
-    for k, point in enumerate(top):
-        _, sol = pl.allocate(point.thresholds, full=True)
-        if not isinstance(sol, Solution):
-            failure = pl.explain(point.thresholds) if isinstance(sol, NoOption) else sol
-            continue
-        plan = pl.plan_for(point.thresholds, sol.assignment, f"candidate-{k + 1}")
-        verified.append(_Verified(point, sol, plan, pl.simulate(plan)))
+    for n, (mem, point, sol) in enumerate(cands):
+        plan = mem.planner.plan_for(point.thresholds, sol.assignment, f"candidate-{n + 1}")
+        verified.append(_Verified(mem, point, sol, plan, mem.planner.simulate(plan)))
     if not verified:
-        raise failure or pl.explain(best)
-
-    def score(v: _Verified) -> tuple[float, float]:
-        fig = v.sim.figures
-        if objective == "e2e":
-            return fig.e2e_p95_or_inf, fig.slo_scale_or_inf
-        return fig.slo_scale_or_inf, fig.e2e_p95_or_inf
-
-    win = min(verified, key=score)
-    say("simulating baselines")
-    base = baselines(pl, win.point.thresholds, win.plan)
+        raise members[0].error or root.explain(problem.best.thresholds)
+    win = min(verified, key=_score)
+    pl = win.member.planner
+    say("measuring capacity and simulating baselines")
     capacity = pl.plan_capacity(win.plan)
+    base = baselines(root, pl, win.point.thresholds, (win.plan, win.sim.figures, capacity))
     tables = {}
-    for i in range(m):
+    for i in range(len(pl.problem.models)):
         for pool in problem.pools:
-            if pl.reached(i, win.point.thresholds):
-                tables[f"{problem.names[i]}@{pool.name}"] = [
-                    TableRow(**e.to_dict()) for e in pl.table(i, pool, win.point.thresholds)]
-    sources = {}
-    for s in win.sim.figures.stages:
-        sources[f"{s.model}@{s.gpu} tp{s.tp}"] = s.perf_source or ""
+            tables[f"{pl.problem.names[i]}@{pool.name}"] = [
+                TableRow(**e.to_dict()) for e in pl.table(i, pool, win.point.thresholds)]
+    sources = {f"{s.model}@{s.gpu} tp{s.tp}": s.perf_source or ""
+               for s in win.sim.figures.stages}
+    assert win.member.search is not None
     predicted = Predicted(
         quality=win.point.quality, z1=problem.z1, z2=problem.z2, quality_target=q_min,
-        objective=objective, milp=_record(win.solution),
+        objective=objective, rate_per_s=problem.rate_per_s,
+        family=_family(members, verified, win), milp=_record(win.solution),
         milp_estimate_latency_s=win.point.latency_s, simulated=win.sim.figures,
         capacity=capacity, baselines=base, gains=gains(win.sim.figures, capacity, base),
         pareto_front=[FrontPoint(thresholds=finite(p.thresholds), quality=p.quality,
-                                 milp_latency_s=p.latency_s) for p in search.front()],
+                                 milp_latency_s=p.latency_s)
+                      for p in win.member.search.front()],
         latency_tables=tables,
         judged=JudgedInfo(prompts=len(problem.sample), dropped=problem.dropped,
                           scores_from=problem.mix.source),
         perf_sources=dict(sorted(sources.items())),
         verified_candidates=[VerifiedCandidate(
-            thresholds=finite(v.point.thresholds), quality=v.point.quality,
-            milp_latency_s=v.point.latency_s,
+            models=v.member.names, thresholds=finite(v.point.thresholds),
+            gpus={f"{st.model}@{st.pool} {st.tp}x{st.pp}x{st.replicas}": st.gpus
+                  for st in v.plan.stages},
+            quality=v.point.quality, milp_latency_s=v.point.latency_s,
             simulated_e2e_p95_s=v.sim.figures.e2e_latency_s.p95,
             simulated_slo_scale=v.sim.figures.slo_scale) for v in verified])
     plan = win.plan.model_copy(update={"name": "cascadia-plan", "predicted": predicted})
     timings = Timings(total_s=time.perf_counter() - t_start, search_s=search_s,
-                      milp_solves=pl.milp_solves, last_milp_solve_s=win.solution.solve_s,
-                      evaluated_thresholds=len(search.evaluated))
+                      milp_solves=sum(mem.planner.milp_solves for mem in members
+                                      if mem.planner is not root) + root.milp_solves,
+                      last_milp_solve_s=win.solution.solve_s,
+                      evaluated_thresholds=sum(len(mem.search.evaluated) for mem in members
+                                               if mem.search is not None),
+                      simulated_candidates=len(verified))
     return OptimizeResult(plan=plan, timings=timings, milp=pl.build_milp(win.point.thresholds),
                           no_target=q_min is None)
+
+
+def _family(members: list[_Member], verified: list[_Verified], win: _Verified) -> Family:
+    """Each member's best simulated plan (or its MILP estimate, or why it has none) and the
+    verdict: which member won, and by how much against the best of the others."""
+    best: dict[tuple[int, ...], _Verified] = {}
+    for v in sorted(verified, key=_score):
+        best.setdefault(v.member.idx, v)
+    rows = []
+    for mem in members:
+        v = best.get(mem.idx)
+        row = FamilyMember(models=mem.names, chosen=mem is win.member,
+                           best_quality=mem.planner.problem.best.quality)
+        if v is not None:
+            fig = v.sim.figures
+            row = row.model_copy(update={
+                "quality": v.point.quality, "thresholds": finite(v.point.thresholds),
+                "gpus": {s.model: s.tp * s.pp * s.replicas for s in v.plan.stages},
+                "milp_latency_s": v.point.latency_s,
+                "simulated_e2e_p95_s": fig.e2e_latency_s.p95,
+                "simulated_slo_scale": fig.slo_scale})
+        elif mem.feasible:
+            row = row.model_copy(update={
+                "quality": mem.feasible[0].quality,
+                "thresholds": finite(mem.feasible[0].thresholds),
+                "milp_latency_s": mem.feasible[0].latency_s,
+                "error": "not simulated: its MILP estimates were not among the best"})
+        else:
+            row = row.model_copy(update={"error": mem.error.message if mem.error is not None
+                                         else "no feasible plan"})
+        rows.append(row)
+    others = [v for idx, v in best.items() if idx != win.member.idx]
+    runner = min(others, key=_score) if others else None
+    mine = win.sim.figures.e2e_p95_or_inf
+    margin = (runner.sim.figures.e2e_p95_or_inf / mine
+              if runner is not None and mine > 0 and math.isfinite(mine) else None)
+    return Family(members=rows, winner=win.member.names, margin=margin,
+                  runner_up=None if runner is None else runner.member.names,
+                  verdict=_verdict(win, runner, best))
+
+
+def _verdict(win: _Verified, runner: _Verified | None, best: dict[tuple[int, ...], _Verified]
+             ) -> str:
+    names = win.member.names
+    gpus = sum(s.tp * s.pp * s.replicas for s in win.plan.stages)
+    p95 = win.sim.figures.e2e_p95_or_inf
+    if runner is None:
+        return (f"{'serving ' + names[0] + ' alone' if len(names) == 1 else chain(names)} "
+                f"is the only choice here that meets the quality target "
+                f"(simulated p95 {p95:.2f} s on {gpus} GPUs)")
+    theirs = runner.sim.figures.e2e_p95_or_inf
+    if len(names) == 1:
+        cascades = [v for v in best.values() if len(v.member.idx) > 1]
+        if not cascades:
+            return (f"serving {names[0]} alone on {gpus} GPUs beats every other choice here: "
+                    f"simulated p95 {p95:.2f} s against {theirs:.2f} s for "
+                    f"{chain(runner.member.names)}")
+        c = min(cascades, key=_score)
+        return (f"serving {names[0]} alone on {gpus} GPUs beats every cascade here: "
+                f"simulated p95 {p95:.2f} s against {c.sim.figures.e2e_p95_or_inf:.2f} s for "
+                f"the best cascade ({chain(c.member.names)})")
+    singles = [v for v in best.values() if len(v.member.idx) == 1]
+    text = (f"the cascade {chain(names)} on {gpus} GPUs beats every other choice here: "
+            f"simulated p95 {p95:.2f} s against {theirs:.2f} s for "
+            f"{chain(runner.member.names)}")
+    if singles and min(singles, key=_score) is not runner:
+        s = min(singles, key=_score)
+        text += (f" and {s.sim.figures.e2e_p95_or_inf:.2f} s for the best single model "
+                 f"({s.member.names[0]})")
+    return text
 
 
 def _record(sol: Solution) -> MilpRecord:

@@ -126,7 +126,10 @@ def diagnose(options: Mapping[int, Sequence[Option]], capacity: Mapping[str, int
 
 def build_problem(options: Mapping[int, Sequence[Option]], capacity: Mapping[str, int],
                   objective: str = "p95-max-stage", price: Mapping[str, float] | None = None,
-                  budget: float | None = None) -> Problem:
+                  budget: float | None = None,
+                  exclude: Sequence[Mapping[int, Option]] = ()) -> Problem:
+    """The allocation MILP; `exclude`: assignments it may not return again (the next-best
+    allocations are found by excluding the ones before)."""
     lp = pulp.LpProblem("cascadia_allocation", pulp.LpMinimize)
     latency = pulp.LpVariable("L", lowBound=0)
     x: dict[tuple[int, str, int], pulp.LpVariable] = {}
@@ -150,6 +153,9 @@ def build_problem(options: Mapping[int, Sequence[Option]], capacity: Mapping[str
     if budget is not None and price is not None:
         lp += (pulp.lpSum(price.get(k[1], 0.0) * k[2] * x[k] for k in x) <= budget,
                "C4_budget")
+    for n, taken in enumerate(exclude):
+        lp += (pulp.lpSum(x[(i, o.pool, o.gpus)] for i, o in sorted(taken.items()))
+               <= len(taken) - 1, f"C7_not_{n}")
     used = pulp.lpSum(k[2] * x[k] for k in x)
     return Problem(lp=lp, x=x, latency=latency, options={i: list(o) for i, o in
                                                          options.items()},

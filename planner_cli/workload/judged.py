@@ -8,6 +8,7 @@ declared (a leading `# score_scale: 1-10` line, or by the caller), normalised to
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -50,6 +51,14 @@ class JudgedSample:
 
     def __len__(self) -> int:
         return len(self.request_ids)
+
+    def columns(self, idx: Sequence[int]) -> JudgedSample:
+        """The sample's columns `idx` (in that order), every prompt kept."""
+        cols = list(idx)
+        return dataclasses.replace(
+            self, models=tuple(self.models[j] for j in cols), scores=self.scores[:, cols],
+            quality=self.quality[:, cols],
+            output_tokens=None if self.output_tokens is None else self.output_tokens[:, cols])
 
     def select(self, models: Sequence[str]) -> tuple[JudgedSample, int]:
         """The sample restricted to `models` (in that order), keeping only prompts that every

@@ -23,8 +23,13 @@ class RequestMix:
 
     def column(self, i: int) -> RequestMix:
         """The mix of stage i alone (a single-model deployment of that stage's model)."""
-        return RequestMix(self.scores[:, i:i + 1], self.quality[:, i:i + 1],
-                          [self.outputs[i]], self.source)
+        return self.columns([i])
+
+    def columns(self, idx: Sequence[int]) -> RequestMix:
+        """The mix of the stages `idx` (in that order): a shorter cascade of their models."""
+        cols = list(idx)
+        return RequestMix(self.scores[:, cols], self.quality[:, cols],
+                          [self.outputs[i] for i in cols], self.source)
 
 
 def inline_mix(trace: Trace, keys: Sequence[str]) -> RequestMix | None:

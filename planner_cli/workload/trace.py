@@ -9,6 +9,7 @@ Parsing works on an iterable of lines; opening files is the caller's business (p
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from array import array
@@ -51,6 +52,13 @@ class Trace:
             return None
         lo, hi = self.hash_offsets[row], self.hash_offsets[row + 1]
         return [int(x) for x in self.hash_values[lo:hi]]
+
+
+def scaled(trace: Trace, rate_scale: float) -> Trace:
+    """The trace with its arrivals `rate_scale` times faster (the same pattern, compressed
+    towards the first arrival)."""
+    t0 = trace.timestamps_ms[0] if len(trace) else 0.0
+    return dataclasses.replace(trace, timestamps_ms=t0 + (trace.timestamps_ms - t0) / rate_scale)
 
 
 def _fail(source: str, line: int, what: str, hint: str) -> InputError:

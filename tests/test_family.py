@@ -1,0 +1,133 @@
+"""The cascade's family (every ordered sub-cascade is a candidate, the best simulated one wins,
+a single model included) and the load planned for (--rate / --rate-scale)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from planner_cli import api
+from planner_cli.errors import InputError
+from planner_cli.optimize.allocator import NoOption, Planner
+from planner_cli.optimize.bilevel import family
+from planner_cli.perf.model import analytic_lookup
+from planner_cli.plan import Plan
+from planner_cli.problem import rate_scale_for
+from planner_cli.workload.trace import scaled
+from tests.conftest import FIXTURES
+from tests.util import assert_one_line_error
+
+LLAMA = FIXTURES / "cascade-llama31-8b-70b.yaml"
+A100 = FIXTURES / "cluster-2x8-a100-no-node-size.yaml"
+
+
+def test_the_family_is_every_ordered_sub_cascade():
+    assert family(1) == [(0,)]
+    assert family(2) == [(0, 1), (0,), (1,)]
+    three = family(3)
+    assert three[0] == (0, 1, 2) and len(three) == 7 == len(set(three))
+    assert all(list(m) == sorted(m) for m in three)  # order kept: small before large
+
+
+def test_a_member_has_its_own_columns_and_reference_points():
+    p = api.load_problem()
+    big = p.restrict((1,))
+    assert big.names == [p.names[1]] and big.indices == (1,)
+    assert [m.model for m in big.cascade.models] == [p.cascade.models[1].model]
+    np.testing.assert_array_equal(big.sample.quality[:, 0], p.sample.quality[:, 1])
+    np.testing.assert_array_equal(big.mix.outputs[0], p.mix.outputs[1])
+    # one model: z1 = z2 = its mean quality, and the best is that too
+    assert big.z1 == big.z2 == pytest.approx(p.z1) == pytest.approx(big.best.quality)
+    assert big.judged_with == p.judged_with  # the same prompts as the whole cascade
+
+
+def test_thresholds_that_leave_a_model_unreached_have_no_allocation():
+    """Keeping every request at the first model belongs to the member without the second:
+    the whole cascade's MILP is not asked (a model nobody reaches gets no GPUs)."""
+    p = api.load_problem()
+    pl = Planner(p, analytic_lookup)
+    keep_all = (float(np.min(p.sample.scores[:, 0])),)
+    assert not pl.reached(1, keep_all)
+    latency, why = pl.allocate(keep_all)
+    assert math.isinf(latency) and isinstance(why, NoOption)
+    assert "no request reaches" in why.message
+
+
+def test_rate_and_rate_scale():
+    trace = api.load_trace(api.bundled_example().trace)
+    own = (len(trace) - 1) / trace.duration_s
+    assert rate_scale_for(trace, None, None) == 1.0
+    assert rate_scale_for(trace, None, 2.5) == 2.5
+    assert rate_scale_for(trace, 3 * own, None) == pytest.approx(3.0)
+    for rate, scale, needle in ((1.0, 2.0, "both given"), (None, 0.0, "--rate-scale 0"),
+                                (-1.0, None, "--rate -1"), (math.inf, None, "--rate inf")):
+        with pytest.raises(InputError, match=needle):
+            rate_scale_for(trace, rate, scale)
+    fast = scaled(trace, 4.0)
+    assert fast.duration_s == pytest.approx(trace.duration_s / 4)
+    assert fast.timestamps_ms[0] == trace.timestamps_ms[0]
+    np.testing.assert_array_equal(fast.input_lengths, trace.input_lengths)
+
+
+def test_rate_flags_refused_before_work(cli, tmp_path):
+    assert_one_line_error(cli("optimize", "--rate", "2", "--rate-scale", "2", "--out",
+                              tmp_path / "p.json"), "--rate and --rate-scale both given")
+    assert not (tmp_path / "p.json").exists()
+
+
+def _judged_98(tmp_path):
+    """A SYNTHETIC judged sample (labelled as such): Llama-3.1-8B answers 98 % of 200 prompts
+    as well as Llama-3.1-70B and fails the rest, which its judge score flags."""
+    rows = ["# score_scale: 0-1",
+            "# synthetic: test sample, the 8B right on 98% of prompts, the 70B on all",
+            "request_id,model,score"]
+    for i in range(200):
+        rows += [f"q{i},Meta-Llama-3.1-8B-Instruct,{0 if i % 50 == 7 else 1}",
+                 f"q{i},Meta-Llama-3.1-70B-Instruct,1"]
+    path = tmp_path / "judged.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.slow
+def test_a_cascade_that_wins_is_recommended_over_each_model_alone(tmp_path, short_trace):
+    """Target 99: the 8B alone reaches 98, so it is out; the 70B alone reaches it on all 16
+    GPUs, but the chain answers 98 % of requests at the 8B and is simulated faster."""
+    result = api.optimize(trace=short_trace, quality=_judged_98(tmp_path), cascade=LLAMA,
+                          cluster=A100, quality_target=99.0)
+    plan, fam = result.plan, result.plan.predicted.family
+    members = {tuple(m.models): m for m in fam.members}
+    assert "reaches at most quality 98.0" in members[("llama-3.1-8b",)].error
+    alone = members[("llama-3.1-70b",)]
+    chain = members[("llama-3.1-8b", "llama-3.1-70b")]
+    assert alone.simulated_e2e_p95_s is not None and chain.chosen
+    assert chain.simulated_e2e_p95_s < alone.simulated_e2e_p95_s
+    assert [s.model for s in plan.stages] == ["llama-3.1-8b", "llama-3.1-70b"]
+    assert fam.runner_up == ["llama-3.1-70b"]
+    assert fam.margin == pytest.approx(alone.simulated_e2e_p95_s / chain.simulated_e2e_p95_s)
+    assert fam.verdict.startswith("the cascade llama-3.1-8b → llama-3.1-70b")
+    # at least 8 distinct candidates were simulated: here only 3 (member, thresholds) pairs
+    # are feasible, so next-best allocations of the best make up the rest
+    seen = {(tuple(v.models), tuple(v.thresholds), tuple(sorted(v.gpus.items())))
+            for v in plan.predicted.verified_candidates}
+    assert len(seen) == len(plan.predicted.verified_candidates) >= 8
+
+
+@pytest.mark.slow
+def test_a_plan_for_a_faster_rate_simulates_at_that_rate(cli, tmp_path, short_trace):
+    out = tmp_path / "plan.json"
+    result = cli("optimize", "--trace", short_trace, "--rate-scale", "2", "--out", out,
+                 "--json")
+    assert result.exit_code == 0, result.output
+    plan = Plan.model_validate(json.loads(out.read_text()))
+    trace = api.load_trace(short_trace)
+    assert plan.simulation.rate_scale == 2.0
+    assert plan.predicted.rate_per_s == pytest.approx(2 * (len(trace) - 1) / trace.duration_s)
+    # `simulate` replays the plan at the rate it was made for, and agrees with it
+    sim = json.loads(cli("simulate", "--plan", out, "--json").stdout)
+    assert sim["rate_scale"] == 2.0
+    assert sim["figures"]["e2e_latency_s"]["p95"] == pytest.approx(
+        plan.predicted.simulated.e2e_latency_s.p95)
