@@ -162,6 +162,7 @@ class VerifiedCandidate(Figures):
     milp_latency_s: float | None
     simulated_e2e_p95_s: float | None
     simulated_slo_scale: float | None
+    simulated_requests: int  # the trace's first so many (all of it for the finalists)
 
 
 class FamilyMember(Figures):
@@ -178,6 +179,7 @@ class FamilyMember(Figures):
     milp_latency_s: float | None = None
     simulated_e2e_p95_s: float | None = None
     simulated_slo_scale: float | None = None
+    simulated_requests: int | None = None  # the trace's first so many (all: the finalists)
 
 
 class Family(Figures):

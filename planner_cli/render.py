@@ -334,10 +334,13 @@ def optimize_tables(result: OptimizeResult, out_path: str | None) -> None:
     for col in ("models", "quality", "GPUs per model", "MILP p95 s", "sim e2e p95 s",
                 "SLO scale", ""):
         t.add_column(col, justify="left" if col in ("models", "GPUs per model", "") else "right")
+    whole = max((m.simulated_requests or 0) for m in fam.members)
     for mem in fam.members:
+        window = ("" if mem.simulated_requests in (None, whole)
+                  else f" (first {mem.simulated_requests:,})")
         t.add_row(" → ".join(mem.models), _fmt(mem.quality, 1),
                   "" if mem.gpus is None else ", ".join(str(g) for g in mem.gpus.values()),
-                  _fmt(mem.milp_latency_s, 3), _fmt(mem.simulated_e2e_p95_s, 3),
+                  _fmt(mem.milp_latency_s, 3), _fmt(mem.simulated_e2e_p95_s, 3) + window,
                   "—" if mem.simulated_e2e_p95_s is None else _scale(mem.simulated_slo_scale),
                   "chosen" if mem.chosen else (mem.error or ""))
     out.print(t)

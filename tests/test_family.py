@@ -131,3 +131,22 @@ def test_a_plan_for_a_faster_rate_simulates_at_that_rate(cli, tmp_path, short_tr
     assert sim["rate_scale"] == 2.0
     assert sim["figures"]["e2e_latency_s"]["p95"] == pytest.approx(
         plan.predicted.simulated.e2e_latency_s.p95)
+
+
+@pytest.mark.slow
+def test_long_traces_rank_on_a_window_and_decide_on_the_whole_trace(monkeypatch, short_trace):
+    """Past SCREEN_REQUESTS the candidates are ranked on the trace's head; the finalists, the
+    winner among them, are simulated on all of it, and the plan's figures are those."""
+    from planner_cli.optimize import bilevel
+
+    monkeypatch.setattr(bilevel, "SCREEN_REQUESTS", 300)
+    monkeypatch.setattr(bilevel, "FINALISTS", 2)
+    result = api.optimize(trace=short_trace)
+    pred = result.plan.predicted
+    counts = [v.simulated_requests for v in pred.verified_candidates]
+    assert counts.count(800) == 2 and set(counts) == {300, 800}
+    assert pred.simulated.requests == 800
+    chosen = next(m for m in pred.family.members if m.chosen)
+    assert chosen.simulated_requests == 800
+    assert chosen.simulated_e2e_p95_s == pytest.approx(pred.simulated.e2e_latency_s.p95)
+    assert result.timings.simulated_candidates == len(counts) >= 8

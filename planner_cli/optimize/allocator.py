@@ -28,7 +28,13 @@ from planner_cli.perf.shapes import ReplicaShape
 from planner_cli.plan import Plan, PlanInputs, SimulationSettings, SloReference, StagePlan
 from planner_cli.problem import Deployment, PerfLookup, Pool, Problem, resolve_deployment
 from planner_cli.sim.figures import Capacity
-from planner_cli.sim.run import PlanSimulation, deployment_capacity, simulate_deployment
+from planner_cli.sim.run import (
+    PlanSimulation,
+    SloBase,
+    deployment_capacity,
+    simulate_deployment,
+    slo_base,
+)
 from planner_cli.specs.model import weight_bytes
 from planner_cli.workload.mix import RequestMix
 from planner_cli.workload.routing import route
@@ -69,11 +75,11 @@ class Planner:
 
     def __init__(self, problem: Problem, perf: PerfLookup,
                  capacity_scale: float = DEFAULT_CAPACITY_SCALE,
-                 reference: tuple[Deployment, RequestMix] | None = None,
+                 reference: SloBase | None = None,
                  shared: Planner | None = None) -> None:
-        """`reference`: the deployment and mix whose largest model defines every SLO scale
-        (the whole cascade's, so that the family's members compare); `shared`: a planner of
-        the same cluster whose cost models this one reuses."""
+        """`reference`: every request's SLO base on the whole cascade's largest model (so that
+        the family's members compare); `shared`: a planner of the same cluster whose cost
+        models this one reuses."""
         if capacity_scale <= 0:
             raise InputError(f"--capacity-slo-scale {capacity_scale:g} is not positive",
                              "use e.g. 5")
@@ -361,7 +367,7 @@ class Planner:
 
     def use_reference(self, plan: Plan, deployed: Deployment) -> None:
         """Make `plan` (a reference_plan) the SLO base of every plan simulated or written."""
-        self.reference = (deployed, self.problem.mix)
+        self.reference = slo_base(deployed, self.problem.trace, self.problem.mix)
         self.reference_stage = SloReference(model=plan.cascade.models[0], stage=plan.stages[0])
 
     def deploy(self, plan: Plan) -> Deployment:
@@ -372,11 +378,15 @@ class Planner:
         return deployment_capacity(self.deploy(plan), self.problem.trace, self.problem.mix,
                                    self.capacity_scale, CAPACITY_WINDOW, self.reference)
 
-    def simulate(self, plan: Plan, mix: RequestMix | None = None,
-                 capacity: bool = False) -> PlanSimulation:
-        """Simulate a plan on the problem's trace (`mix`: another model column's, for a
-        single-model baseline); SLO scales against the planner's reference."""
-        return simulate_deployment(self.deploy(plan), self.problem.trace,
-                                   mix or self.problem.mix,
+    def simulate(self, plan: Plan, mix: RequestMix | None = None, capacity: bool = False,
+                 requests: int | None = None) -> PlanSimulation:
+        """Simulate a plan on the problem's trace (`requests`: its first so many only; `mix`:
+        another model column's, for a single-model baseline); SLO scales against the planner's
+        reference."""
+        trace, mix, ref = self.problem.trace, mix or self.problem.mix, self.reference
+        if requests is not None and requests < len(trace):
+            trace, mix = trace.head(requests), mix.head(requests)
+            ref = None if ref is None else ref.head(requests)
+        return simulate_deployment(self.deploy(plan), trace, mix,
                                    capacity_at_scale=self.capacity_scale if capacity else None,
-                                   capacity_window=CAPACITY_WINDOW, slo_reference=self.reference)
+                                   capacity_window=CAPACITY_WINDOW, slo_reference=ref)

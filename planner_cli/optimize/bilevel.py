@@ -51,6 +51,10 @@ from planner_cli.workload.routing import candidate_thresholds
 VERIFY_MIN = 8  # distinct candidates (member, thresholds, allocation) simulated in all
 VERIFY_PER_MEMBER = 2  # each member's best few by the MILP estimate are always simulated
 ALTERNATIVES_PER_POINT = 3  # next-best allocations of one θ added when θ are too few
+# candidates are ranked on the trace's first SCREEN_REQUESTS requests; the best FINALISTS are
+# simulated on the whole trace, which decides
+SCREEN_REQUESTS = 4000
+FINALISTS = 3
 
 Progress = Callable[[str], None]
 
@@ -109,14 +113,27 @@ class _Verified:
     point: Point
     solution: Solution
     plan: Plan
-    sim: PlanSimulation
+    screen: PlanSimulation  # on the trace's first SCREEN_REQUESTS (all of a shorter one)
+    full: PlanSimulation | None = None  # on the whole trace (the finalists)
+
+    @property
+    def sim(self) -> PlanSimulation:
+        return self.full or self.screen
 
 
-def _score(v: _Verified) -> tuple[float, float, float]:
+def _score(v: _Verified, sim: PlanSimulation | None = None) -> tuple[float, float, float]:
     """The latency objective: the simulated end-to-end p95 at the planned rate (then the SLO
-    scale, then the higher quality)."""
-    fig = v.sim.figures
+    scale, then the higher quality), on `sim` (default: the screening run)."""
+    fig = (sim or v.screen).figures
     return fig.e2e_p95_or_inf, fig.slo_scale_or_inf, -v.point.quality
+
+
+def _p95s(a: _Verified, b: _Verified) -> tuple[float, float]:
+    """Two candidates' simulated p95 on the same requests: the whole trace when both ran on
+    it, else the screening window."""
+    if a.full is not None and b.full is not None:
+        return a.full.figures.e2e_p95_or_inf, b.full.figures.e2e_p95_or_inf
+    return a.screen.figures.e2e_p95_or_inf, b.screen.figures.e2e_p95_or_inf
 
 
 def _search_member(mem: _Member, q_min: float | None) -> None:
@@ -230,14 +247,23 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
             break
         cands += [(mem, point, alt) for alt in mem.planner.alternatives(
             point.thresholds, sol, min(need, ALTERNATIVES_PER_POINT))]
-    say(f"simulating the best {len(cands)} candidates")
+    n_requests = len(problem.trace)
+    window = SCREEN_REQUESTS if n_requests > SCREEN_REQUESTS else None
+    say(f"simulating the best {len(cands)} candidates"
+        + (f" on the first {SCREEN_REQUESTS:,} requests" if window else ""))
     verified: list[_Verified] = []
     for n, (mem, point, sol) in enumerate(cands):
         plan = mem.planner.plan_for(point.thresholds, sol.assignment, f"candidate-{n + 1}")
-        verified.append(_Verified(mem, point, sol, plan, mem.planner.simulate(plan)))
+        sim = mem.planner.simulate(plan, requests=window)
+        verified.append(_Verified(mem, point, sol, plan, sim, None if window else sim))
     if not verified:
         raise members[0].error or root.explain(problem.best.thresholds)
-    win = min(verified, key=_score)
+    finalists = sorted(verified, key=_score)[:FINALISTS] if window else verified
+    if window:
+        say(f"simulating the best {len(finalists)} on all {n_requests:,} requests")
+        for v in finalists:
+            v.full = v.member.planner.simulate(v.plan)
+    win = min(finalists, key=lambda v: _score(v, v.full))
     pl = win.member.planner
     say("measuring capacity and simulating baselines")
     capacity = pl.plan_capacity(win.plan)
@@ -269,7 +295,8 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
                   for st in v.plan.stages},
             quality=v.point.quality, milp_latency_s=v.point.latency_s,
             simulated_e2e_p95_s=v.sim.figures.e2e_latency_s.p95,
-            simulated_slo_scale=v.sim.figures.slo_scale) for v in verified])
+            simulated_slo_scale=v.sim.figures.slo_scale, simulated_requests=v.sim.requests)
+            for v in verified])
     plan = win.plan.model_copy(update={"name": "cascadia-plan", "predicted": predicted})
     timings = Timings(total_s=time.perf_counter() - t_start, search_s=search_s,
                       milp_solves=sum(mem.planner.milp_solves for mem in members
@@ -300,7 +327,7 @@ def _family(members: list[_Member], verified: list[_Verified], win: _Verified) -
                 "gpus": {s.model: s.tp * s.pp * s.replicas for s in v.plan.stages},
                 "milp_latency_s": v.point.latency_s,
                 "simulated_e2e_p95_s": fig.e2e_latency_s.p95,
-                "simulated_slo_scale": fig.slo_scale})
+                "simulated_slo_scale": fig.slo_scale, "simulated_requests": v.sim.requests})
         elif mem.feasible:
             row = row.model_copy(update={
                 "quality": mem.feasible[0].quality,
@@ -312,10 +339,12 @@ def _family(members: list[_Member], verified: list[_Verified], win: _Verified) -
                                          else "no feasible plan"})
         rows.append(row)
     others = [v for idx, v in best.items() if idx != win.member.idx]
-    runner = min(others, key=_score) if others else None
-    mine = win.sim.figures.e2e_p95_or_inf
-    margin = (runner.sim.figures.e2e_p95_or_inf / mine
-              if runner is not None and mine > 0 and math.isfinite(mine) else None)
+    runner = min(others, key=lambda v: _p95s(v, win)[0] / max(_p95s(v, win)[1], 1e-12)
+                 ) if others else None
+    margin = None
+    if runner is not None:
+        mine, theirs = _p95s(win, runner)
+        margin = theirs / mine if mine > 0 and math.isfinite(mine) else None
     return Family(members=rows, winner=win.member.names, margin=margin,
                   runner_up=None if runner is None else runner.member.names,
                   verdict=_verdict(win, runner, best))
@@ -326,30 +355,34 @@ def _verdict(win: _Verified, runner: _Verified | None, best: dict[tuple[int, ...
     names = win.member.names
     gpus = sum(s.tp * s.pp * s.replicas for s in win.plan.stages)
     p95 = win.sim.figures.e2e_p95_or_inf
+    window = "" if win.full is not None and all(v.full is not None for v in best.values()) \
+        else f" (on the first {win.screen.requests:,} requests)"
     if runner is None:
         return (f"{'serving ' + names[0] + ' alone' if len(names) == 1 else chain(names)} "
                 f"is the only choice here that meets the quality target "
                 f"(simulated p95 {p95:.2f} s on {gpus} GPUs)")
-    theirs = runner.sim.figures.e2e_p95_or_inf
+    mine, theirs = _p95s(win, runner)
     if len(names) == 1:
         cascades = [v for v in best.values() if len(v.member.idx) > 1]
         if not cascades:
             return (f"serving {names[0]} alone on {gpus} GPUs beats every other choice here: "
-                    f"simulated p95 {p95:.2f} s against {theirs:.2f} s for "
-                    f"{chain(runner.member.names)}")
-        c = min(cascades, key=_score)
+                    f"simulated p95 {mine:.2f} s against {theirs:.2f} s for "
+                    f"{chain(runner.member.names)}{window}")
+        c = min(cascades, key=lambda v: _p95s(v, win)[0])
+        mine, theirs = _p95s(win, c)
         return (f"serving {names[0]} alone on {gpus} GPUs beats every cascade here: "
-                f"simulated p95 {p95:.2f} s against {c.sim.figures.e2e_p95_or_inf:.2f} s for "
-                f"the best cascade ({chain(c.member.names)})")
-    singles = [v for v in best.values() if len(v.member.idx) == 1]
+                f"simulated p95 {mine:.2f} s against {theirs:.2f} s for the best cascade "
+                f"({chain(c.member.names)}){window}")
     text = (f"the cascade {chain(names)} on {gpus} GPUs beats every other choice here: "
-            f"simulated p95 {p95:.2f} s against {theirs:.2f} s for "
+            f"simulated p95 {mine:.2f} s against {theirs:.2f} s for "
             f"{chain(runner.member.names)}")
-    if singles and min(singles, key=_score) is not runner:
-        s = min(singles, key=_score)
-        text += (f" and {s.sim.figures.e2e_p95_or_inf:.2f} s for the best single model "
-                 f"({s.member.names[0]})")
-    return text
+    singles = [v for v in best.values() if len(v.member.idx) == 1]
+    if singles:
+        single = min(singles, key=lambda v: _p95s(v, win)[0])
+        if single is not runner:
+            text += (f" and {_p95s(win, single)[1]:.2f} s for the best single model "
+                     f"({single.member.names[0]})")
+    return text + window
 
 
 def _record(sol: Solution) -> MilpRecord:

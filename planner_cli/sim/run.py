@@ -89,8 +89,27 @@ def _described(fig: StageFigures, s: DeployedStage) -> StageFigures:
         "kv_capacity_tokens": s.kv_capacity_tokens, "perf_source": s.perf_source})
 
 
+@dataclass(frozen=True)
+class SloBase:
+    """Each request's base latency (alone on the SLO reference replica, as its client sees
+    it) and the reference's label: what every SLO scale divides by."""
+
+    latency_s: np.ndarray
+    label: str
+
+    def head(self, n: int) -> SloBase:
+        return SloBase(self.latency_s[:n], self.label)
+
+
+def slo_base(ref_dep: Deployment, trace: Trace, ref_mix: RequestMix) -> SloBase:
+    """The SLO base of a trace on a deployment's reference replica (its largest model's)."""
+    return SloBase(unloaded_latency(ref_dep.reference_cost, trace.input_lengths,
+                                    ref_mix.outputs[-1]) + FRONTEND_S[ref_dep.reference_engine],
+                   ref_dep.reference_label)
+
+
 def _replay(dep: Deployment, trace: Trace, mix: RequestMix, balancer: str | None,
-            slo_reference: tuple[Deployment, RequestMix] | None
+            slo_reference: tuple[Deployment, RequestMix] | SloBase | None
             ) -> tuple[WindowReplay, Routing, str]:
     """What every replay of the deployment on this trace shares: stage configs, routing,
     judge latencies and each request's base latency (the SLO reference)."""
@@ -100,10 +119,12 @@ def _replay(dep: Deployment, trace: Trace, mix: RequestMix, balancer: str | None
         raise InputError(f"--balancer {balancer!r} is not known", "use " + " or ".join(BALANCERS))
     routing = route(mix.scores, mix.quality, plan.thresholds)
     configs = [_config(s, s.model) for s in dep.stages]
-    ref_dep, ref_mix = slo_reference or (dep, mix)
-    # a request alone on the reference replica, as its client sees it (the engine's frontend)
-    base = unloaded_latency(ref_dep.reference_cost, trace.input_lengths,
-                            ref_mix.outputs[-1]) + FRONTEND_S[ref_dep.reference_engine]
+    if isinstance(slo_reference, SloBase):
+        ref = slo_reference
+    else:
+        ref_dep, ref_mix = slo_reference or (dep, mix)
+        ref = slo_base(ref_dep, trace, ref_mix)
+    base = ref.latency_s
     judger = plan.cascade.judger
     judge_model = None
     delays: list[np.ndarray] | float = 0.0
@@ -118,7 +139,7 @@ def _replay(dep: Deployment, trace: Trace, mix: RequestMix, balancer: str | None
     arrivals = (trace.timestamps_ms - trace.timestamps_ms[0]) / 1000.0
     replay = WindowReplay(configs, arrivals, trace.input_lengths, list(mix.outputs),
                           routing.answered_by, delays, base, balancer, judge_model)
-    return replay, routing, ref_dep.reference_label
+    return replay, routing, ref.label
 
 
 def _capacity(replay: WindowReplay, dep: Deployment, target_scale: float, start: float,
@@ -136,7 +157,7 @@ def simulate_deployment(dep: Deployment, trace: Trace, mix: RequestMix,
                         rate_scale: float = 1.0, balancer: str | None = None,
                         capacity_at_scale: float | None = None,
                         capacity_window: int | None = None,
-                        slo_reference: tuple[Deployment, RequestMix] | None = None
+                        slo_reference: tuple[Deployment, RequestMix] | SloBase | None = None
                         ) -> PlanSimulation:
     """Replay `trace` (arrivals scaled by `rate_scale`) through the deployment.
 
@@ -170,7 +191,7 @@ def simulate_deployment(dep: Deployment, trace: Trace, mix: RequestMix,
 
 def deployment_capacity(dep: Deployment, trace: Trace, mix: RequestMix, target_scale: float,
                         window: int | None = None,
-                        slo_reference: tuple[Deployment, RequestMix] | None = None
+                        slo_reference: tuple[Deployment, RequestMix] | SloBase | None = None
                         ) -> Capacity | None:
     """Only the capacity search of simulate_deployment (no replay of the whole trace)."""
     replay, _, _ = _replay(dep, trace, mix, None, slo_reference)

@@ -25,6 +25,11 @@ class RequestMix:
         """The mix of stage i alone (a single-model deployment of that stage's model)."""
         return self.columns([i])
 
+    def head(self, n: int) -> RequestMix:
+        """The first n requests' mix."""
+        return RequestMix(self.scores[:n], self.quality[:n], [o[:n] for o in self.outputs],
+                          self.source)
+
     def columns(self, idx: Sequence[int]) -> RequestMix:
         """The mix of the stages `idx` (in that order): a shorter cascade of their models."""
         cols = list(idx)

@@ -47,6 +47,19 @@ class Trace:
             return 0.0
         return float(self.timestamps_ms[-1] - self.timestamps_ms[0]) / 1000.0
 
+    def head(self, n: int) -> Trace:
+        """The first n requests."""
+        if n >= len(self):
+            return self
+        return dataclasses.replace(
+            self, timestamps_ms=self.timestamps_ms[:n], input_lengths=self.input_lengths[:n],
+            output_lengths=self.output_lengths[:n],
+            hash_offsets=None if self.hash_offsets is None else self.hash_offsets[:n + 1],
+            request_ids=None if self.request_ids is None else self.request_ids[:n],
+            scores={k: v[:n] for k, v in self.scores.items()},
+            quality={k: v[:n] for k, v in self.quality.items()},
+            model_output_lengths={k: v[:n] for k, v in self.model_output_lengths.items()})
+
     def hash_ids(self, row: int) -> list[int] | None:
         if self.hash_offsets is None or self.hash_values is None:
             return None
