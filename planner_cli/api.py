@@ -50,6 +50,7 @@ from planner_cli.sim.run import PlanSimulation, simulate_deployment
 from planner_cli.specs._yaml import load_yaml_model
 from planner_cli.specs.catalog import Catalog, data_root, load_catalog
 from planner_cli.summaries import CheckReport
+from planner_cli.workload.confidence import DEFAULT_CONFIDENCE, check_confidence
 from planner_cli.workload.judged import parse_scale
 from planner_cli.workload.mix import RequestMix
 from planner_cli.workload.routing import route
@@ -147,7 +148,8 @@ def load_problem(trace: Path | None = None, quality: Path | None = None,
                  seed: int = 0, engine: str | None = None,
                  score_scale: tuple[float, float] | None = None,
                  quality_scale: tuple[float, float] | None = None,
-                 rate_per_s: float | None = None, rate_scale: float | None = None) -> Problem:
+                 rate_per_s: float | None = None, rate_scale: float | None = None,
+                 quality_confidence: float | None = DEFAULT_CONFIDENCE) -> Problem:
     """Read the four input files (missing ones: the bundled example's) and resolve them once;
     `rate_per_s` or `rate_scale` replays the trace's arrival pattern at another rate."""
     example = bundled_example()
@@ -160,17 +162,21 @@ def load_problem(trace: Path | None = None, quality: Path | None = None,
     sample = io.read_judged(Path(paths.quality), score_scale, quality_scale)
     trace = load_trace(Path(paths.trace))
     return resolve_problem(specs, catalog, trace, sample, paths, quality_target, seed, engine,
-                           rate_scale_for(trace, rate_per_s, rate_scale))
+                           rate_scale_for(trace, rate_per_s, rate_scale),
+                           None if quality_confidence is None
+                           else check_confidence(quality_confidence))
 
 
 def check(trace: Path | None = None, quality: Path | None = None, cascade: Path | None = None,
           cluster: Path | None = None, catalog_dir: Path | None = None,
           thresholds: list[float] | None = None,
           score_scale: tuple[float, float] | None = None,
-          quality_scale: tuple[float, float] | None = None) -> CheckReport:
+          quality_scale: tuple[float, float] | None = None,
+          quality_confidence: float = DEFAULT_CONFIDENCE) -> CheckReport:
     """Validate a planning problem's four inputs against each other and summarise them."""
     p = load_problem(trace, quality, cascade, cluster, catalog_dir=catalog_dir,
-                     score_scale=score_scale, quality_scale=quality_scale)
+                     score_scale=score_scale, quality_scale=quality_scale,
+                     quality_confidence=quality_confidence)
     m = len(p.models)
     s = p.sample
     if thresholds is not None:
@@ -263,6 +269,7 @@ def optimize(trace: Path | None = None, quality: Path | None = None,
              catalog_dir: Path | None = None, profiles_dir: Path | None = None,
              engine: str | None = None, capacity_scale: float = 5.0,
              rate_per_s: float | None = None, rate_scale: float | None = None,
+             quality_confidence: float = DEFAULT_CONFIDENCE,
              progress: Progress | None = None) -> OptimizeResult:
     """Run the planner; missing inputs come from the bundled example."""
     say = progress or (lambda _msg: None)
@@ -270,7 +277,8 @@ def optimize(trace: Path | None = None, quality: Path | None = None,
     problem = load_problem(trace, quality, cascade, cluster, catalog_dir=catalog_dir,
                            quality_target=quality_target,
                            engine=None if engine is None else check_engine(engine),
-                           rate_per_s=rate_per_s, rate_scale=rate_scale)
+                           rate_per_s=rate_per_s, rate_scale=rate_scale,
+                           quality_confidence=quality_confidence)
     return bilevel.optimize(problem, perf_lookup(profiles_dir), objective,
                             capacity_scale, progress)
 

@@ -82,6 +82,10 @@ def root(
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+QualityConfidenceOpt = Annotated[float, typer.Option(
+    help="Hold the quality target to a bootstrap lower bound of Q at this confidence "
+    "(resampling the judged prompts, within each `category` when the sample has one); 0.5: "
+    "the plain sample mean.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output file.")]
 ProfilesOpt = Annotated[Path | None, typer.Option(
     "--profiles", envvar=PROFILES_ENV, help="Folder of measured profiles and calibrations "
@@ -222,6 +226,7 @@ def check(
     score_scale: Annotated[str | None, typer.Option(
         help="The judged sample's score scale, e.g. 1-10 (else its '# score_scale' line).")
     ] = None,
+    quality_confidence: QualityConfidenceOpt = 0.9,
     as_json: JsonOpt = False,
 ) -> None:
     """Validate a planning problem's inputs and summarise them (no flags: bundled example).
@@ -234,7 +239,8 @@ def check(
     report = api.check(
         trace or example.trace, quality or example.quality, cascade or example.cascade,
         cluster or example.cluster, _catalog_dir(), _floats(thresholds, "--thresholds"),
-        parse_scale(score_scale) if score_scale else None)
+        parse_scale(score_scale) if score_scale else None,
+        quality_confidence=quality_confidence)
     if as_json:
         render.emit_json(report.to_dict())
     else:
@@ -475,6 +481,7 @@ def optimize(
     rate_scale: Annotated[float | None, typer.Option(
         help="Plan for the trace's arrivals this many times faster (instead of --rate).")
     ] = None,
+    quality_confidence: QualityConfidenceOpt = 0.9,
     out: Annotated[Path, typer.Option(help="Where to write the plan.")] = Path("plan.json"),
     capacity_slo_scale: Annotated[float, typer.Option(
         help="SLO scale at which throughput capacity is measured.")] = 5.0,
@@ -515,7 +522,7 @@ def optimize(
         result = api.optimize(trace, quality, cascade, cluster, quality_target, objective,
                               catalog_dir=_catalog_dir(), profiles_dir=profiles, engine=engine,
                               capacity_scale=capacity_slo_scale, rate_per_s=rate,
-                              rate_scale=rate_scale,
+                              rate_scale=rate_scale, quality_confidence=quality_confidence,
                               progress=lambda msg: status.update(msg))
     write_text_atomic(out, [api.plan_json(result.plan)])
     if dump_lp is not None:

@@ -172,8 +172,8 @@ class FamilyMember(Figures):
     models: list[str]
     chosen: bool = False
     error: str | None = None  # why it has no plan (the quality target, the cluster)
-    best_quality: float  # the most any thresholds reach with these models
-    quality: float | None = None  # at its best plan's thresholds
+    best_quality: float  # the most any thresholds reach with these models (sample mean)
+    quality: float | None = None  # what its best plan's thresholds promise (the lower bound)
     thresholds: list[float] | None = None
     gpus: dict[str, int] | None = None  # per model
     milp_latency_s: float | None = None
@@ -193,11 +193,34 @@ class Family(Figures):
     verdict: str  # one plain sentence
 
 
+class CrossValidatedShortfall(Figures):
+    """Thresholds chosen on k−1 folds of the judged prompts, Q measured on the fold left out:
+    target − held-out Q (> 0: the promise fell short on prompts it was not chosen on)."""
+
+    folds: int
+    target: float
+    mean_shortfall: float
+    worst_shortfall: float
+    folds_without_choice: int
+
+
+class QualityPromise(Figures):
+    """What the chosen thresholds promise on new requests."""
+
+    confidence: float | None  # None: the plain sample mean (no bound asked for)
+    lower_bound: float  # the bootstrap lower bound of Q the target is held to
+    interval: list[float] | None  # the two-sided bootstrap interval at the confidence
+    prompts: int  # judged prompts it rests on
+    stratified: bool  # resampled within the sample's categories
+    cross_validated: CrossValidatedShortfall | None
+
+
 class Predicted(Figures):
     """What `optimize` predicts for the plan, and the evidence: tables, MILP, front,
     simulated figures, baselines and gains."""
 
-    quality: float
+    quality: float  # Q at the chosen thresholds on the judged sample (its mean)
+    quality_promise: QualityPromise
     z1: float
     z2: float
     quality_target: float | None

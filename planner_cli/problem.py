@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
+import numpy as np
+
 from planner_cli.errors import InputError
 from planner_cli.perf.engines import DEFAULT_ENGINE
 from planner_cli.perf.memory import memory_figures
@@ -26,9 +28,22 @@ from planner_cli.specs.catalog import Catalog
 from planner_cli.specs.cluster import ClusterSpec
 from planner_cli.specs.gpu import GpuSpec
 from planner_cli.specs.model import ModelCard
+from planner_cli.workload.confidence import (
+    DEFAULT_CONFIDENCE,
+    BestBound,
+    QualityBound,
+    best_bound,
+    bootstrap,
+)
 from planner_cli.workload.judged import JudgedSample
 from planner_cli.workload.mix import RequestMix, inline_mix, sampled_mix
-from planner_cli.workload.routing import BestQuality, best_quality, reference_points
+from planner_cli.workload.routing import (
+    BestQuality,
+    best_quality,
+    candidate_thresholds,
+    reference_points,
+    route,
+)
 from planner_cli.workload.trace import Trace, scaled
 
 T = TypeVar("T")
@@ -233,6 +248,8 @@ class Problem:
     rate_scale: float = 1.0  # the trace's arrivals replayed this many times faster
     member: tuple[int, ...] | None = None  # the given cascade's models this problem serves
     judged_with: tuple[str, ...] = ()  # the judged columns whose common prompts are used
+    bound: QualityBound | None = None  # the bootstrap the quality promise is held to
+    promise: BestBound | None = None  # the most any thresholds promise at its confidence
 
     @property
     def names(self) -> list[str]:
@@ -249,13 +266,23 @@ class Problem:
         cols = list(idx)
         sample = self.sample.columns(cols)
         z1, z2 = reference_points(sample.quality)
+        best = best_quality(sample.scores, sample.quality)
         return replace(
             self, cascade=self.cascade.model_copy(update={
                 "models": [self.cascade.models[i] for i in cols]}),
             models=tuple(self.models[i] for i in cols), sample=sample,
-            mix=self.mix.columns(cols), z1=z1, z2=z2,
-            best=best_quality(sample.scores, sample.quality),
-            member=tuple(self.indices[i] for i in cols))
+            mix=self.mix.columns(cols), z1=z1, z2=z2, best=best,
+            member=tuple(self.indices[i] for i in cols),
+            promise=None if self.bound is None else promised(sample, self.bound, best))
+
+    def per_prompt(self, theta: tuple[float, ...]) -> np.ndarray:
+        """The quality each judged prompt gets under θ."""
+        return route(self.sample.scores, self.sample.quality, theta).per_request
+
+    def promised(self, theta: tuple[float, ...]) -> float:
+        """What θ promises: the bootstrap lower bound of Q(θ) (the plain mean without one)."""
+        per = self.per_prompt(theta)
+        return float(per.mean()) if self.bound is None else self.bound.lower(per)
 
     @property
     def cards(self) -> list[ModelCard]:
@@ -279,6 +306,14 @@ def resolve_specs(cascade: CascadeSpec, cluster: ClusterSpec, catalog: Catalog,
     models, judge = resolve_models(cascade, catalog, files.cascade, engine)
     resolved, pools = resolve_cluster(cluster, catalog, files.cluster)
     return Specs(cascade, resolved, pools, models, judge)
+
+
+def promised(sample: JudgedSample, bound: QualityBound, best: BestQuality) -> BestBound:
+    """The most any thresholds promise on `sample` at the bound's confidence."""
+    m = len(sample.models)
+    cands = [candidate_thresholds(sample.scores, i) for i in range(m - 1)]
+    return best_bound(cands, lambda t: route(sample.scores, sample.quality, t).per_request,
+                      bound, tuple(best.thresholds))
 
 
 def rate_scale_for(trace: Trace, rate_per_s: float | None, rate_scale: float | None) -> float:
@@ -305,7 +340,8 @@ def rate_scale_for(trace: Trace, rate_per_s: float | None, rate_scale: float | N
 
 def resolve_problem(specs: Specs, catalog: Catalog, trace: Trace, sample: JudgedSample,
                     files: ProblemFiles, quality_target: float | None = None, seed: int = 0,
-                    engine: str | None = None, rate_scale: float = 1.0) -> Problem:
+                    engine: str | None = None, rate_scale: float = 1.0,
+                    quality_confidence: float | None = DEFAULT_CONFIDENCE) -> Problem:
     """The problem the planner solves; `rate_scale` replays the trace's arrivals that many
     times faster (the load the user plans for)."""
     cascade, models = specs.cascade, specs.models
@@ -317,14 +353,18 @@ def resolve_problem(specs: Specs, catalog: Catalog, trace: Trace, sample: Judged
     if quality_target is not None and not 0 <= quality_target <= 100:
         raise InputError(f"--quality-target {quality_target:g} is not on the 0-100 scale",
                          "use e.g. 85")
+    best = best_quality(columns.scores, columns.quality)
+    bound = (None if quality_confidence is None else
+             bootstrap(len(columns), columns.categories, seed, quality_confidence))
     return Problem(
         files=files, catalog=catalog, cascade=cascade, cluster=specs.cluster, pools=specs.pools,
         models=models, judge=specs.judge, trace=trace, rate_per_s=arrival_rate(trace),
         sample=columns, dropped=dropped, mix=mix,
         quality_target=quality_target if quality_target is not None
         else cascade.quality_target,
-        z1=z1, z2=z2, best=best_quality(columns.scores, columns.quality), seed=seed,
-        engine=engine, rate_scale=rate_scale, judged_with=columns.models)
+        z1=z1, z2=z2, best=best, seed=seed,
+        engine=engine, rate_scale=rate_scale, judged_with=columns.models, bound=bound,
+        promise=None if bound is None else promised(columns, bound, best))
 
 
 # ---------------------------------------------------------------- a plan's deployment

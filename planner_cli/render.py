@@ -115,7 +115,12 @@ def check_report(report: CheckReport, title: str) -> None:
               f"({p.dropped} left out); Q(θ) from {q_source}, 0-100. "
               f"z1* (all to the largest) = {p.z1:.1f}, z2* (all stop at the smallest) = "
               f"{p.z2:.1f}, best over thresholds = {p.best.quality:.1f} ({reach}), target = "
-              f"{_fmt(p.quality_target)}")
+              f"{_fmt(p.quality_target)}"
+              + ("" if p.promise is None or p.bound is None else
+                 f"; at {p.bound.confidence:.0%} confidence the most thresholds promise is "
+                 f"{p.promise.quality:.1f} ({'at most' if p.promise.exact else 'at least'}; "
+                 f"bootstrap over the prompts"
+                 f"{', by category' if p.bound.stratified else ''})"))
     if data["routing"]:
         m = len(p.models)
         t = Table(title="Routing by threshold" + (
@@ -125,11 +130,17 @@ def check_report(report: CheckReport, title: str) -> None:
         for i in range(m):
             t.add_column(f"answered at {i + 1}", justify="right")
         t.add_column("Q(θ)", justify="right")
+        if p.bound is not None:
+            t.add_column(f"{p.bound.confidence:.0%} interval", justify="right")
+            t.add_column("promised (lower bound)", justify="right")
         t.add_column("meets target")
         for r in data["routing"]:
             flag = {None: "—", True: "yes", False: "no"}[r["meets_target"]]
+            extra = ([f"{r['quality_interval'][0]:.1f}–{r['quality_interval'][1]:.1f}",
+                      f"{r['quality_lower_bound']:.1f}"] if "quality_interval" in r else [])
             t.add_row(", ".join(f"{x:.1f}" for x in r["thresholds"]),
-                      *(f"{s:.1%}" for s in r["answer_share"]), f"{r['quality']:.1f}", flag)
+                      *(f"{s:.1%}" for s in r["answer_share"]), f"{r['quality']:.1f}",
+                      *extra, flag)
         out.print(t)
 
 
@@ -326,12 +337,23 @@ def optimize_tables(result: OptimizeResult, out_path: str | None) -> None:
     out.print(f"[bold]Verdict[/bold]: {fam.verdict}.")
     thresholds = (f"thresholds {', '.join(f'{t:.1f}' for t in plan.thresholds)} (0-100)"
                   if plan.thresholds else "one model, no thresholds")
+    qp = pred.quality_promise
+    promise = ""
+    if qp.confidence is not None and qp.interval is not None:
+        promise = (f"; {qp.confidence:.0%} interval {qp.interval[0]:.1f}–{qp.interval[1]:.1f}, "
+                   f"promised ≥ {qp.lower_bound:.1f} on {qp.prompts} judged prompts"
+                   + (" (bootstrap by category)" if qp.stratified else ""))
+    cv = qp.cross_validated
+    if cv is not None:
+        promise += (f"; cross-validated ({cv.folds} folds: chosen on the others, measured on the "
+                    f"one left out) the target is missed by {cv.mean_shortfall:+.1f} on average, "
+                    f"{cv.worst_shortfall:+.1f} at worst (negative: exceeded)")
     out.print(f"[bold]Plan[/bold] at {pred.rate_per_s:.3g} req/s: {' → '.join(fam.winner)}; "
-              f"{thresholds} → quality Q = {pred.quality:.1f} (target {target}; "
+              f"{thresholds} → quality Q = {pred.quality:.1f}{promise} (target {target}; "
               f"z1* {pred.z1:.1f}, z2* {pred.z2:.1f}); scores: {pred.judged.scores_from}")
     t = Table(title="Family (every ordered sub-cascade; simulated at the planned rate)",
               title_justify="left")
-    for col in ("models", "quality", "GPUs per model", "MILP p95 s", "sim e2e p95 s",
+    for col in ("models", "promised Q", "GPUs per model", "MILP p95 s", "sim e2e p95 s",
                 "SLO scale", ""):
         t.add_column(col, justify="left" if col in ("models", "GPUs per model", "") else "right")
     whole = max((m.simulated_requests or 0) for m in fam.members)
@@ -389,7 +411,7 @@ def optimize_tables(result: OptimizeResult, out_path: str | None) -> None:
                   ("≥ " if b.capacity.at_least else "") + f"{b.capacity.rate_multiple:.2f}",
                   slo_gain, tput)
     out.print(t)
-    out.print("Pareto front (quality → MILP latency s): " + "; ".join(
+    out.print("Pareto front (promised quality → MILP latency s): " + "; ".join(
         f"{p.quality:.1f} → {_fmt(p.milp_latency_s, 2)}" for p in pred.pareto_front))
     tm = result.timings
     out.print(f"{tm.evaluated_thresholds} threshold vectors evaluated, {tm.milp_solves} "

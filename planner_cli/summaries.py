@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from planner_cli.problem import Problem
 from planner_cli.specs.catalog import Catalog
 from planner_cli.specs.model import ModelCard, kv_bytes_per_token, param_counts, weight_bytes
+from planner_cli.workload.confidence import QualityBound
 from planner_cli.workload.routing import Routing
 from planner_cli.workload.stats import TraceStats
 
@@ -68,10 +69,12 @@ class CheckReport:
                            "models": judged_rows(p), "has_quality": p.sample.has_quality},
                 "z1_all_largest": p.z1, "z2_all_smallest": p.z2,
                 "best_quality": p.best.quality,
+                "quality_confidence": None if p.bound is None else p.bound.confidence,
+                "best_promised_quality": None if p.promise is None else p.promise.quality,
                 "best_quality_thresholds": [None if math.isinf(t) else t
                                             for t in p.best.thresholds],
                 "quality_target": p.quality_target,
-                "routing": [routing_row(r, p.quality_target) for r in self.routing]}
+                "routing": [routing_row(r, p.quality_target, p.bound) for r in self.routing]}
 
 
 def model_row(card: ModelCard, precision: str) -> dict:
@@ -90,11 +93,18 @@ def judged_rows(p: Problem) -> list[dict]:
             for j, (m, col) in enumerate(zip(p.models, p.sample.models, strict=True))]
 
 
-def routing_row(r: Routing, target: float | None) -> dict:
-    return {"thresholds": list(r.thresholds),
-            "answer_share": [round(float(x), 6) for x in r.answer_fraction],
-            "reach_share": [round(float(x), 6) for x in r.reach_fraction],
-            "quality": round(r.quality, 6),
-            "meets_target": None if target is None else bool(r.quality >= target)}
+def routing_row(r: Routing, target: float | None, bound: QualityBound | None = None) -> dict:
+    """One threshold vector's routing; with a bound, Q's bootstrap interval and the lower
+    bound the target is held to ("meets_target" then compares the bound)."""
+    promised = r.quality if bound is None else bound.lower(r.per_request)
+    row = {"thresholds": list(r.thresholds),
+           "answer_share": [round(float(x), 6) for x in r.answer_fraction],
+           "reach_share": [round(float(x), 6) for x in r.reach_fraction],
+           "quality": round(r.quality, 6)}
+    if bound is not None:
+        lo, hi = bound.interval(r.per_request)
+        row |= {"quality_interval": [round(lo, 6), round(hi, 6)],
+                "quality_lower_bound": round(promised, 6)}
+    return row | {"meets_target": None if target is None else bool(promised >= target - 1e-9)}
 
 

@@ -117,10 +117,16 @@ def test_quality_target_above_z1(cli, tmp_path, short_trace):
 def test_too_few_gpus_and_no_fit(cli, tmp_path, short_trace):
     small = _cluster(tmp_path, [{"name": "h100", "gpu": "h100-sxm", "nodes": 1,
                                  "gpus_per_node": 2}])
-    # only the whole cascade reaches 61.7 (mixtral-8x7b alone: 61.5), and it needs 3 GPUs
+    # on the sample's mean only the whole cascade reaches 61.7 (mixtral-8x7b alone: 61.5),
+    # and it needs 3 GPUs
+    assert_one_line_error(cli("optimize", "--trace", short_trace, "--cluster", small,
+                              "--quality-target", "61.7", "--quality-confidence", "0.5",
+                              "--out", tmp_path / "p.json"), "too few GPUs")
+    # the sample mean would accept 61.7, but no thresholds promise it at 90 % confidence
     assert_one_line_error(cli("optimize", "--trace", short_trace, "--cluster", small,
                               "--quality-target", "61.7", "--out", tmp_path / "p.json"),
-                          "too few GPUs")
+                          "above the best any thresholds reach at 90% confidence",
+                          "the sample mean reaches 61.8", "lower --quality-confidence")
     tiny = _cluster(tmp_path, [{"name": "l4", "gpu": "l4", "nodes": 1, "gpus_per_node": 1}])
     assert_one_line_error(cli("optimize", "--trace", short_trace, "--cluster", tiny,
                               "--out", tmp_path / "p.json"),
@@ -165,7 +171,7 @@ def test_paper_cascade_example_is_labelled_synthetic(short_trace):
     # all seven members are weighed; the two small models alone cannot reach 85
     fam = {tuple(m.models): m for m in pred.family.members}
     assert len(fam) == 7
-    assert "reaches at most quality" in fam[("deepseek-r1-distill-qwen-7b",)].error
+    assert "promises at most quality" in fam[("deepseek-r1-distill-qwen-7b",)].error
     assert [s.model for s in result.plan.stages] == pred.family.winner
     for s in result.plan.stages:
         if s.model == "deepseek-r1":

@@ -33,6 +33,7 @@ from planner_cli.optimize.baselines import baselines, gains
 from planner_cli.optimize.milp import InfeasibleError, Solution
 from planner_cli.optimize.search import Point, ThresholdSearch
 from planner_cli.plan import (
+    CrossValidatedShortfall,
     Family,
     FamilyMember,
     FrontPoint,
@@ -41,11 +42,13 @@ from planner_cli.plan import (
     MilpRecord,
     Plan,
     Predicted,
+    QualityPromise,
     TableRow,
     VerifiedCandidate,
 )
 from planner_cli.problem import PerfLookup, Problem
 from planner_cli.sim.run import PlanSimulation
+from planner_cli.workload.confidence import cross_validate
 from planner_cli.workload.routing import candidate_thresholds
 
 VERIFY_MIN = 8  # distinct candidates (member, thresholds, allocation) simulated in all
@@ -141,13 +144,16 @@ def _search_member(mem: _Member, q_min: float | None) -> None:
     pl = mem.planner
     problem = pl.problem
     m = len(problem.models)
-    if q_min is not None and q_min > problem.best.quality + 1e-9:
-        bound = "at most" if problem.best.exact else "at least"
-        mem.error = InfeasibleError(f"reaches {bound} quality {problem.best.quality:.1f}",
-                                    "lower the quality target")
+    reach, exact = _reachable(problem)
+    if q_min is not None and q_min > reach + 1e-9:
+        mem.error = InfeasibleError(
+            f"{'promises' if problem.bound else 'reaches'} {'at most' if exact else 'at least'}"
+            f" quality {reach:.1f}", "lower the quality target")
         return
     candidates = [candidate_thresholds(problem.sample.scores, i) for i in range(m - 1)]
-    search = ThresholdSearch(candidates, pl.quality, pl.search_latency, problem.z1, problem.z2)
+    # the target is held to what θ promises (the bootstrap bound), the front too
+    search = ThresholdSearch(candidates, problem.promised, pl.search_latency, problem.z1,
+                             problem.z2)
     mem.search = search
     if m > 1:
         search.point(tuple(problem.best.thresholds))  # the best reachable quality, an anchor
@@ -173,6 +179,14 @@ def _search_member(mem: _Member, q_min: float | None) -> None:
     feasible.sort(key=lambda p: (p.latency_s, -p.quality, p.thresholds))
     # the search's own choice first: it is the member's answer for the target
     mem.feasible = [chosen] + [p for p in feasible if p.thresholds != chosen.thresholds]
+
+
+def _reachable(problem: Problem) -> tuple[float, bool]:
+    """The most any thresholds promise (at the confidence, when there is one) and whether that
+    is exact."""
+    if problem.promise is not None:
+        return problem.promise.quality, problem.promise.exact
+    return problem.best.quality, problem.best.exact
 
 
 def _to_verify(members: list[_Member]) -> list[tuple[_Member, Point]]:
@@ -203,13 +217,21 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
                          "use an external judger (kind: external, latency_s) to plan, or "
                          "write the judge's replicas into a plan and run simulate")
     q_min = problem.quality_target
-    if q_min is not None and q_min > problem.best.quality + 1e-9:
-        bound = "at most" if problem.best.exact else "at least"
+    reach, exact = _reachable(problem)
+    if q_min is not None and q_min > reach + 1e-9:
+        bound = "at most" if exact else "at least"
+        if problem.bound is None:
+            raise InfeasibleError(
+                f"quality target {q_min:g} is above the best any thresholds reach "
+                f"({bound} {reach:.1f}; z1* = {problem.z1:.1f} with every request at the "
+                "largest model)", f"lower the quality target to at most {reach:.1f}")
         raise InfeasibleError(
-            f"quality target {q_min:g} is above the best any thresholds reach "
-            f"({bound} {problem.best.quality:.1f}; z1* = {problem.z1:.1f} with every request "
-            "at the largest model)",
-            f"lower the quality target to at most {problem.best.quality:.1f}")
+            f"quality target {q_min:g} is above the best any thresholds reach at "
+            f"{problem.bound.confidence:.0%} confidence ({bound} {reach:.1f} on "
+            f"{problem.bound.prompts} judged prompts; the sample mean reaches "
+            f"{problem.best.quality:.1f}, z1* = {problem.z1:.1f})",
+            f"lower the quality target to at most {reach:.1f}, judge more prompts, or pass a "
+            "lower --quality-confidence")
     root = Planner(problem, perf, capacity_scale)
     try:
         ref = root.reference_plan()
@@ -276,8 +298,24 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
     sources = {f"{s.model}@{s.gpu} tp{s.tp}": s.perf_source or ""
                for s in win.sim.figures.stages}
     assert win.member.search is not None
+    per_prompt = pl.problem.per_prompt(win.point.thresholds)
+    bound = problem.bound
+    interval = None if bound is None else bound.interval(per_prompt)
+    cv = None
+    if bound is not None and q_min is not None and win.member.search is not None:
+        cv = cross_validate([(p.latency_s, p.thresholds)
+                             for p in win.member.search.evaluated.values()
+                             if math.isfinite(p.latency_s)],
+                            pl.problem.per_prompt, bound, q_min, problem.seed)
     predicted = Predicted(
-        quality=win.point.quality, z1=problem.z1, z2=problem.z2, quality_target=q_min,
+        quality=float(per_prompt.mean()),
+        quality_promise=QualityPromise(
+            confidence=None if bound is None else bound.confidence,
+            lower_bound=win.point.quality,
+            interval=None if interval is None else list(interval),
+            prompts=len(problem.sample), stratified=bool(bound and bound.stratified),
+            cross_validated=None if cv is None else CrossValidatedShortfall(**asdict(cv))),
+        z1=problem.z1, z2=problem.z2, quality_target=q_min,
         objective=objective, rate_per_s=problem.rate_per_s,
         family=_family(members, verified, win), milp=_record(win.solution),
         milp_estimate_latency_s=win.point.latency_s, simulated=win.sim.figures,

@@ -19,7 +19,7 @@ import numpy as np
 from planner_cli.errors import InputError, did_you_mean
 
 REQUIRED = ("request_id", "model", "score")
-OPTIONAL = ("quality", "output_tokens")
+OPTIONAL = ("quality", "output_tokens", "category")
 _SCALE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(?:-|\.\.|:|to)\s*(-?\d+(?:\.\d+)?)\s*$")
 _DECL = re.compile(r"^#\s*(score_scale|quality_scale)\s*[:=]\s*(.+?)\s*$")
 _SYNTHETIC = re.compile(r"^#\s*synthetic\s*:\s*(.+?)\s*$", re.IGNORECASE)
@@ -48,6 +48,7 @@ class JudgedSample:
     quality_scale: tuple[float, float]
     source: str = "<judged>"
     synthetic: str | None = None  # the file's `# synthetic: ...` note, if it declares one
+    categories: tuple[str, ...] | None = None  # per prompt: the `category` column's
 
     def __len__(self) -> int:
         return len(self.request_ids)
@@ -91,6 +92,8 @@ class JudgedSample:
             quality_scale=self.quality_scale,
             source=self.source,
             synthetic=self.synthetic,
+            categories=None if self.categories is None
+            else tuple(c for c, k in zip(self.categories, keep, strict=True) if k),
         )
         return sub, int((~keep).sum())
 
@@ -143,6 +146,7 @@ def parse_judged_csv(lines: Iterable[str], source: str = "<judged>",
     pos = {c: header.index(c) for c in header}
     has_quality = "quality" in pos
     has_tokens = "output_tokens" in pos
+    category: dict[str, str] = {}
     req_index: dict[str, int] = {}
     model_index: dict[str, int] = {}
     cells: dict[tuple[int, int], tuple[float, float, int]] = {}
@@ -168,6 +172,12 @@ def parse_judged_csv(lines: Iterable[str], source: str = "<judged>",
                 raise InputError(f"{source}:{lineno}: column 'output_tokens' = {text!r} is "
                                  "not a whole number >= 1", "fix or leave it empty")
             tokens = int(text)
+        if "category" in pos:
+            cat = row[pos["category"]].strip()
+            if category.setdefault(rid, cat) != cat:
+                raise InputError(f"{source}:{lineno}: request {rid!r} has category {cat!r} "
+                                 f"here and {category[rid]!r} before",
+                                 "give each prompt one category")
         r = req_index.setdefault(rid, len(req_index))
         j = model_index.setdefault(model, len(model_index))
         if (r, j) in cells:
@@ -188,7 +198,8 @@ def parse_judged_csv(lines: Iterable[str], source: str = "<judged>",
         request_ids=tuple(req_index), models=tuple(model_index), scores=scores,
         quality=quality, output_tokens=tokens_arr if has_tokens else None,
         has_quality=has_quality, score_scale=score_scale, quality_scale=quality_scale,
-        source=source, synthetic=synthetic)
+        source=source, synthetic=synthetic,
+        categories=tuple(category[r] for r in req_index) if "category" in pos else None)
 
 
 def _number(text: str, column: str, scale: tuple[float, float], source: str,

@@ -23,6 +23,7 @@ class Routing:
     reach_fraction: np.ndarray  # (m,) share of requests that stage i serves
     answer_fraction: np.ndarray  # (m,) share of requests answered at stage i
     quality: float  # Q(θ), 0-100
+    per_request: np.ndarray  # (n,) the quality of each request's returned answer
 
     def stage_requests(self, stage: int) -> np.ndarray:
         """Indices of the requests stage `stage` serves (it reaches them)."""
@@ -45,9 +46,10 @@ def route(scores: np.ndarray, quality: np.ndarray, thresholds: Sequence[float]) 
     counts = np.bincount(answered_by, minlength=m).astype(np.float64)
     answer_fraction = counts / n
     reach_fraction = answer_fraction[::-1].cumsum()[::-1]
-    q = float(quality[np.arange(n), answered_by].mean())
+    got = quality[np.arange(n), answered_by]
     return Routing(thresholds=tuple(float(t) for t in theta), answered_by=answered_by,
-                   reach_fraction=reach_fraction, answer_fraction=answer_fraction, quality=q)
+                   reach_fraction=reach_fraction, answer_fraction=answer_fraction,
+                   quality=float(got.mean()), per_request=got)
 
 
 def reference_points(quality: np.ndarray) -> tuple[float, float]:
