@@ -269,7 +269,7 @@ def optimize(trace: Path | None = None, quality: Path | None = None,
              catalog_dir: Path | None = None, profiles_dir: Path | None = None,
              engine: str | None = None, capacity_scale: float = 5.0,
              rate_per_s: float | None = None, rate_scale: float | None = None,
-             quality_confidence: float = DEFAULT_CONFIDENCE,
+             quality_confidence: float = DEFAULT_CONFIDENCE, slo_p95_s: float | None = None,
              progress: Progress | None = None) -> OptimizeResult:
     """Run the planner; missing inputs come from the bundled example."""
     say = progress or (lambda _msg: None)
@@ -280,7 +280,7 @@ def optimize(trace: Path | None = None, quality: Path | None = None,
                            rate_per_s=rate_per_s, rate_scale=rate_scale,
                            quality_confidence=quality_confidence)
     return bilevel.optimize(problem, perf_lookup(profiles_dir), objective,
-                            capacity_scale, progress)
+                            capacity_scale, progress, slo_p95_s)
 
 
 def plan_json(plan: Plan) -> str:

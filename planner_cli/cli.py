@@ -474,7 +474,12 @@ def optimize(
         help="Quality target on the 0-100 scale (default: the cascade file's).")] = None,
     objective: Annotated[str, typer.Option(
         help="latency: the lowest simulated end-to-end p95 at the planned rate (every stage a "
-        "request visits and its judge calls).")] = "latency",
+        "request visits and its judge calls); cost: sizing, the fewest GPUs (the lowest USD/h "
+        "where pools have prices; the pools are upper bounds) whose simulated p95 stays "
+        "within --slo-p95.")] = "latency",
+    slo_p95: Annotated[float | None, typer.Option(
+        help="End-to-end p95 latency SLO in seconds for --objective cost (default: the "
+        "cascade file's slo.e2e_s).")] = None,
     rate: Annotated[float | None, typer.Option(
         help="Plan for this arrival rate (requests/s): the trace's arrival pattern replayed "
         "at it (default: the trace's mean rate).")] = None,
@@ -523,6 +528,7 @@ def optimize(
                               catalog_dir=_catalog_dir(), profiles_dir=profiles, engine=engine,
                               capacity_scale=capacity_slo_scale, rate_per_s=rate,
                               rate_scale=rate_scale, quality_confidence=quality_confidence,
+                              slo_p95_s=slo_p95,
                               progress=lambda msg: status.update(msg))
     write_text_atomic(out, [api.plan_json(result.plan)])
     if dump_lp is not None:

@@ -215,6 +215,17 @@ class QualityPromise(Figures):
     cross_validated: CrossValidatedShortfall | None
 
 
+class Sizing(Figures):
+    """The cost objective's answer: what the plan needs to keep the SLO at the planned rate."""
+
+    slo_p95_s: float
+    gpus: int
+    gpus_per_pool: dict[str, int]
+    cost_usd_per_hour: float | None  # None: the pools have no prices
+    output_tokens_per_s: float  # at the planned rate
+    cost_usd_per_million_tokens: float | None
+
+
 class Predicted(Figures):
     """What `optimize` predicts for the plan, and the evidence: tables, MILP, front,
     simulated figures, baselines and gains."""
@@ -227,6 +238,7 @@ class Predicted(Figures):
     objective: str
     rate_per_s: float  # the arrival rate planned for (the trace's, or --rate / --rate-scale)
     family: Family
+    sizing: Sizing | None = None  # --objective cost
     milp: MilpRecord
     milp_estimate_latency_s: float | None
     simulated: CascadeFigures

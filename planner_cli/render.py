@@ -335,6 +335,15 @@ def optimize_tables(result: OptimizeResult, out_path: str | None) -> None:
               else _fmt(pred.quality_target))
     fam = pred.family
     out.print(f"[bold]Verdict[/bold]: {fam.verdict}.")
+    sz = pred.sizing
+    if sz is not None:
+        pools = ", ".join(f"{g} of pool {name}" for name, g in sz.gpus_per_pool.items())
+        money = ("no prices in the cluster file" if sz.cost_usd_per_hour is None else
+                 f"{sz.cost_usd_per_hour:,.2f} USD/h, "
+                 f"{_fmt(sz.cost_usd_per_million_tokens, 3)} USD per million output tokens")
+        out.print(f"[bold]Sizing[/bold]: {sz.gpus} GPUs ({pools}) keep the p95 within "
+                  f"{sz.slo_p95_s:g} s; {money} ({sz.output_tokens_per_s:,.0f} output "
+                  "tokens/s)")
     thresholds = (f"thresholds {', '.join(f'{t:.1f}' for t in plan.thresholds)} (0-100)"
                   if plan.thresholds else "one model, no thresholds")
     qp = pred.quality_promise

@@ -17,7 +17,7 @@ from planner_cli.perf.model import analytic_lookup
 from planner_cli.plan import Plan
 from planner_cli.problem import rate_scale_for
 from planner_cli.workload.trace import scaled
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, ROOT
 from tests.util import assert_one_line_error
 
 LLAMA = FIXTURES / "cascade-llama31-8b-70b.yaml"
@@ -216,3 +216,62 @@ def test_cross_validation_measures_the_shortfall_on_held_out_prompts():
     strict = cross_validate([(1.0, (1.0,)), (2.0, (2.0,))], lambda t: per[tuple(t)], b, 100.0,
                             seed=0)
     assert strict.mean_shortfall == 0.0  # only the always-right θ meets 100
+
+
+# ---------------------------------------------------------------- sizing (--objective cost)
+
+def test_the_cost_objective_needs_an_slo(cli, tmp_path):
+    assert_one_line_error(cli("optimize", "--objective", "cost", "--out", tmp_path / "p.json"),
+                          "--objective cost sizes the cluster for a latency SLO",
+                          "--slo-p95")
+    assert_one_line_error(cli("optimize", "--objective", "cost", "--slo-p95", "0", "--out",
+                              tmp_path / "p.json"), "--slo-p95 0 is not a positive number")
+    assert not (tmp_path / "p.json").exists()
+
+
+def _mixtral_alone(tmp_path, price: float | None = None):
+    import yaml
+
+    cascade = yaml.safe_load((ROOT / "examples" / "cascade-arena-open.yaml").read_text())
+    cascade["models"] = cascade["models"][1:]
+    cpath = tmp_path / "mixtral.yaml"
+    cpath.write_text(yaml.safe_dump(cascade))
+    pool = {"name": "h100", "gpu": "h100-sxm", "nodes": 1, "gpus_per_node": 8}
+    if price is not None:
+        pool["price_usd_per_gpu_hour"] = price
+    kpath = tmp_path / "cluster.yaml"
+    kpath.write_text(yaml.safe_dump({"schema_version": 1, "pools": [pool]}))
+    return cpath, kpath
+
+
+@pytest.mark.slow
+def test_sizing_finds_what_a_brute_force_enumeration_finds(tmp_path, short_trace):
+    """Mixtral-8x7B alone on one 8 × H100 node: every (tp, pp, replicas) that fits is
+    simulated; the fewest GPUs whose p95 is within the SLO is what --objective cost answers."""
+    from planner_cli.optimize.milp import Option
+    from planner_cli.optimize.tables import TableEntry
+    from planner_cli.perf.profiles import perf_lookup
+
+    cascade, cluster = _mixtral_alone(tmp_path, price=2.5)
+    p = api.load_problem(trace=short_trace, cascade=cascade, cluster=cluster)
+    pl = Planner(p, perf_lookup(None))
+    pool = p.pools[0]
+    found = []
+    for shape, kv in pl.shapes(0, pool):
+        for r in range(1, pool.gpus // shape.gpus + 1):
+            e = TableEntry(shape.gpus * r, 0.0, shape.tp, shape.pp, r, kv)
+            sim = pl.simulate(pl.plan_for((), {0: Option(pool.name, e.gpus, 0.0, e)}, "bf"))
+            found.append((e.gpus, sim.figures.e2e_latency_s.p95))
+    slo = 12.0
+    holds = [g for g, p95 in found if p95 <= slo]
+    assert holds and min(holds) < max(g for g, _ in found)  # the SLO binds somewhere inside
+    result = api.optimize(trace=short_trace, cascade=cascade, cluster=cluster,
+                          objective="cost", slo_p95_s=slo)
+    pred = result.plan.predicted
+    assert pred.sizing.gpus == min(holds) == sum(s.gpus for s in result.plan.stages)
+    assert pred.simulated.e2e_latency_s.p95 <= slo
+    assert pred.sizing.gpus_per_pool == {"h100": min(holds)}
+    assert pred.sizing.cost_usd_per_hour == pytest.approx(2.5 * min(holds))
+    per_m = pred.sizing.cost_usd_per_hour / (pred.sizing.output_tokens_per_s * 3600) * 1e6
+    assert pred.sizing.cost_usd_per_million_tokens == pytest.approx(per_m)
+    assert f"needs {min(holds)} GPUs ({2.5 * min(holds):,.2f} USD/h)" in pred.family.verdict

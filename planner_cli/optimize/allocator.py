@@ -45,7 +45,7 @@ DEFAULT_CAPACITY_SCALE = 5.0
 CAPACITY_WINDOW = 1500  # requests of the trace used for the capacity bisection
 LOAD_SEARCH_MAX_GPUS = 4096  # how far the "needs at least N GPUs" diagnosis looks
 # what the final choice minimises, on simulated figures (the MILP prunes with its estimates)
-OBJECTIVES = ("latency",)
+OBJECTIVES = ("latency", "cost")
 DEFAULT_OBJECTIVE = "latency"
 # the inner MILP's objective: the slowest stage's estimated p95 (the paper's)
 MILP_OBJECTIVE = "p95-max-stage"
@@ -226,6 +226,23 @@ class Planner:
             except InfeasibleError:
                 break
         return found[1:]
+
+    def cheapest(self, theta: Thresholds, within_s: float, exclude: list[dict[int, Option]],
+                 below: float | None) -> Solution | None:
+        """The cheapest allocation for θ (USD/h where pools have prices, else GPUs) among
+        options whose estimated p95 is within `within_s`, excluding those tried and only
+        below `below`; None when there is none."""
+        options = {i: [o for o in opts if o.latency_s <= within_s]
+                   for i, opts in self.options(theta).items()}
+        if any(not opts for opts in options.values()):
+            return None
+        try:
+            self.milp_solves += 1
+            return milp.solve(milp.build_cost_problem(
+                options, self.capacity, self.price, self.problem.cluster.budget_usd_per_hour,
+                exclude, below), phases=1)
+        except InfeasibleError:
+            return None
 
     def search_latency(self, theta: Thresholds) -> tuple[float, object]:
         return self.allocate(theta)

@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 from planner_cli.errors import InputError, PlannerError
 from planner_cli.optimize import milp
 from planner_cli.optimize.allocator import (
@@ -30,7 +32,7 @@ from planner_cli.optimize.allocator import (
     finite,
 )
 from planner_cli.optimize.baselines import baselines, gains
-from planner_cli.optimize.milp import InfeasibleError, Solution
+from planner_cli.optimize.milp import InfeasibleError, Option, Solution, unit_cost
 from planner_cli.optimize.search import Point, ThresholdSearch
 from planner_cli.plan import (
     CrossValidatedShortfall,
@@ -43,6 +45,7 @@ from planner_cli.plan import (
     Plan,
     Predicted,
     QualityPromise,
+    Sizing,
     TableRow,
     VerifiedCandidate,
 )
@@ -54,6 +57,12 @@ from planner_cli.workload.routing import candidate_thresholds
 VERIFY_MIN = 8  # distinct candidates (member, thresholds, allocation) simulated in all
 VERIFY_PER_MEMBER = 2  # each member's best few by the MILP estimate are always simulated
 ALTERNATIVES_PER_POINT = 3  # next-best allocations of one θ added when θ are too few
+# sizing (--objective cost): per member its best SIZING_POINTS thresholds; per θ up to
+# SIZING_TRIES allocations in order of cost, each option's estimated p95 within SIZING_PRUNE ×
+# the SLO (the estimate only prunes: simulation decides)
+SIZING_POINTS = 2
+SIZING_TRIES = 6
+SIZING_PRUNE = 2.0
 # candidates are ranked on the trace's first SCREEN_REQUESTS requests; the best FINALISTS are
 # simulated on the whole trace, which decides
 SCREEN_REQUESTS = 4000
@@ -200,10 +209,89 @@ def _to_verify(members: list[_Member]) -> list[tuple[_Member, Point]]:
     return picked + rest[:max(0, VERIFY_MIN - len(picked))]
 
 
+def _choose_fastest(ok: list[_Member], window: int | None, say: Progress
+                    ) -> tuple[_Verified | None, list[_Verified]]:
+    """The latency objective: at least VERIFY_MIN candidates simulated (on the window when
+    the trace is longer), the best FINALISTS on the whole trace; the lowest p95 wins."""
+    cands: list[tuple[_Member, Point, Solution]] = []
+    for mem, point in _to_verify(ok):
+        _, sol = mem.planner.allocate(point.thresholds, full=True)
+        if isinstance(sol, Solution):
+            cands.append((mem, point, sol))
+    # fewer distinct thresholds than VERIFY_MIN: the next-best allocations of the best ones
+    for mem, point, sol in sorted(cands, key=lambda c: (c[2].latency_s, c[0].idx)):
+        need = VERIFY_MIN - len(cands)
+        if need <= 0:
+            break
+        cands += [(mem, point, alt) for alt in mem.planner.alternatives(
+            point.thresholds, sol, min(need, ALTERNATIVES_PER_POINT))]
+    say(f"simulating the best {len(cands)} candidates"
+        + (f" on the first {window:,} requests" if window else ""))
+    verified = [_simulated(mem, point, sol, n, window)
+                for n, (mem, point, sol) in enumerate(cands)]
+    if not verified:
+        return None, verified
+    finalists = sorted(verified, key=_score)[:FINALISTS] if window else verified
+    if window:
+        say(f"simulating the best {len(finalists)} on the whole trace")
+        for v in finalists:
+            v.full = v.member.planner.simulate(v.plan)
+    return min(finalists, key=lambda v: _score(v, v.full)), verified
+
+
+def _simulated(mem: _Member, point: Point, sol: Solution, n: int, window: int | None
+               ) -> _Verified:
+    plan = mem.planner.plan_for(point.thresholds, sol.assignment, f"candidate-{n + 1}")
+    sim = mem.planner.simulate(plan, requests=window)
+    return _Verified(mem, point, sol, plan, sim, None if window else sim)
+
+
+def plan_cost(v: _Verified) -> float:
+    """What a candidate costs: USD per hour where its pools have prices, else GPUs."""
+    price = v.member.planner.price
+    return sum(unit_cost(o, price) for o in v.solution.assignment.values())
+
+
+def _choose_cheapest(ok: list[_Member], slo_s: float, window: int | None, say: Progress
+                     ) -> tuple[_Verified | None, list[_Verified]]:
+    """The cost objective (sizing): per member, its best SIZING_POINTS thresholds; per θ the
+    cheapest allocations (whose estimated stage p95 is within SIZING_PRUNE × the SLO) in
+    order of cost, each simulated until one keeps the end-to-end p95 within the SLO (on the
+    window, then on the whole trace); only allocations cheaper than the best found are
+    tried. The cheapest that holds wins."""
+    best: _Verified | None = None
+    tried: list[_Verified] = []
+    for mem in ok:
+        for point in mem.feasible[:SIZING_POINTS]:
+            exclude: list[dict[int, Option]] = []
+            for _ in range(SIZING_TRIES):
+                sol = mem.planner.cheapest(point.thresholds, SIZING_PRUNE * slo_s, exclude,
+                                           None if best is None else plan_cost(best))
+                if sol is None:
+                    break
+                say(f"sizing {chain(mem.names)}: simulating {sol.gpus} GPUs")
+                v = _simulated(mem, point, sol, len(tried), window)
+                tried.append(v)
+                exclude.append(sol.assignment)
+                if v.screen.figures.e2e_p95_or_inf > slo_s:
+                    continue
+                if v.full is None:
+                    v.full = mem.planner.simulate(v.plan)
+                    if v.full.figures.e2e_p95_or_inf > slo_s:
+                        continue
+                best = v  # cheaper than any before, by the MILP's constraint
+                break
+    return best, tried
+
+
 def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECTIVE,
              capacity_scale: float = DEFAULT_CAPACITY_SCALE,
-             progress: Progress | None = None) -> OptimizeResult:
+             progress: Progress | None = None, slo_p95_s: float | None = None
+             ) -> OptimizeResult:
     """Choose the family member, thresholds, GPUs and parallelism; verify by simulation.
+    `objective` latency: the lowest simulated p95 on the cluster; cost: the cheapest plan
+    (USD/h where pools have prices, else GPUs; the pools are upper bounds) whose simulated
+    end-to-end p95 stays within `slo_p95_s` (else the cascade file's slo.e2e_s).
 
     No quality target means the fastest plan with no quality floor (documented in the README;
     the Pareto front shows what each quality costs)."""
@@ -212,6 +300,14 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
     if objective not in OBJECTIVES:
         raise InputError(f"--objective {objective!r} is not known",
                          "use " + " or ".join(OBJECTIVES))
+    slo_p95_s = slo_p95_s if slo_p95_s is not None else problem.cascade.slo.e2e_s
+    if slo_p95_s is not None and not (slo_p95_s > 0 and math.isfinite(slo_p95_s)):
+        raise InputError(f"--slo-p95 {slo_p95_s:g} is not a positive number of seconds",
+                         "use e.g. --slo-p95 10")
+    if objective == "cost" and slo_p95_s is None:
+        raise InputError("--objective cost sizes the cluster for a latency SLO, and none is "
+                         "given", "pass --slo-p95 SECONDS (or set slo.e2e_s in the cascade "
+                         "file)")
     if problem.cascade.judger.kind == "model":
         raise InputError(f"{problem.files.cascade}: optimize does not size a served judge yet",
                          "use an external judger (kind: external, latency_s) to plan, or "
@@ -257,35 +353,24 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
     if not ok:
         whole = members[0]
         raise whole.error or root.explain(problem.best.thresholds)
-    cands: list[tuple[_Member, Point, Solution]] = []
-    for mem, point in _to_verify(ok):
-        _, sol = mem.planner.allocate(point.thresholds, full=True)
-        if isinstance(sol, Solution):
-            cands.append((mem, point, sol))
-    # fewer distinct thresholds than VERIFY_MIN: the next-best allocations of the best ones
-    for mem, point, sol in sorted(cands, key=lambda c: (c[2].latency_s, c[0].idx)):
-        need = VERIFY_MIN - len(cands)
-        if need <= 0:
-            break
-        cands += [(mem, point, alt) for alt in mem.planner.alternatives(
-            point.thresholds, sol, min(need, ALTERNATIVES_PER_POINT))]
-    n_requests = len(problem.trace)
-    window = SCREEN_REQUESTS if n_requests > SCREEN_REQUESTS else None
-    say(f"simulating the best {len(cands)} candidates"
-        + (f" on the first {SCREEN_REQUESTS:,} requests" if window else ""))
-    verified: list[_Verified] = []
-    for n, (mem, point, sol) in enumerate(cands):
-        plan = mem.planner.plan_for(point.thresholds, sol.assignment, f"candidate-{n + 1}")
-        sim = mem.planner.simulate(plan, requests=window)
-        verified.append(_Verified(mem, point, sol, plan, sim, None if window else sim))
-    if not verified:
-        raise members[0].error or root.explain(problem.best.thresholds)
-    finalists = sorted(verified, key=_score)[:FINALISTS] if window else verified
-    if window:
-        say(f"simulating the best {len(finalists)} on all {n_requests:,} requests")
-        for v in finalists:
-            v.full = v.member.planner.simulate(v.plan)
-    win = min(finalists, key=lambda v: _score(v, v.full))
+    window = SCREEN_REQUESTS if len(problem.trace) > SCREEN_REQUESTS else None
+    if objective == "cost":
+        assert slo_p95_s is not None
+        win, verified = _choose_cheapest(ok, slo_p95_s, window, say)
+        if win is None:
+            raise InfeasibleError(
+                f"sizing: no allocation within the cluster keeps the simulated end-to-end p95 "
+                f"at or below {slo_p95_s:g} s at {problem.rate_per_s:.3g} req/s (tried "
+                f"{len(verified)}, the fastest reaching "
+                f"{min(v.sim.figures.e2e_p95_or_inf for v in verified):.2f} s)"
+                if verified else f"sizing: no allocation within the cluster serves "
+                f"{problem.rate_per_s:.3g} req/s at the quality target",
+                "add GPUs to the pools (they are upper bounds), relax --slo-p95 or lower "
+                "the rate")
+    else:
+        win, verified = _choose_fastest(ok, window, say)
+        if win is None:
+            raise members[0].error or root.explain(problem.best.thresholds)
     pl = win.member.planner
     say("measuring capacity and simulating baselines")
     capacity = pl.plan_capacity(win.plan)
@@ -317,7 +402,12 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
             cross_validated=None if cv is None else CrossValidatedShortfall(**asdict(cv))),
         z1=problem.z1, z2=problem.z2, quality_target=q_min,
         objective=objective, rate_per_s=problem.rate_per_s,
-        family=_family(members, verified, win), milp=_record(win.solution),
+        family=_family(members, verified, win,
+                       None if objective != "cost" or slo_p95_s is None
+                       else (slo_p95_s, problem.rate_per_s)),
+        sizing=None if objective != "cost" or slo_p95_s is None
+        else _sizing(win, slo_p95_s, problem),
+        milp=_record(win.solution),
         milp_estimate_latency_s=win.point.latency_s, simulated=win.sim.figures,
         capacity=capacity, baselines=base, gains=gains(win.sim.figures, capacity, base),
         pareto_front=[FrontPoint(thresholds=finite(p.thresholds), quality=p.quality,
@@ -347,12 +437,20 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
                           no_target=q_min is None)
 
 
-def _family(members: list[_Member], verified: list[_Verified], win: _Verified) -> Family:
+def _family(members: list[_Member], verified: list[_Verified], win: _Verified,
+            sizing: tuple[float, float] | None = None) -> Family:
     """Each member's best simulated plan (or its MILP estimate, or why it has none) and the
-    verdict: which member won, and by how much against the best of the others."""
+    verdict: which member won, and by how much against the best of the others. `sizing`:
+    (the SLO, the rate) of the cost objective, whose best is the cheapest plan within it."""
     best: dict[tuple[int, ...], _Verified] = {}
-    for v in sorted(verified, key=_score):
-        best.setdefault(v.member.idx, v)
+    if sizing is None:
+        for v in sorted(verified, key=_score):
+            best.setdefault(v.member.idx, v)
+    else:
+        holds = [v for v in verified if v.full is not None
+                 and v.full.figures.e2e_p95_or_inf <= sizing[0]]
+        for v in sorted(holds, key=lambda v: (plan_cost(v), _score(v, v.full))):
+            best.setdefault(v.member.idx, v)
     rows = []
     for mem in members:
         v = best.get(mem.idx)
@@ -371,12 +469,20 @@ def _family(members: list[_Member], verified: list[_Verified], win: _Verified) -
                 "quality": mem.feasible[0].quality,
                 "thresholds": finite(mem.feasible[0].thresholds),
                 "milp_latency_s": mem.feasible[0].latency_s,
-                "error": "not simulated: its MILP estimates were not among the best"})
+                "error": "not simulated: its MILP estimates were not among the best"
+                if sizing is None else f"no allocation tried kept the p95 within "
+                f"{sizing[0]:g} s (or none was cheaper than the chosen plan)"})
         else:
             row = row.model_copy(update={"error": mem.error.message if mem.error is not None
                                          else "no feasible plan"})
         rows.append(row)
     others = [v for idx, v in best.items() if idx != win.member.idx]
+    if sizing is not None:
+        runner = min(others, key=plan_cost) if others else None
+        margin = None if runner is None else plan_cost(runner) / max(plan_cost(win), 1e-12)
+        return Family(members=rows, winner=win.member.names, margin=margin,
+                      runner_up=None if runner is None else runner.member.names,
+                      verdict=_sizing_verdict(win, runner, *sizing))
     runner = min(others, key=lambda v: _p95s(v, win)[0] / max(_p95s(v, win)[1], 1e-12)
                  ) if others else None
     margin = None
@@ -386,6 +492,24 @@ def _family(members: list[_Member], verified: list[_Verified], win: _Verified) -
     return Family(members=rows, winner=win.member.names, margin=margin,
                   runner_up=None if runner is None else runner.member.names,
                   verdict=_verdict(win, runner, best))
+
+
+def _cost_text(v: _Verified) -> str:
+    gpus = sum(s.gpus for s in v.plan.stages)
+    price = v.member.planner.price
+    usd = f" ({plan_cost(v):,.2f} USD/h)" if price and any(price.values()) else ""
+    return f"{gpus} GPUs{usd}"
+
+
+def _sizing_verdict(win: _Verified, runner: _Verified | None, slo_s: float,
+                    rate: float) -> str:
+    names = win.member.names
+    who = f"serving {names[0]} alone" if len(names) == 1 else f"the cascade {chain(names)}"
+    text = (f"{who} needs {_cost_text(win)} to keep the simulated end-to-end p95 within "
+            f"{slo_s:g} s at {rate:.3g} req/s")
+    if runner is not None:
+        text += f"; the next cheapest, {chain(runner.member.names)}, needs {_cost_text(runner)}"
+    return text
 
 
 def _verdict(win: _Verified, runner: _Verified | None, best: dict[tuple[int, ...], _Verified]
@@ -421,6 +545,26 @@ def _verdict(win: _Verified, runner: _Verified | None, best: dict[tuple[int, ...
             text += (f" and {_p95s(win, single)[1]:.2f} s for the best single model "
                      f"({single.member.names[0]})")
     return text + window
+
+
+def _sizing(win: _Verified, slo_s: float, problem: Problem) -> Sizing:
+    """The sized plan's GPUs per pool and what it costs per hour and per million output
+    tokens at the planned rate (where the pools have prices)."""
+    per_pool: dict[str, int] = {}
+    for st in win.plan.stages:
+        per_pool[st.pool] = per_pool.get(st.pool, 0) + st.gpus
+    price = win.member.planner.price
+    priced = bool(price) and any(price.values())
+    usd = plan_cost(win) if priced else None
+    mix = win.member.planner.problem.mix
+    answered = win.sim.per_request["answered_by_stage"] - 1
+    tokens = np.choose(answered, mix.outputs).astype(float)
+    tokens_per_s = problem.rate_per_s * float(tokens.mean())
+    return Sizing(slo_p95_s=slo_s, gpus=sum(per_pool.values()),
+                  gpus_per_pool=dict(sorted(per_pool.items())), cost_usd_per_hour=usd,
+                  output_tokens_per_s=tokens_per_s,
+                  cost_usd_per_million_tokens=None if usd is None or tokens_per_s <= 0
+                  else usd / (tokens_per_s * 3600.0) * 1e6)
 
 
 def _record(sol: Solution) -> MilpRecord:

@@ -49,6 +49,7 @@ from planner_cli.errors import PlannerError
 INFEASIBLE_LATENCY = float("inf")
 PHASE_RELATIVE_SLACK = 1e-6  # CBC's and HiGHS's integrality tolerances are ~1e-6 .. 1e-7
 PHASE_ABSOLUTE_SLACK_S = 1e-9
+COST_STEP = 1e-6  # "cheaper than": below by more than the solvers' tolerance
 
 
 class InfeasibleError(PlannerError):
@@ -162,6 +163,45 @@ def build_problem(options: Mapping[int, Sequence[Option]], capacity: Mapping[str
                    objective=objective, gpus_used=used)
 
 
+def unit_cost(option: Option, price: Mapping[str, float] | None) -> float:
+    """What an option costs per hour (USD) where its pool has a price, else its GPU count."""
+    if price and any(price.values()):
+        return price.get(option.pool, 0.0) * option.gpus
+    return float(option.gpus)
+
+
+def build_cost_problem(options: Mapping[int, Sequence[Option]], capacity: Mapping[str, int],
+                       price: Mapping[str, float] | None = None, budget: float | None = None,
+                       exclude: Sequence[Mapping[int, Option]] = (),
+                       below: float | None = None) -> Problem:
+    """Sizing: one option per stage, within the pools' capacities, at the least cost (USD/h
+    where pools have prices, else GPUs); `exclude`: assignments already tried; `below`: only
+    allocations cheaper than this."""
+    lp = pulp.LpProblem("cascadia_sizing", pulp.LpMinimize)
+    latency = pulp.LpVariable("L", lowBound=0)  # unused: the options are pre-filtered
+    x = {(i, o.pool, o.gpus): pulp.LpVariable(f"x_{i}_{o.pool}_{o.gpus}", cat="Binary")
+         for i, opts in sorted(options.items()) for o in opts}
+    cost = pulp.lpSum(unit_cost(o, price) * x[(i, o.pool, o.gpus)]
+                      for i, opts in options.items() for o in opts)
+    lp += cost
+    for i in sorted(options):
+        lp += pulp.lpSum(x[k] for k in x if k[0] == i) == 1, f"C1_assign_{i}"
+    for g in sorted(capacity):
+        lp += (pulp.lpSum(k[2] * x[k] for k in x if k[1] == g) <= capacity[g],
+               f"C2_capacity_{g}")
+    if budget is not None and price is not None:
+        lp += (pulp.lpSum(price.get(k[1], 0.0) * k[2] * x[k] for k in x) <= budget,
+               "C4_budget")
+    if below is not None:
+        lp += cost <= below - COST_STEP, "C8_cheaper"
+    for n, taken in enumerate(exclude):
+        lp += (pulp.lpSum(x[(i, o.pool, o.gpus)] for i, o in sorted(taken.items()))
+               <= len(taken) - 1, f"C7_not_{n}")
+    return Problem(lp=lp, x=x, latency=latency, options={i: list(o) for i, o in
+                                                         options.items()},
+                   objective="cost", gpus_used=pulp.lpSum(k[2] * x[k] for k in x))
+
+
 def _solver(time_limit_s: float | None) -> pulp.LpSolver:
     available = pulp.listSolvers(onlyAvailable=True)
     if "HiGHS" in available:
@@ -241,6 +281,7 @@ def _solution(problem: Problem, solver: pulp.LpSolver, proven: bool, t0: float) 
 
 
 def _objective_value(assignment: Mapping[int, Option], objective: str) -> float:
+    """The MILP's latency figure of an assignment (sizing: its slowest stage's estimate)."""
     values = [o.latency_s for o in assignment.values()]
     return sum(values) if objective == "e2e" else max(values)
 
