@@ -91,5 +91,5 @@ def test_every_readme_option_exists_on_its_command():
                 if word in getattr(group, "commands", {}):
                     group = group.commands[word]
             known = {o for p in group.params for o in getattr(p, "opts", [])} | _root_options()
-            for option in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", m.group(2)):
+            for option in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", m.group(2)):
                 assert option in known, f"README: {line.strip()[:60]}… names {option}"
