@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 
 from planner_cli import api
+from planner_cli.errors import PlannerError
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACE = ROOT / "tests" / "fixtures" / "azure_conv_2023.csv"
@@ -43,9 +44,9 @@ def four_model_files(folder: Path) -> tuple[Path, Path]:
     extra = []
     for line in lines:
         if ",deepseek-r1-distill-llama-70b," in line:
-            rid, _, score = line.split(",")
+            rid, _, score, tokens = line.split(",")
             s = min(100, max(0, int(score) + int(rng.integers(2, 8))))
-            extra.append(f"{rid},qwen3-32b,{s}")
+            extra.append(f"{rid},qwen3-32b,{s},{tokens}")  # the 70B distill's length
     qpath = folder / "judged4.csv"
     qpath.write_text("\n".join(lines + extra) + "\n")
     return cpath, qpath
@@ -53,7 +54,12 @@ def four_model_files(folder: Path) -> tuple[Path, Path]:
 
 def run(label: str, **kw):
     t = time.perf_counter()
-    result = api.optimize(**kw)
+    try:
+        result = api.optimize(**kw)
+    except PlannerError as exc:  # an infeasible case is a figure too: how fast it says so
+        wall = time.perf_counter() - t
+        print(f"{label:<44s} {wall:7.2f} s  refused: {exc.message[:90]}")
+        return wall, None
     wall = time.perf_counter() - t
     tm = result.timings
     split = ", ".join(f"{s.model}:{s.gpus}@{s.pool}" for s in result.plan.stages)
@@ -75,7 +81,7 @@ def main() -> None:
         for nodes in (2, 4, 8):
             cl = cluster_file(folder, [("h100", "h100-sxm", nodes)])
             wall, result = run(f"3 models, {nodes * 8} H100", cluster=cl, **common)
-            if nodes == 4:
+            if nodes == 4 and result is not None:
                 # sizing for twice the latency plan's p95: the pools are upper bounds
                 slo = 2 * result.plan.predicted.simulated.e2e_latency_s.p95
                 cost, _ = run(f"3 models, ≤ 32 H100, cost, p95 ≤ {slo:.1f} s", cluster=cl,

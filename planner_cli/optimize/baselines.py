@@ -88,7 +88,10 @@ def single_model(pl: Planner, i: int,
         if table and (best is None or table[-1].latency_s < best[1].latency_s):
             best = (pool.name, table[-1])
     if best is None:
-        return Baseline(model=name, error=f"{name} fits no GPU of the cluster")
+        fits = any(pl.shapes(i, pool) for pool in p.pools)
+        return Baseline(model=name, error=(
+            f"{name} alone cannot keep up with {p.rate_per_s:.3g} req/s on any pool" if fits
+            else f"{name} fits no GPU of the cluster"))
     option = Option(best[0], best[1].gpus, best[1].latency_s, best[1])
     plan = pl.plan_for((), {0: option}, f"baseline-single-{name}", stage_indices=[i])
     quality = float(p.sample.quality[:, i].mean())

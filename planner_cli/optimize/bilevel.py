@@ -57,12 +57,12 @@ from planner_cli.workload.routing import candidate_thresholds
 VERIFY_MIN = 8  # distinct candidates (member, thresholds, allocation) simulated in all
 VERIFY_PER_MEMBER = 2  # each member's best few by the MILP estimate are always simulated
 ALTERNATIVES_PER_POINT = 3  # next-best allocations of one θ added when θ are too few
-# sizing (--objective cost): per member its best SIZING_POINTS thresholds; per θ up to
-# SIZING_TRIES allocations in order of cost, each option's estimated p95 within SIZING_PRUNE ×
-# the SLO (the estimate only prunes: simulation decides)
+# sizing (--objective cost): per member its best SIZING_POINTS thresholds (and its lightest on
+# the last model); per θ a simulation-guided scale-up (_scale_up)
 SIZING_POINTS = 2
-SIZING_TRIES = 6
-SIZING_PRUNE = 2.0
+SIZING_BOUND = 2.0  # the walk starts at the cheapest allocation estimated within 2 × the SLO
+SIZING_GROW = 1.25  # each step gives one stage an option costing at least 1.25 × its own
+SIZING_MAX_TRIES = 16  # simulated allocations per (member, θ)
 # candidates are ranked on the trace's first SCREEN_REQUESTS requests; the best FINALISTS are
 # simulated on the whole trace, which decides
 SCREEN_REQUESTS = 4000
@@ -190,6 +190,22 @@ def _search_member(mem: _Member, q_min: float | None) -> None:
     mem.feasible = [chosen] + [p for p in feasible if p.thresholds != chosen.thresholds]
 
 
+def _nothing_serves(members: list[_Member], root: Planner) -> PlannerError:
+    """No member of the family has a plan: the whole cascade's reason, and the others'."""
+    whole = members[0]
+    error = whole.error or root.explain(root.problem.best.thresholds)
+    if len(members) == 1:
+        return error
+    short = [m for m in members[1:] if m.error is not None]
+    low = [chain(m.names) for m in short if "quality" in m.error.message
+           and ("promises" in m.error.message or "reaches" in m.error.message)]
+    other = [f"{chain(m.names)}: {m.error.message}" for m in short
+             if chain(m.names) not in low]
+    parts = ([f"{', '.join(low)} cannot reach the quality target"] if low else []) + other
+    return InfeasibleError(f"{error.message}; no shorter cascade or single model serves "
+                           f"either ({'; '.join(parts)})", error.hint)
+
+
 def _reachable(problem: Problem) -> tuple[float, bool]:
     """The most any thresholds promise (at the confidence, when there is one) and whether that
     is exact."""
@@ -252,36 +268,111 @@ def plan_cost(v: _Verified) -> float:
     return sum(unit_cost(o, price) for o in v.solution.assignment.values())
 
 
+def _sizing_points(mem: _Member) -> list[Point]:
+    """The thresholds a member is sized at: its best SIZING_POINTS by the MILP estimate, and
+    the feasible θ that sends the fewest requests to its last model (the cheapest load)."""
+    points = list(mem.feasible[:SIZING_POINTS])
+    if len(mem.names) > 1 and mem.feasible:
+        last = len(mem.names) - 1
+        light = min(mem.feasible, key=lambda p: (
+            float((mem.planner.answered_by(p.thresholds) >= last).mean()), p.latency_s,
+            p.thresholds))
+        if all(light.thresholds != p.thresholds for p in points):
+            points.append(light)
+    return points
+
+
 def _choose_cheapest(ok: list[_Member], slo_s: float, window: int | None, say: Progress
                      ) -> tuple[_Verified | None, list[_Verified]]:
-    """The cost objective (sizing): per member, its best SIZING_POINTS thresholds; per θ the
-    cheapest allocations (whose estimated stage p95 is within SIZING_PRUNE × the SLO) in
-    order of cost, each simulated until one keeps the end-to-end p95 within the SLO (on the
-    window, then on the whole trace); only allocations cheaper than the best found are
-    tried. The cheapest that holds wins."""
+    """The cost objective (sizing): per member and each of its _sizing_points θ, a
+    simulation-guided scale-up (_scale_up) from the cheapest plausible allocation, only
+    below the cost of the best plan found so far. The cheapest plan that holds wins."""
     best: _Verified | None = None
     tried: list[_Verified] = []
     for mem in ok:
-        for point in mem.feasible[:SIZING_POINTS]:
-            exclude: list[dict[int, Option]] = []
-            for _ in range(SIZING_TRIES):
-                sol = mem.planner.cheapest(point.thresholds, SIZING_PRUNE * slo_s, exclude,
-                                           None if best is None else plan_cost(best))
-                if sol is None:
-                    break
-                say(f"sizing {chain(mem.names)}: simulating {sol.gpus} GPUs")
-                v = _simulated(mem, point, sol, len(tried), window)
-                tried.append(v)
-                exclude.append(sol.assignment)
-                if v.screen.figures.e2e_p95_or_inf > slo_s:
-                    continue
-                if v.full is None:
-                    v.full = mem.planner.simulate(v.plan)
-                    if v.full.figures.e2e_p95_or_inf > slo_s:
-                        continue
-                best = v  # cheaper than any before, by the MILP's constraint
-                break
+        for point in _sizing_points(mem):
+            found = _scale_up(mem, point, slo_s, window,
+                              None if best is None else plan_cost(best), tried, say)
+            if found is not None:
+                best = found
     return best, tried
+
+
+def _scale_up(mem: _Member, point: Point, slo_s: float, window: int | None,
+              below: float | None, tried: list[_Verified], say: Progress) -> _Verified | None:
+    """From the cheapest allocation whose stages' estimated p95 are within SIZING_BOUND × the
+    SLO (a MILP within the pools), simulate; while the end-to-end p95 misses the SLO, give the
+    stage with the highest simulated p95 (the next that can grow, if it cannot) its next
+    option costing at least SIZING_GROW × its current one, within the pools. Once one holds,
+    the grown stage's options between the last miss and the hit are bisected, so the answer
+    is the cheapest along the walk. At most SIZING_MAX_TRIES simulations; only plans cheaper
+    than `below`."""
+    pl = mem.planner
+    sol = pl.cheapest(point.thresholds, SIZING_BOUND * slo_s, [], below)
+    if sol is None:
+        return None
+    options = pl.options(point.thresholds)
+    price = pl.price
+    ladders = {i: sorted(opts, key=lambda o: (unit_cost(o, price), o.latency_s, o.pool))
+               for i, opts in options.items()}
+    cache: dict[tuple, _Verified] = {}
+
+    def run(assign: dict[int, Option]) -> _Verified:
+        key = tuple(sorted((i, o.pool, o.gpus) for i, o in assign.items()))
+        if key not in cache:
+            s = Solution(assignment=dict(assign), latency_s=max(
+                o.latency_s for o in assign.values()), gpus=sum(o.gpus for o in
+                                                               assign.values()),
+                solver=sol.solver, status=sol.status, gap=sol.gap, solve_s=0.0)
+            say(f"sizing {chain(mem.names)}: simulating {s.gpus} GPUs")
+            v = _simulated(mem, point, s, len(tried), window)
+            tried.append(v)
+            if v.screen.figures.e2e_p95_or_inf <= slo_s and v.full is None:
+                v.full = pl.simulate(v.plan)
+            cache[key] = v
+        return cache[key]
+
+    def holds(v: _Verified) -> bool:
+        return v.full is not None and v.full.figures.e2e_p95_or_inf <= slo_s
+
+    def fits(assign: dict[int, Option]) -> bool:
+        used: dict[str, int] = {}
+        for o in assign.values():
+            used[o.pool] = used.get(o.pool, 0) + o.gpus
+        return all(g <= pl.capacity.get(name, 0) for name, g in used.items()) and (
+            below is None or sum(unit_cost(o, price) for o in assign.values()) < below)
+
+    current = dict(sol.assignment)
+    v = run(current)
+    while not holds(v) and len(cache) < SIZING_MAX_TRIES:
+        stage_p95 = [f.latency_s.p95 or 0.0 for f in v.sim.figures.stages]
+        grown = None
+        for i in sorted(current, key=lambda i: -stage_p95[i]):
+            now = unit_cost(current[i], price)
+            nxt = [o for o in ladders[i] if unit_cost(o, price) >= SIZING_GROW * now
+                   and fits(current | {i: o})]
+            if nxt:
+                grown = (i, nxt[0])
+                break
+        if grown is None:
+            return None
+        i, o = grown
+        before = current[i]
+        current = current | {i: o}
+        v = run(current)
+        if holds(v):
+            # the cheapest of stage i's options between the miss and the hit that holds
+            between = [q for q in ladders[i] if unit_cost(before, price) < unit_cost(q, price)
+                       < unit_cost(o, price) and fits(current | {i: q})]
+            while between and len(cache) < SIZING_MAX_TRIES:
+                mid = between[len(between) // 2]
+                w = run(current | {i: mid})
+                if holds(w):
+                    v = w
+                    between = [q for q in between if unit_cost(q, price) < unit_cost(mid, price)]
+                else:
+                    between = [q for q in between if unit_cost(q, price) > unit_cost(mid, price)]
+    return v if holds(v) else None
 
 
 def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECTIVE,
@@ -351,8 +442,7 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
     search_s = time.perf_counter() - t_search
     ok = [mem for mem in members if mem.feasible]
     if not ok:
-        whole = members[0]
-        raise whole.error or root.explain(problem.best.thresholds)
+        raise _nothing_serves(members, root)
     window = SCREEN_REQUESTS if len(problem.trace) > SCREEN_REQUESTS else None
     if objective == "cost":
         assert slo_p95_s is not None

@@ -154,9 +154,7 @@ def build_problem(options: Mapping[int, Sequence[Option]], capacity: Mapping[str
     if budget is not None and price is not None:
         lp += (pulp.lpSum(price.get(k[1], 0.0) * k[2] * x[k] for k in x) <= budget,
                "C4_budget")
-    for n, taken in enumerate(exclude):
-        lp += (pulp.lpSum(x[(i, o.pool, o.gpus)] for i, o in sorted(taken.items()))
-               <= len(taken) - 1, f"C7_not_{n}")
+    _exclude(lp, x, exclude)
     used = pulp.lpSum(k[2] * x[k] for k in x)
     return Problem(lp=lp, x=x, latency=latency, options={i: list(o) for i, o in
                                                          options.items()},
@@ -194,12 +192,20 @@ def build_cost_problem(options: Mapping[int, Sequence[Option]], capacity: Mappin
                "C4_budget")
     if below is not None:
         lp += cost <= below - COST_STEP, "C8_cheaper"
-    for n, taken in enumerate(exclude):
-        lp += (pulp.lpSum(x[(i, o.pool, o.gpus)] for i, o in sorted(taken.items()))
-               <= len(taken) - 1, f"C7_not_{n}")
+    _exclude(lp, x, exclude)
     return Problem(lp=lp, x=x, latency=latency, options={i: list(o) for i, o in
                                                          options.items()},
                    objective="cost", gpus_used=pulp.lpSum(k[2] * x[k] for k in x))
+
+
+def _exclude(lp: pulp.LpProblem, x: Mapping[tuple[int, str, int], pulp.LpVariable],
+             exclude: Sequence[Mapping[int, Option]]) -> None:
+    """Forbid each assignment in `exclude` (one whose options are not all offered is already
+    impossible)."""
+    for n, taken in enumerate(exclude):
+        keys = [(i, o.pool, o.gpus) for i, o in sorted(taken.items())]
+        if all(k in x for k in keys):
+            lp += pulp.lpSum(x[k] for k in keys) <= len(keys) - 1, f"C7_not_{n}"
 
 
 def _solver(time_limit_s: float | None) -> pulp.LpSolver:
