@@ -474,12 +474,13 @@ def optimize(
         help="Quality target on the 0-100 scale (default: the cascade file's).")] = None,
     objective: Annotated[str, typer.Option(
         help="latency: the lowest simulated end-to-end p95 at the planned rate (every stage a "
-        "request visits and its judge calls); cost: sizing, the fewest GPUs (the lowest USD/h "
+        "request visits and its judge calls); capacity: the highest sustainable rate at which "
+        "the p95 stays within --slo-p95; cost: sizing, the fewest GPUs (the lowest USD/h "
         "where pools have prices; the pools are upper bounds) whose simulated p95 stays "
         "within --slo-p95.")] = "latency",
     slo_p95: Annotated[float | None, typer.Option(
-        help="End-to-end p95 latency SLO in seconds for --objective cost (default: the "
-        "cascade file's slo.e2e_s).")] = None,
+        help="End-to-end p95 latency SLO in seconds for --objective capacity and cost "
+        "(default: the cascade file's slo.e2e_s).")] = None,
     rate: Annotated[float | None, typer.Option(
         help="Plan for this arrival rate (requests/s): the trace's arrival pattern replayed "
         "at it (default: the trace's mean rate).")] = None,

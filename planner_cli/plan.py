@@ -180,6 +180,7 @@ class FamilyMember(Figures):
     simulated_e2e_p95_s: float | None = None
     simulated_slo_scale: float | None = None
     simulated_requests: int | None = None  # the trace's first so many (all: the finalists)
+    capacity_rps: float | None = None  # the capacity objective's sustained rate
 
 
 class Family(Figures):

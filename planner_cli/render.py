@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from planner_cli.optimize.bilevel import OptimizeResult
-from planner_cli.sim.figures import Percentiles, clean
+from planner_cli.sim.figures import Capacity, Percentiles, clean
 from planner_cli.sim.run import PlanSimulation
 from planner_cli.summaries import CheckReport
 from planner_cli.workload.stats import TraceStats
@@ -290,7 +290,8 @@ def simulation_tables(result: PlanSimulation, trace: str) -> None:
               _scale(fig.slo_scale))
     if result.capacity is not None:
         cap = result.capacity
-        t.add_row(f"capacity at SLO scale {cap.slo_scale_target:g}",
+        t.add_row(f"capacity at SLO scale {cap.slo_scale_target:g}" if cap.latency_limit_s is None
+                  else f"capacity at p95 ≤ {cap.latency_limit_s:g} s",
                   f"{'≥ ' if cap.at_least else ''}× {cap.rate_multiple:.2f} "
                   f"({cap.requests_per_s:,.2f} req/s)")
     t.add_row("SLO reference", result.slo_reference)
@@ -317,6 +318,11 @@ def csv_lines(columns: dict) -> list[str]:
                 cells.append(f"{f:.6f}")
         rows.append(",".join(cells) + "\n")
     return rows
+
+
+def _capacity_target(cap: Capacity) -> str:
+    return (f"SLO scale {cap.slo_scale_target:g}" if cap.latency_limit_s is None
+            else f"e2e latency ≤ {cap.latency_limit_s:g} s")
 
 
 def _gain(x: float) -> str:
@@ -392,7 +398,7 @@ def optimize_tables(result: OptimizeResult, out_path: str | None) -> None:
     e2e = sim.e2e_latency_s
     cap = pred.capacity
     capacity = ("not measured (the trace has fewer than 2 requests, so no rate)" if cap is None
-                else f"at SLO scale {cap.slo_scale_target:g} (sustained {cap.sustained_s:g} s): "
+                else f"at {_capacity_target(cap)} (sustained {cap.sustained_s:g} s): "
                 f"{'≥ ' if cap.at_least else ''}× {cap.rate_multiple:.2f} the trace "
                 f"({cap.requests_per_s:.1f} req/s)")
     out.print(f"End to end (simulated, judger included): p50 {_p(e2e, 'p50')} s, p95 "

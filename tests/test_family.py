@@ -226,6 +226,9 @@ def test_the_cost_objective_needs_an_slo(cli, tmp_path):
                           "--slo-p95")
     assert_one_line_error(cli("optimize", "--objective", "cost", "--slo-p95", "0", "--out",
                               tmp_path / "p.json"), "--slo-p95 0 is not a positive number")
+    assert_one_line_error(cli("optimize", "--objective", "capacity", "--out",
+                              tmp_path / "p.json"),
+                          "--objective capacity measures capacity for a latency SLO")
     assert not (tmp_path / "p.json").exists()
 
 
@@ -275,3 +278,19 @@ def test_sizing_finds_what_a_brute_force_enumeration_finds(tmp_path, short_trace
     per_m = pred.sizing.cost_usd_per_hour / (pred.sizing.output_tokens_per_s * 3600) * 1e6
     assert pred.sizing.cost_usd_per_million_tokens == pytest.approx(per_m)
     assert f"needs {min(holds)} GPUs ({2.5 * min(holds):,.2f} USD/h)" in pred.family.verdict
+
+
+@pytest.mark.slow
+def test_the_capacity_objective_picks_the_highest_sustainable_rate(short_trace):
+    result = api.optimize(trace=short_trace, objective="capacity", slo_p95_s=10.0)
+    pred = result.plan.predicted
+    assert pred.capacity.latency_limit_s == 10.0 and pred.capacity.slo_scale_target is None
+    measured = [m for m in pred.family.members if m.capacity_rps is not None]
+    assert len(measured) >= 2  # each member with a plan is measured
+    chosen = next(m for m in measured if m.chosen)
+    assert chosen.capacity_rps == max(m.capacity_rps for m in measured)
+    assert chosen.capacity_rps == pytest.approx(pred.capacity.requests_per_s)
+    assert "sustains" in pred.family.verdict and "within 10 s" in pred.family.verdict
+    # the baselines' capacities are measured against the same limit
+    single = pred.baselines["single-model"].capacity
+    assert single is not None and single.latency_limit_s == 10.0

@@ -45,7 +45,7 @@ DEFAULT_CAPACITY_SCALE = 5.0
 CAPACITY_WINDOW = 1500  # requests of the trace used for the capacity bisection
 LOAD_SEARCH_MAX_GPUS = 4096  # how far the "needs at least N GPUs" diagnosis looks
 # what the final choice minimises, on simulated figures (the MILP prunes with its estimates)
-OBJECTIVES = ("latency", "cost")
+OBJECTIVES = ("latency", "capacity", "cost")
 DEFAULT_OBJECTIVE = "latency"
 # the inner MILP's objective: the slowest stage's estimated p95 (the paper's)
 MILP_OBJECTIVE = "p95-max-stage"
@@ -88,6 +88,9 @@ class Planner:
         self.capacity_scale = capacity_scale
         self.reference = reference
         self.reference_stage: SloReference | None = None  # written into its plans
+        # capacities within this end-to-end latency (at the SLO's percentile) instead of the
+        # SLO scale (the capacity objective)
+        self.capacity_limit_s: float | None = None
         self._perf = perf
         self.capacity = {p.name: p.gpus for p in problem.pools}
         self.price = {p.name: p.price_usd_per_gpu_hour or 0.0 for p in problem.pools}
@@ -391,9 +394,11 @@ class Planner:
         return resolve_deployment(plan, self.problem.catalog, plan.name, self.perf)
 
     def plan_capacity(self, plan: Plan) -> Capacity | None:
-        """The plan's throughput capacity alone (no replay of the whole trace)."""
+        """The plan's throughput capacity alone (no replay of the whole trace): at the
+        planner's SLO scale, or within its capacity_limit_s."""
         return deployment_capacity(self.deploy(plan), self.problem.trace, self.problem.mix,
-                                   self.capacity_scale, CAPACITY_WINDOW, self.reference)
+                                   self.capacity_scale, CAPACITY_WINDOW, self.reference,
+                                   self.capacity_limit_s)
 
     def simulate(self, plan: Plan, mix: RequestMix | None = None, capacity: bool = False,
                  requests: int | None = None) -> PlanSimulation:
@@ -406,4 +411,5 @@ class Planner:
             ref = None if ref is None else ref.head(requests)
         return simulate_deployment(self.deploy(plan), trace, mix,
                                    capacity_at_scale=self.capacity_scale if capacity else None,
-                                   capacity_window=CAPACITY_WINDOW, slo_reference=ref)
+                                   capacity_window=CAPACITY_WINDOW, slo_reference=ref,
+                                   capacity_latency_s=self.capacity_limit_s)

@@ -50,6 +50,7 @@ from planner_cli.plan import (
     VerifiedCandidate,
 )
 from planner_cli.problem import PerfLookup, Problem
+from planner_cli.sim.figures import Capacity
 from planner_cli.sim.run import PlanSimulation
 from planner_cli.workload.confidence import cross_validate
 from planner_cli.workload.routing import candidate_thresholds
@@ -59,6 +60,7 @@ VERIFY_PER_MEMBER = 2  # each member's best few by the MILP estimate are always 
 ALTERNATIVES_PER_POINT = 3  # next-best allocations of one θ added when θ are too few
 # sizing (--objective cost): per member its best SIZING_POINTS thresholds (and its lightest on
 # the last model); per θ a simulation-guided scale-up (_scale_up)
+CAPACITY_CANDIDATES = 3  # capacity objective: the best few by p95 (and each member's best)
 SIZING_POINTS = 2
 SIZING_BOUND = 2.0  # the walk starts at the cheapest allocation estimated within 2 × the SLO
 SIZING_GROW = 1.25  # each step gives one stage an option costing at least 1.25 × its own
@@ -127,6 +129,7 @@ class _Verified:
     plan: Plan
     screen: PlanSimulation  # on the trace's first SCREEN_REQUESTS (all of a shorter one)
     full: PlanSimulation | None = None  # on the whole trace (the finalists)
+    capacity: Capacity | None = None  # the capacity objective's, within the latency SLO
 
     @property
     def sim(self) -> PlanSimulation:
@@ -253,6 +256,33 @@ def _choose_fastest(ok: list[_Member], window: int | None, say: Progress
         for v in finalists:
             v.full = v.member.planner.simulate(v.plan)
     return min(finalists, key=lambda v: _score(v, v.full)), verified
+
+
+def _choose_most_capacity(ok: list[_Member], slo_s: float, window: int | None,
+                          say: Progress) -> tuple[_Verified | None, list[_Verified]]:
+    """The capacity objective: the latency objective's candidates; each member's best and the
+    family's best CAPACITY_CANDIDATES (by simulated p95) get a sustained-load capacity search
+    within the latency SLO; the highest sustainable rate wins (then the lower p95)."""
+    _, verified = _choose_fastest(ok, None if window is None else window, say)
+    if not verified:
+        return None, verified
+    ranked = sorted(verified, key=_score)
+    chosen: list[_Verified] = []
+    for v in ranked:
+        if v.member.idx not in {c.member.idx for c in chosen}:
+            chosen.append(v)
+    chosen += [v for v in ranked[:CAPACITY_CANDIDATES] if v not in chosen]
+    for n, v in enumerate(chosen):
+        say(f"capacity of candidate {n + 1}/{len(chosen)} ({chain(v.member.names)})")
+        v.capacity = v.member.planner.plan_capacity(v.plan)
+    measured = [v for v in chosen if v.capacity is not None]
+    if not measured:
+        return None, verified
+    win = max(measured, key=lambda v: (v.capacity.rate_multiple,  # type: ignore[union-attr]
+                                       -_score(v)[0]))
+    if win.full is None:
+        win.full = win.member.planner.simulate(win.plan)
+    return win, verified
 
 
 def _simulated(mem: _Member, point: Point, sol: Solution, n: int, window: int | None
@@ -395,10 +425,11 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
     if slo_p95_s is not None and not (slo_p95_s > 0 and math.isfinite(slo_p95_s)):
         raise InputError(f"--slo-p95 {slo_p95_s:g} is not a positive number of seconds",
                          "use e.g. --slo-p95 10")
-    if objective == "cost" and slo_p95_s is None:
-        raise InputError("--objective cost sizes the cluster for a latency SLO, and none is "
-                         "given", "pass --slo-p95 SECONDS (or set slo.e2e_s in the cascade "
-                         "file)")
+    if objective in ("cost", "capacity") and slo_p95_s is None:
+        raise InputError(f"--objective {objective} "
+                         + ("sizes the cluster" if objective == "cost" else "measures capacity")
+                         + " for a latency SLO, and none is given",
+                         "pass --slo-p95 SECONDS (or set slo.e2e_s in the cascade file)")
     if problem.cascade.judger.kind == "model":
         raise InputError(f"{problem.files.cascade}: optimize does not size a served judge yet",
                          "use an external judger (kind: external, latency_s) to plan, or "
@@ -420,6 +451,8 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
             f"lower the quality target to at most {reach:.1f}, judge more prompts, or pass a "
             "lower --quality-confidence")
     root = Planner(problem, perf, capacity_scale)
+    if objective == "capacity":
+        root.capacity_limit_s = slo_p95_s
     try:
         ref = root.reference_plan()
         root.use_reference(ref, root.deploy(ref))
@@ -435,6 +468,7 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
             pl = Planner(problem.restrict(idx), perf, capacity_scale, root.reference,
                          shared=root)
             pl.reference_stage = root.reference_stage
+            pl.capacity_limit_s = root.capacity_limit_s
         mem = _Member(idx, pl)
         say(f"searching {k + 1}/{2 ** m - 1}: {chain(mem.names)}")
         _search_member(mem, q_min)
@@ -457,13 +491,18 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
                 f"{problem.rate_per_s:.3g} req/s at the quality target",
                 "add GPUs to the pools (they are upper bounds), relax --slo-p95 or lower "
                 "the rate")
+    elif objective == "capacity":
+        assert slo_p95_s is not None
+        win, verified = _choose_most_capacity(ok, slo_p95_s, window, say)
+        if win is None:
+            raise members[0].error or root.explain(problem.best.thresholds)
     else:
         win, verified = _choose_fastest(ok, window, say)
         if win is None:
             raise members[0].error or root.explain(problem.best.thresholds)
     pl = win.member.planner
     say("measuring capacity and simulating baselines")
-    capacity = pl.plan_capacity(win.plan)
+    capacity = win.capacity if win.capacity is not None else pl.plan_capacity(win.plan)
     base = baselines(root, pl, win.point.thresholds, (win.plan, win.sim.figures, capacity))
     tables = {}
     for i in range(len(pl.problem.models)):
@@ -494,7 +533,8 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
         objective=objective, rate_per_s=problem.rate_per_s,
         family=_family(members, verified, win,
                        None if objective != "cost" or slo_p95_s is None
-                       else (slo_p95_s, problem.rate_per_s)),
+                       else (slo_p95_s, problem.rate_per_s),
+                       slo_p95_s if objective == "capacity" else None),
         sizing=None if objective != "cost" or slo_p95_s is None
         else _sizing(win, slo_p95_s, problem),
         milp=_record(win.solution),
@@ -528,12 +568,17 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
 
 
 def _family(members: list[_Member], verified: list[_Verified], win: _Verified,
-            sizing: tuple[float, float] | None = None) -> Family:
+            sizing: tuple[float, float] | None = None,
+            capacity_s: float | None = None) -> Family:
     """Each member's best simulated plan (or its MILP estimate, or why it has none) and the
     verdict: which member won, and by how much against the best of the others. `sizing`:
     (the SLO, the rate) of the cost objective, whose best is the cheapest plan within it."""
     best: dict[tuple[int, ...], _Verified] = {}
-    if sizing is None:
+    if capacity_s is not None:
+        for v in sorted((v for v in verified if v.capacity is not None),
+                        key=lambda v: -v.capacity.rate_multiple):  # type: ignore[union-attr]
+            best.setdefault(v.member.idx, v)
+    elif sizing is None:
         for v in sorted(verified, key=_score):
             best.setdefault(v.member.idx, v)
     else:
@@ -553,7 +598,8 @@ def _family(members: list[_Member], verified: list[_Verified], win: _Verified,
                 "gpus": {s.model: s.tp * s.pp * s.replicas for s in v.plan.stages},
                 "milp_latency_s": v.point.latency_s,
                 "simulated_e2e_p95_s": fig.e2e_latency_s.p95,
-                "simulated_slo_scale": fig.slo_scale, "simulated_requests": v.sim.requests})
+                "simulated_slo_scale": fig.slo_scale, "simulated_requests": v.sim.requests,
+                "capacity_rps": None if v.capacity is None else v.capacity.requests_per_s})
         elif mem.feasible:
             row = row.model_copy(update={
                 "quality": mem.feasible[0].quality,
@@ -567,6 +613,20 @@ def _family(members: list[_Member], verified: list[_Verified], win: _Verified,
                                          else "no feasible plan"})
         rows.append(row)
     others = [v for idx, v in best.items() if idx != win.member.idx]
+    if capacity_s is not None:
+        runner = max(others, key=lambda v: v.capacity.rate_multiple  # type: ignore[union-attr]
+                     ) if others else None
+        mine = win.capacity.requests_per_s if win.capacity else 0.0
+        theirs = runner.capacity.requests_per_s if runner and runner.capacity else 0.0
+        margin = mine / theirs if theirs > 0 else None
+        names = win.member.names
+        who = f"serving {names[0]} alone" if len(names) == 1 else f"the cascade {chain(names)}"
+        text = (f"{who} sustains {mine:.3g} req/s with the p95 within {capacity_s:g} s, the "
+                f"most of the family")
+        if runner is not None:
+            text += f"; the next, {chain(runner.member.names)}, sustains {theirs:.3g} req/s"
+        return Family(members=rows, winner=win.member.names, margin=margin,
+                      runner_up=None if runner is None else runner.member.names, verdict=text)
     if sizing is not None:
         runner = min(others, key=plan_cost) if others else None
         margin = None if runner is None else plan_cost(runner) / max(plan_cost(win), 1e-12)

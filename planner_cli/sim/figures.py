@@ -93,9 +93,11 @@ class CascadeFigures(Figures):
 
 
 class Capacity(Figures):
-    """The largest arrival-rate multiple that keeps an SLO scale under sustained load."""
+    """The largest arrival-rate multiple that keeps an SLO scale (or, with `latency_limit_s`,
+    the end-to-end latency at the SLO's attainment percentile) under sustained load."""
 
-    slo_scale_target: float
+    slo_scale_target: float | None  # None: an absolute latency limit instead
+    latency_limit_s: float | None = None
     rate_multiple: float
     requests_per_s: float
     at_least: bool  # the search hit its request limit: a lower bound

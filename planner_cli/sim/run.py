@@ -142,23 +142,23 @@ def _replay(dep: Deployment, trace: Trace, mix: RequestMix, balancer: str | None
     return replay, routing, ref.label
 
 
-def _capacity(replay: WindowReplay, dep: Deployment, target_scale: float, start: float,
-              window: int | None) -> Capacity | None:
+def _capacity(replay: WindowReplay, dep: Deployment, target_scale: float | None, start: float,
+              window: int | None, latency_limit_s: float | None = None) -> Capacity | None:
     """The capacity search on the first `window` requests; None with fewer than 2 (a rate
     multiple needs a rate: one request has none)."""
     head = replay.head(window or replay.arrivals.shape[0])
     if head.arrivals.shape[0] < 2:
         return None
     return capacity_search(head.simulate, target_scale, dep.plan.cascade.slo.attainment_pct,
-                           start, head.rate_per_s)
+                           start, head.rate_per_s, latency_limit_s=latency_limit_s)
 
 
 def simulate_deployment(dep: Deployment, trace: Trace, mix: RequestMix,
                         rate_scale: float = 1.0, balancer: str | None = None,
                         capacity_at_scale: float | None = None,
                         capacity_window: int | None = None,
-                        slo_reference: tuple[Deployment, RequestMix] | SloBase | None = None
-                        ) -> PlanSimulation:
+                        slo_reference: tuple[Deployment, RequestMix] | SloBase | None = None,
+                        capacity_latency_s: float | None = None) -> PlanSimulation:
     """Replay `trace` (arrivals scaled by `rate_scale`) through the deployment.
 
     SLO scales are against each request's unloaded latency on the reference replica of the
@@ -179,7 +179,8 @@ def simulate_deployment(dep: Deployment, trace: Trace, mix: RequestMix,
         update["judge"] = _described(stage_figures(result.extras["judge"]), dep.judge)
     figures = figures.model_copy(update=update)
     capacity = (None if capacity_at_scale is None else
-                _capacity(replay, dep, capacity_at_scale, rate_scale, capacity_window))
+                _capacity(replay, dep, capacity_at_scale, rate_scale, capacity_window,
+                          capacity_latency_s))
     return PlanSimulation(
         requests=len(trace), rate_scale=rate_scale, balancer=replay.balancer,
         thresholds=list(dep.plan.thresholds), quality=routing.quality, scores_from=mix.source,
@@ -189,13 +190,14 @@ def simulate_deployment(dep: Deployment, trace: Trace, mix: RequestMix,
         per_request=per_request(result, replay.base))
 
 
-def deployment_capacity(dep: Deployment, trace: Trace, mix: RequestMix, target_scale: float,
-                        window: int | None = None,
-                        slo_reference: tuple[Deployment, RequestMix] | SloBase | None = None
-                        ) -> Capacity | None:
-    """Only the capacity search of simulate_deployment (no replay of the whole trace)."""
+def deployment_capacity(dep: Deployment, trace: Trace, mix: RequestMix,
+                        target_scale: float | None, window: int | None = None,
+                        slo_reference: tuple[Deployment, RequestMix] | SloBase | None = None,
+                        latency_limit_s: float | None = None) -> Capacity | None:
+    """Only the capacity search of simulate_deployment (no replay of the whole trace); with
+    `latency_limit_s`, for that end-to-end latency at the SLO's attainment percentile."""
     replay, _, _ = _replay(dep, trace, mix, None, slo_reference)
-    return _capacity(replay, dep, target_scale, 1.0, window)
+    return _capacity(replay, dep, target_scale, 1.0, window, latency_limit_s)
 
 
 @dataclass(frozen=True)
@@ -255,12 +257,14 @@ class WindowReplay:
 Runner = Callable[[float], "tuple[CascadeResult, np.ndarray] | None"]
 
 
-def capacity_search(run: Runner, target_scale: float, attainment_pct: float, start: float,
-                    rate_per_s: float, steps: int = CAPACITY_STEPS,
-                    tolerance: float = CAPACITY_TOLERANCE) -> Capacity:
-    """The largest arrival-rate multiple at which the SLO scale stays within target: doubling
-    from `start` while it holds, then bisection. `at_least` when a run hit the request limit
-    (run returned None), so the figure is a lower bound."""
+def capacity_search(run: Runner, target_scale: float | None, attainment_pct: float,
+                    start: float, rate_per_s: float, steps: int = CAPACITY_STEPS,
+                    tolerance: float = CAPACITY_TOLERANCE,
+                    latency_limit_s: float | None = None) -> Capacity:
+    """The largest arrival-rate multiple at which the SLO scale stays within target (or, with
+    `latency_limit_s`, the end-to-end latency at the attainment percentile stays within it):
+    doubling from `start` while it holds, then bisection. `at_least` when a run hit the
+    request limit (run returned None), so the figure is a lower bound."""
     limited = False
 
     def meets(x: float) -> bool:
@@ -270,6 +274,11 @@ def capacity_search(run: Runner, target_scale: float, attainment_pct: float, sta
             limited = True
             return False
         res, base = got
+        if latency_limit_s is not None:
+            e2e = res.e2e[np.isfinite(res.e2e)]
+            return (e2e.size == res.e2e.size and e2e.size > 0
+                    and float(np.percentile(e2e, attainment_pct)) <= latency_limit_s)
+        assert target_scale is not None
         return slo_scale(res.e2e, base, attainment_pct) <= target_scale
 
     lo, hi = 0.0, start
@@ -290,7 +299,8 @@ def capacity_search(run: Runner, target_scale: float, attainment_pct: float, sta
             hi = mid
         if lo == 0 and hi < start / 1024:
             break
-    return Capacity(slo_scale_target=target_scale, rate_multiple=lo,
+    return Capacity(slo_scale_target=None if latency_limit_s is not None else target_scale,
+                    latency_limit_s=latency_limit_s, rate_multiple=lo,
                     requests_per_s=lo * rate_per_s, at_least=limited and lo > 0,
                     sustained_s=CAPACITY_SUSTAIN_S)
 
