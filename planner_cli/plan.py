@@ -104,8 +104,9 @@ class MilpRecord(Figures):
 
 class FrontPoint(Figures):
     thresholds: list[float]
-    quality: float
+    quality: float  # what the thresholds promise (the bound the target is held to)
     milp_latency_s: float | None
+    simulated_e2e_p95_s: float | None = None  # on the simulated front
 
 
 class StageShape(Figures):
@@ -246,7 +247,10 @@ class Predicted(Figures):
     capacity: Capacity | None  # None: the trace has fewer than 2 requests (no rate to scale)
     baselines: dict[str, Baseline]
     gains: dict[str, Gain]
-    pareto_front: list[FrontPoint]
+    pareto_front: list[FrontPoint]  # the chosen member's, by the MILP's estimates
+    # the chosen member's simulated candidates that no other beats on both promised quality and
+    # simulated p95 (whole-trace figures where simulated on it); the chosen plan is on it
+    simulated_front: list[FrontPoint]
     latency_tables: dict[str, list[TableRow]]
     judged: JudgedInfo
     perf_sources: dict[str, str]

@@ -428,6 +428,8 @@ def optimize_tables(result: OptimizeResult, out_path: str | None) -> None:
     out.print(t)
     out.print("Pareto front (promised quality → MILP latency s): " + "; ".join(
         f"{p.quality:.1f} → {_fmt(p.milp_latency_s, 2)}" for p in pred.pareto_front))
+    out.print("Simulated front (promised quality → simulated p95 s): " + "; ".join(
+        f"{p.quality:.1f} → {_fmt(p.simulated_e2e_p95_s, 2)}" for p in pred.simulated_front))
     tm = result.timings
     out.print(f"{tm.evaluated_thresholds} threshold vectors evaluated, {tm.milp_solves} "
               f"MILP solves, {tm.simulated_candidates} candidates simulated, "

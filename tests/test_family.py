@@ -294,3 +294,22 @@ def test_the_capacity_objective_picks_the_highest_sustainable_rate(short_trace):
     # the baselines' capacities are measured against the same limit
     single = pred.baselines["single-model"].capacity
     assert single is not None and single.latency_limit_s == 10.0
+
+
+@pytest.mark.slow
+def test_the_chosen_plan_lies_on_the_reported_simulated_front(tmp_path, short_trace):
+    result = api.optimize(trace=short_trace, quality=_judged_98(tmp_path), cascade=LLAMA,
+                          cluster=A100, quality_target=99.0)
+    plan, pred = result.plan, result.plan.predicted
+    front = pred.simulated_front
+    assert front
+    here = [p for p in front if p.thresholds == plan.thresholds]
+    assert here and here[0].simulated_e2e_p95_s == pytest.approx(
+        pred.simulated.e2e_latency_s.p95)
+    # non-dominated: quality rises strictly with latency along it
+    assert [p.quality for p in front] == sorted({p.quality for p in front})
+    assert [p.simulated_e2e_p95_s for p in front] == sorted(p.simulated_e2e_p95_s
+                                                            for p in front)
+    again = api.optimize(trace=short_trace, quality=_judged_98(tmp_path), cascade=LLAMA,
+                         cluster=A100, quality_target=99.0).plan.predicted
+    assert again.simulated_front == front and again.pareto_front == pred.pareto_front

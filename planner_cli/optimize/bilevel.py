@@ -543,6 +543,7 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
         pareto_front=[FrontPoint(thresholds=finite(p.thresholds), quality=p.quality,
                                  milp_latency_s=p.latency_s)
                       for p in win.member.search.front()],
+        simulated_front=_simulated_front([v for v in verified if v.member is win.member]),
         latency_tables=tables,
         judged=JudgedInfo(prompts=len(problem.sample), dropped=problem.dropped,
                           scores_from=problem.mix.source),
@@ -565,6 +566,21 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
                       simulated_candidates=len(verified))
     return OptimizeResult(plan=plan, timings=timings, milp=pl.build_milp(win.point.thresholds),
                           no_target=q_min is None)
+
+
+def _simulated_front(cands: list[_Verified]) -> list[FrontPoint]:
+    """The non-dominated candidates by (simulated p95, promised quality), fastest first."""
+    pts = sorted(cands, key=lambda v: (v.sim.figures.e2e_p95_or_inf, -v.point.quality,
+                                       v.point.thresholds))
+    out: list[FrontPoint] = []
+    best_q = -math.inf
+    for v in pts:
+        if v.point.quality > best_q + 1e-12:
+            out.append(FrontPoint(thresholds=finite(v.point.thresholds), quality=v.point.quality,
+                                  milp_latency_s=v.point.latency_s,
+                                  simulated_e2e_p95_s=v.sim.figures.e2e_latency_s.p95))
+            best_q = v.point.quality
+    return out
 
 
 def _family(members: list[_Member], verified: list[_Verified], win: _Verified,
