@@ -313,3 +313,34 @@ def test_the_chosen_plan_lies_on_the_reported_simulated_front(tmp_path, short_tr
     again = api.optimize(trace=short_trace, quality=_judged_98(tmp_path), cascade=LLAMA,
                          cluster=A100, quality_target=99.0).plan.predicted
     assert again.simulated_front == front and again.pareto_front == pred.pareto_front
+
+
+@pytest.mark.slow
+def test_a_served_judge_is_sized_and_its_gpus_counted(cli, tmp_path, short_trace):
+    import yaml
+
+    cascade = yaml.safe_load(LLAMA.read_text())
+    cascade["judger"] = {"kind": "model", "model": "qwen3-8b", "output_tokens": 8}
+    cpath = tmp_path / "cascade.yaml"
+    cpath.write_text(yaml.safe_dump(cascade))
+    out = tmp_path / "plan.json"
+    result = cli("optimize", "--trace", short_trace, "--quality", _judged_98(tmp_path),
+                 "--cascade", cpath, "--cluster", A100, "--quality-target", "99",
+                 "--out", out)
+    assert result.exit_code == 0, result.output
+    plan = Plan.model_validate(json.loads(out.read_text()))
+    assert len(plan.stages) == 2 and plan.judge is not None
+    assert plan.judge.model == "qwen3-8b" and plan.judge.gpus >= 1
+    # the judge is the MILP's third stage and its GPUs count against the 16 of the cluster
+    assert set(plan.predicted.milp.assignment) == {"0", "1", "2"}
+    used = sum(s.gpus for s in plan.stages) + plan.judge.gpus
+    assert used == plan.predicted.milp.gpus <= 16
+    chosen = next(m for m in plan.predicted.family.members if m.chosen)
+    assert chosen.gpus["judge:qwen3-8b"] == plan.judge.gpus
+    assert plan.predicted.simulated.judge is not None  # its queue was simulated
+    # a single model alone is never judged: its plan needs no judge replicas
+    alone = next(m for m in plan.predicted.family.members if m.models == ["llama-3.1-70b"])
+    assert "judge:qwen3-8b" not in (alone.gpus or {})
+    sim = json.loads(cli("simulate", "--plan", out, "--json").stdout)
+    assert sim["figures"]["e2e_latency_s"]["p95"] == pytest.approx(
+        plan.predicted.simulated.e2e_latency_s.p95)

@@ -18,6 +18,7 @@ from planner_cli.optimize.candidates import PIPELINE_SIZES, replica_shapes
 from planner_cli.optimize.estimate import Workload, p95_latency
 from planner_cli.optimize.milp import InfeasibleError, Option, Solution
 from planner_cli.optimize.tables import TableEntry, latency_table
+from planner_cli.perf.engines import DEFAULT_ENGINE
 from planner_cli.perf.memory import (
     DEFAULT_MAX_NUM_BATCHED_TOKENS,
     DEFAULT_MAX_NUM_SEQS,
@@ -35,6 +36,7 @@ from planner_cli.sim.run import (
     simulate_deployment,
     slo_base,
 )
+from planner_cli.specs.cascade import ExternalJudger
 from planner_cli.specs.model import weight_bytes
 from planner_cli.workload.mix import RequestMix
 from planner_cli.workload.routing import route
@@ -122,6 +124,14 @@ class Planner:
         engine = self.problem.models[i].engine
         return lambda shape: self.cost(shape, engine)
 
+    @property
+    def stage_names(self) -> list[str]:
+        """The MILP's stages: the models, then a served judge's "judge:<model>"."""
+        names = list(self.problem.names)
+        if self.judge_index is not None and self.problem.judge is not None:
+            names.append(f"judge:{self.problem.judge.name}")
+        return names
+
     def shapes(self, i: int, pool: Pool) -> list[tuple[ReplicaShape, int]]:
         key = (i, pool.name)
         if key not in self._shapes:
@@ -162,6 +172,68 @@ class Planner:
     def reached(self, i: int, theta: Thresholds) -> bool:
         return bool((self.answered_by(theta) >= i).any())
 
+    # ------------------------------------------------------------ a served judge
+
+    @property
+    def judge_index(self) -> int | None:
+        """The MILP index of a served judge (after the models), when it sizes one: a model
+        judger and more than one model (one model alone is never judged)."""
+        p = self.problem
+        if p.judge is None or p.cascade.judger.kind != "model" or len(p.models) < 2:
+            return None
+        return len(p.models)
+
+    def judge_max_model_len(self) -> int:
+        """What the judge reads: a prompt and one answer, at most the longest stage context."""
+        p = self.problem
+        assert p.judge is not None
+        return min(p.judge.max_position_embeddings, max(m.max_model_len for m in p.models))
+
+    def judge_workload(self, theta: Thresholds) -> Workload:
+        """Every answer of a stage but the last is judged: the prompt and the answer in, the
+        verdict's tokens out."""
+        p = self.problem
+        by = self.answered_by(theta)
+        prompts, answers = [], []
+        for i in range(len(p.models) - 1):
+            reach = np.flatnonzero(by >= i)
+            prompts.append(p.trace.input_lengths[reach] + p.mix.outputs[i][reach])
+            answers.append(reach)
+        judged = np.concatenate(prompts).astype(float)
+        rng = np.random.default_rng([p.seed, len(p.models)])
+        pick = (np.arange(judged.size) if judged.size <= WORKLOAD_SAMPLE else
+                np.sort(rng.choice(judged.size, WORKLOAD_SAMPLE, replace=False)))
+        judger = p.cascade.judger
+        tokens = judger.output_tokens if judger.kind == "model" else 1
+        return Workload(rate_per_s=p.rate_per_s * judged.size / len(p.trace),
+                        prompts=judged[pick], outputs=np.full(pick.size, float(tokens)),
+                        key=("judge", tuple(finite(theta))))
+
+    def judge_shapes(self, pool: Pool) -> list[tuple[ReplicaShape, int]]:
+        key = (-1, pool.name)
+        if key not in self._shapes:
+            j = self.problem.judge
+            judger = self.problem.cascade.judger
+            assert j is not None and judger.kind == "model"
+            self._shapes[key] = replica_shapes(j, pool, judger.precision,
+                                               self.judge_max_model_len())
+        return self._shapes[key]
+
+    def judge_table(self, pool: Pool, theta: Thresholds,
+                    tp_only: int | None = None) -> list[TableEntry]:
+        work = self.judge_workload(theta)
+        key = (-1, pool.name, work.key, tp_only)
+        if key not in self._tables:
+            j = self.problem.judge
+            judger = self.problem.cascade.judger
+            assert j is not None and judger.kind == "model"
+            engine = self.problem.engine or DEFAULT_ENGINE
+            shapes = [s for s in self.judge_shapes(pool) if tp_only is None or s[0].tp == tp_only]
+            self._tables[key] = latency_table(j, pool, judger.precision, work,
+                                              lambda shape: self.cost(shape, engine),
+                                              shapes=shapes)
+        return self._tables[key]
+
     def options(self, theta: Thresholds, tp_only: int | None = None
                 ) -> dict[int, list[Option]]:
         out: dict[int, list[Option]] = {}
@@ -177,6 +249,11 @@ class Planner:
                     if math.isfinite(e.latency_s):
                         opts.append(Option(pool.name, e.gpus, e.latency_s, e))
             out[i] = opts
+        j = self.judge_index
+        if j is not None:
+            out[j] = [Option(pool.name, e.gpus, e.latency_s, e) for pool in self.problem.pools
+                      for e in self.judge_table(pool, theta, tp_only)
+                      if math.isfinite(e.latency_s)]
         return out
 
     def build_milp(self, theta: Thresholds, tp_only: int | None = None) -> milp.Problem:
@@ -192,15 +269,16 @@ class Planner:
         if key in self._solutions:
             return self._solutions[key]
         try:
-            unreached = [self.problem.names[i] for i in options if not self.reached(i, theta)]
+            unreached = [self.problem.names[i] for i in options
+                         if i < len(self.problem.models) and not self.reached(i, theta)]
             if unreached:
                 raise NoOption(f"no request reaches {', '.join(unreached)} at these "
                                "thresholds", "a shorter cascade serves them")
-            empty = [self.problem.names[i] for i, opts in options.items() if not opts]
+            empty = [self.stage_names[i] for i, opts in options.items() if not opts]
             if empty:
                 raise NoOption(f"{', '.join(empty)}: no GPU count of any pool serves it",
                                "see Planner.explain")
-            milp.diagnose(options, self.capacity, self.problem.names, self.price,
+            milp.diagnose(options, self.capacity, self.stage_names, self.price,
                           self.problem.cluster.budget_usd_per_hour,
                           rate_per_s=self.problem.rate_per_s)
             self.milp_solves += 1
@@ -359,7 +437,20 @@ class Planner:
             stages.append(StagePlan(model=m.name, precision=m.precision,
                                     pool=assignment[k].pool, tp=e.tp, pp=e.pp,
                                     replicas=e.replicas, max_model_len=m.max_model_len))
+        judge = None
+        j = self.judge_index
+        if stage_indices is None and j is not None and j in assignment:
+            e = entry_of(assignment[j])
+            judger = p.cascade.judger
+            assert p.judge is not None and judger.kind == "model"
+            judge = StagePlan(model=p.judge.name, precision=judger.precision,
+                              pool=assignment[j].pool, tp=e.tp, pp=e.pp, replicas=e.replicas,
+                              max_model_len=self.judge_max_model_len())
         cascade = p.cascade
+        if len(indices) == 1 and cascade.judger.kind == "model":
+            # one model answers everything: nothing is judged, nothing to serve
+            cascade = cascade.model_copy(update={"judger": ExternalJudger(kind="external",
+                                                                          latency_s=0.0)})
         if stage_indices is not None:
             cascade = cascade.model_copy(update={
                 "name": f"single-{p.models[indices[0]].name}" if len(indices) == 1
@@ -369,7 +460,7 @@ class Planner:
                     inputs=PlanInputs(trace=p.files.trace, quality=p.files.quality,
                                       judged_with=list(p.judged_with) or None),
                     cascade=cascade, cluster=p.cluster, thresholds=finite(theta),
-                    stages=stages,
+                    stages=stages, judge=judge,
                     simulation=SimulationSettings(seed=p.seed, engine=p.engine,
                                                   rate_scale=p.rate_scale,
                                                   slo_reference=self.reference_stage))

@@ -43,6 +43,10 @@ def baselines(root: Planner, pl: Planner, theta: Thresholds,
              or full[i] >= p.quality_target - 1e-9]
     pick = meets[0] if meets else len(p.models) - 1
     out = {"single-model": single_model(root, pick, plan)}
+    if pl.judge_index is not None:
+        why = "not computed with a served judge (its GPUs would be split too)"
+        return out | {"even-split": Baseline(error=why),
+                      "uniform-parallelism": Baseline(error=why)}
     if len(pl.problem.models) == 1:
         why = "the plan serves one model: there is no split to compare"
         return out | {"even-split": Baseline(error=why),

@@ -46,6 +46,7 @@ from planner_cli.plan import (
     Predicted,
     QualityPromise,
     Sizing,
+    StagePlan,
     TableRow,
     VerifiedCandidate,
 )
@@ -430,10 +431,6 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
                          + ("sizes the cluster" if objective == "cost" else "measures capacity")
                          + " for a latency SLO, and none is given",
                          "pass --slo-p95 SECONDS (or set slo.e2e_s in the cascade file)")
-    if problem.cascade.judger.kind == "model":
-        raise InputError(f"{problem.files.cascade}: optimize does not size a served judge yet",
-                         "use an external judger (kind: external, latency_s) to plan, or "
-                         "write the judge's replicas into a plan and run simulate")
     q_min = problem.quality_target
     reach, exact = _reachable(problem)
     if q_min is not None and q_min > reach + 1e-9:
@@ -550,8 +547,8 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
         perf_sources=dict(sorted(sources.items())),
         verified_candidates=[VerifiedCandidate(
             models=v.member.names, thresholds=finite(v.point.thresholds),
-            gpus={f"{st.model}@{st.pool} {st.tp}x{st.pp}x{st.replicas}": st.gpus
-                  for st in v.plan.stages},
+            gpus={f"{'judge:' if st is v.plan.judge else ''}{st.model}@{st.pool} "
+                  f"{st.tp}x{st.pp}x{st.replicas}": st.gpus for st in _plan_stages(v.plan)},
             quality=v.point.quality, milp_latency_s=v.point.latency_s,
             simulated_e2e_p95_s=v.sim.figures.e2e_latency_s.p95,
             simulated_slo_scale=v.sim.figures.slo_scale, simulated_requests=v.sim.requests)
@@ -611,7 +608,8 @@ def _family(members: list[_Member], verified: list[_Verified], win: _Verified,
             fig = v.sim.figures
             row = row.model_copy(update={
                 "quality": v.point.quality, "thresholds": finite(v.point.thresholds),
-                "gpus": {s.model: s.tp * s.pp * s.replicas for s in v.plan.stages},
+                "gpus": {s.model if s is not v.plan.judge else f"judge:{s.model}": s.gpus
+                         for s in _plan_stages(v.plan)},
                 "milp_latency_s": v.point.latency_s,
                 "simulated_e2e_p95_s": fig.e2e_latency_s.p95,
                 "simulated_slo_scale": fig.slo_scale, "simulated_requests": v.sim.requests,
@@ -660,8 +658,13 @@ def _family(members: list[_Member], verified: list[_Verified], win: _Verified,
                   verdict=_verdict(win, runner, best))
 
 
+def _plan_stages(plan: Plan) -> list[StagePlan]:
+    """The plan's stages and its served judge's replicas, if any: everything taking GPUs."""
+    return list(plan.stages) + ([plan.judge] if plan.judge is not None else [])
+
+
 def _cost_text(v: _Verified) -> str:
-    gpus = sum(s.gpus for s in v.plan.stages)
+    gpus = sum(s.gpus for s in _plan_stages(v.plan))
     price = v.member.planner.price
     usd = f" ({plan_cost(v):,.2f} USD/h)" if price and any(price.values()) else ""
     return f"{gpus} GPUs{usd}"
@@ -681,7 +684,7 @@ def _sizing_verdict(win: _Verified, runner: _Verified | None, slo_s: float,
 def _verdict(win: _Verified, runner: _Verified | None, best: dict[tuple[int, ...], _Verified]
              ) -> str:
     names = win.member.names
-    gpus = sum(s.tp * s.pp * s.replicas for s in win.plan.stages)
+    gpus = sum(s.gpus for s in _plan_stages(win.plan))
     p95 = win.sim.figures.e2e_p95_or_inf
     window = "" if win.full is not None and all(v.full is not None for v in best.values()) \
         else f" (on the first {win.screen.requests:,} requests)"
@@ -717,7 +720,7 @@ def _sizing(win: _Verified, slo_s: float, problem: Problem) -> Sizing:
     """The sized plan's GPUs per pool and what it costs per hour and per million output
     tokens at the planned rate (where the pools have prices)."""
     per_pool: dict[str, int] = {}
-    for st in win.plan.stages:
+    for st in _plan_stages(win.plan):
         per_pool[st.pool] = per_pool.get(st.pool, 0) + st.gpus
     price = win.member.planner.price
     priced = bool(price) and any(price.values())
