@@ -95,3 +95,76 @@ def test_dump_lp_names_constraints(tmp_path):
     problem.write_lp(path)
     text = path.read_text()
     assert "C1_assign_0" in text and "C2_capacity_a" in text and "C3_latency_0" in text
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_every_family_member_matches_brute_force_with_zero_gpu_stages(seed):
+    """A family member is the cascade with some stages at zero GPUs: its MILP (over its
+    stages' options) equals brute force over allocations where the others get nothing, and the
+    family's best equals the brute-force best over every such allocation."""
+    from itertools import combinations
+
+    options, pools = random_instance(seed)
+    m = len(options)
+    best_member = None
+    for size in range(m, 0, -1):
+        for idx in combinations(range(m), size):
+            sub = {k: options[i] for k, i in enumerate(idx)}
+            expected = brute_force(sub, pools)
+            if expected is None:
+                with pytest.raises(InfeasibleError):
+                    solve(build_problem(sub, pools))
+                continue
+            sol = solve(build_problem(sub, pools))
+            assert sol.latency_s == pytest.approx(expected[0], rel=1e-6)
+            assert sol.gpus == expected[2]
+            if best_member is None or expected[0] < best_member - 1e-9:
+                best_member = expected[0]
+    zero = Option("a", 0, 0.0)  # a stage left out: no GPUs, no latency
+    with_zero = {i: [zero, *opts] for i, opts in options.items()}
+    every = [c for c in brute_force_all(with_zero, pools) if any(o.gpus for o in c)]
+    if not every:
+        assert best_member is None
+        return
+    assert best_member == pytest.approx(min(max(o.latency_s for o in c if o.gpus)
+                                            for c in every), rel=1e-6)
+
+
+def brute_force_all(options, capacity):
+    """Every allocation within the pools."""
+    from itertools import product
+
+    out = []
+    for combo in product(*(options[i] for i in sorted(options))):
+        used: dict[str, int] = {}
+        for o in combo:
+            used[o.pool] = used.get(o.pool, 0) + o.gpus
+        if all(used[g] <= capacity.get(g, 0) for g in used):
+            out.append(combo)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_sizing_milp_is_the_cheapest_allocation_within_a_latency_bound(seed):
+    from planner_cli.optimize.milp import build_cost_problem
+
+    options, pools = random_instance(seed)
+    bound = float(np.median([o.latency_s for opts in options.values() for o in opts]))
+    within = {i: [o for o in opts if o.latency_s <= bound] for i, opts in options.items()}
+    feasible = [c for c in brute_force_all(within, pools)] if all(within.values()) else []
+    if not feasible:
+        if all(within.values()):
+            with pytest.raises(InfeasibleError):
+                solve(build_cost_problem(within, pools), phases=1)
+        return
+    cheapest = min(sum(o.gpus for o in c) for c in feasible)
+    sol = solve(build_cost_problem(within, pools), phases=1)
+    assert sol.gpus == cheapest
+    # excluding it, the next is no cheaper; "below" it, nothing or cheaper
+    nxt = [c for c in feasible if dict(enumerate(c)) != sol.assignment]
+    if nxt:
+        again = solve(build_cost_problem(within, pools, exclude=[sol.assignment]), phases=1)
+        assert again.assignment != sol.assignment and again.gpus >= cheapest
+        assert again.gpus == min(sum(o.gpus for o in c) for c in nxt)
+    with pytest.raises(InfeasibleError):
+        solve(build_cost_problem(within, pools, below=cheapest), phases=1)
