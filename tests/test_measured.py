@@ -59,6 +59,7 @@ def test_every_mapped_card_has_the_shipped_architecture(name):
         assert config["num_experts_per_tok"] == card.moe.num_experts_per_tok
 
 
+@pytest.mark.slow  # compiles the estimator twice
 def test_a_local_config_from_a_card_gives_the_shipped_figures(monkeypatch):
     card_shape = shape("llama-3.1-8b")
     shipped = measured.MeasuredCost(card_shape, "vllm")
@@ -137,6 +138,7 @@ def test_many_short_prompts_prefill_faster_than_one_long_one():
     ("deepseek-r1", "b200", 8, "fp8", "sglang"),  # MLA: attention lumped into the layer
     ("minimax-m2.5", "b200", 4, "fp4", "vllm"),  # attention split out, with a fixed part
 ])
+@pytest.mark.slow  # builds two measured cost models (seconds each)
 def test_batched_prompts_pay_their_own_attention(model, gpu, tp, precision, engine):
     cost = measured.MeasuredCost(shape(model, gpu, tp=tp, precision=precision), engine)
     with measured._quiet():
@@ -221,6 +223,7 @@ def test_fp4_runs_on_blackwell_only():
     assert fp4.cost().time(0, 8, 16000) < fp8.cost().time(0, 8, 16000)
 
 
+@pytest.mark.slow  # builds measured cost models on two GPUs
 def test_a_sibling_gpus_tables_stand_in_where_its_own_lack_the_case():
     import yaml
 

@@ -18,8 +18,15 @@ from planner_cli.specs.catalog import load_catalog
 from tests.conftest import FIXTURES
 from tests.util import assert_one_line_error
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+# profiling imports torch and transformers (seconds): the whole module is end-to-end, and it
+# imports them only when its tests run, so the unit layer's collection stays fast
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True, scope="module")
+def torch():
+    pytest.importorskip("transformers")
+    return pytest.importorskip("torch")
 
 TINY = FIXTURES / "tiny_catalog"
 GRID = ProfileGrid(prefill_tokens=(8, 32), decode_batch=(1, 4), decode_context=(16, 64))
@@ -30,7 +37,6 @@ def tiny():
     return load_catalog(TINY)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-qwen3-moe"])
 def test_profile_on_cpu_gives_the_grid(tiny, name):
     seen = []
@@ -87,7 +93,7 @@ def test_cli_profile_writes_table_and_perf_uses_it(cli, tmp_path):
                           "exists already")
 
 
-def test_cli_profile_bad_input(cli, tmp_path):
+def test_cli_profile_bad_input(cli, tmp_path, torch):
     def profile(*args):
         return cli("--catalog-dir", TINY, "profile", *args, "--profiles", tmp_path)
 
@@ -118,8 +124,9 @@ def test_cuda_device_names_map_to_the_catalog():
     assert cuda_gpu_name("Some New GPU") == "some-new-gpu"
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_profile_on_cuda(tiny):
+def test_profile_on_cuda(tiny, torch):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
     result = profile_model(tiny.model("tiny-llama"), device="cuda", grid=GRID, warmup=1,
                            reps=3)
     assert result.metadata["device_kind"] == "cuda"
