@@ -270,6 +270,7 @@ def optimize(trace: Path | None = None, quality: Path | None = None,
              engine: str | None = None, capacity_scale: float = 5.0,
              rate_per_s: float | None = None, rate_scale: float | None = None,
              quality_confidence: float = DEFAULT_CONFIDENCE, slo_p95_s: float | None = None,
+             slo_ttft_s: float | None = None,
              progress: Progress | None = None) -> OptimizeResult:
     """Run the planner; missing inputs come from the bundled example."""
     say = progress or (lambda _msg: None)
@@ -280,7 +281,7 @@ def optimize(trace: Path | None = None, quality: Path | None = None,
                            rate_per_s=rate_per_s, rate_scale=rate_scale,
                            quality_confidence=quality_confidence)
     return bilevel.optimize(problem, perf_lookup(profiles_dir), objective,
-                            capacity_scale, progress, slo_p95_s)
+                            capacity_scale, progress, slo_p95_s, slo_ttft_s)
 
 
 def plan_json(plan: Plan) -> str:

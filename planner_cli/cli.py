@@ -481,6 +481,9 @@ def optimize(
     slo_p95: Annotated[float | None, typer.Option(
         help="End-to-end p95 latency SLO in seconds for --objective capacity and cost "
         "(default: the cascade file's slo.e2e_s).")] = None,
+    slo_ttft: Annotated[float | None, typer.Option(
+        help="Sizing (--objective cost) also keeps the p95 time to first token within this "
+        "many seconds.")] = None,
     rate: Annotated[float | None, typer.Option(
         help="Plan for this arrival rate (requests/s): the trace's arrival pattern replayed "
         "at it (default: the trace's mean rate).")] = None,
@@ -529,7 +532,7 @@ def optimize(
                               catalog_dir=_catalog_dir(), profiles_dir=profiles, engine=engine,
                               capacity_scale=capacity_slo_scale, rate_per_s=rate,
                               rate_scale=rate_scale, quality_confidence=quality_confidence,
-                              slo_p95_s=slo_p95,
+                              slo_p95_s=slo_p95, slo_ttft_s=slo_ttft,
                               progress=lambda msg: status.update(msg))
     write_text_atomic(out, [api.plan_json(result.plan)])
     if dump_lp is not None:

@@ -221,6 +221,7 @@ class Sizing(Figures):
     """The cost objective's answer: what the plan needs to keep the SLO at the planned rate."""
 
     slo_p95_s: float
+    slo_ttft_p95_s: float | None = None  # --slo-ttft
     gpus: int
     gpus_per_pool: dict[str, int]
     cost_usd_per_hour: float | None  # None: the pools have no prices

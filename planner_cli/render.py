@@ -347,8 +347,10 @@ def optimize_tables(result: OptimizeResult, out_path: str | None) -> None:
         money = ("no prices in the cluster file" if sz.cost_usd_per_hour is None else
                  f"{sz.cost_usd_per_hour:,.2f} USD/h, "
                  f"{_fmt(sz.cost_usd_per_million_tokens, 3)} USD per million output tokens")
+        ttft = ("" if sz.slo_ttft_p95_s is None
+                else f" and the p95 TTFT within {sz.slo_ttft_p95_s:g} s")
         out.print(f"[bold]Sizing[/bold]: {sz.gpus} GPUs ({pools}) keep the p95 within "
-                  f"{sz.slo_p95_s:g} s; {money} ({sz.output_tokens_per_s:,.0f} output "
+                  f"{sz.slo_p95_s:g} s{ttft}; {money} ({sz.output_tokens_per_s:,.0f} output "
                   "tokens/s)")
     thresholds = (f"thresholds {', '.join(f'{t:.1f}' for t in plan.thresholds)} (0-100)"
                   if plan.thresholds else "one model, no thresholds")

@@ -229,6 +229,8 @@ def test_the_cost_objective_needs_an_slo(cli, tmp_path):
     assert_one_line_error(cli("optimize", "--objective", "capacity", "--out",
                               tmp_path / "p.json"),
                           "--objective capacity measures capacity for a latency SLO")
+    assert_one_line_error(cli("optimize", "--slo-ttft", "2", "--out", tmp_path / "p.json"),
+                          "--slo-ttft applies to --objective cost")
     assert not (tmp_path / "p.json").exists()
 
 
@@ -264,10 +266,10 @@ def test_sizing_finds_what_a_brute_force_enumeration_finds(tmp_path, short_trace
         for r in range(1, pool.gpus // shape.gpus + 1):
             e = TableEntry(shape.gpus * r, 0.0, shape.tp, shape.pp, r, kv)
             sim = pl.simulate(pl.plan_for((), {0: Option(pool.name, e.gpus, 0.0, e)}, "bf"))
-            found.append((e.gpus, sim.figures.e2e_latency_s.p95))
+            found.append((e.gpus, sim.figures.e2e_latency_s.p95, sim.figures.ttft_s.p95))
     slo = 12.0
-    holds = [g for g, p95 in found if p95 <= slo]
-    assert holds and min(holds) < max(g for g, _ in found)  # the SLO binds somewhere inside
+    holds = [g for g, p95, _ in found if p95 <= slo]
+    assert holds and min(holds) < max(g for g, _, _ in found)  # the SLO binds somewhere inside
     result = api.optimize(trace=short_trace, cascade=cascade, cluster=cluster,
                           objective="cost", slo_p95_s=slo)
     pred = result.plan.predicted
@@ -278,6 +280,15 @@ def test_sizing_finds_what_a_brute_force_enumeration_finds(tmp_path, short_trace
     per_m = pred.sizing.cost_usd_per_hour / (pred.sizing.output_tokens_per_s * 3600) * 1e6
     assert pred.sizing.cost_usd_per_million_tokens == pytest.approx(per_m)
     assert f"needs {min(holds)} GPUs ({2.5 * min(holds):,.2f} USD/h)" in pred.family.verdict
+    # a TTFT limit that the cheapest e2e answer misses: the answer is the cheapest meeting both
+    at_min = [t for g, p95, t in found if g == min(holds) and p95 <= slo]
+    ttft = 0.9 * min(at_min)
+    both = [g for g, p95, t in found if p95 <= slo and t <= ttft]
+    assert both and min(both) > min(holds)
+    sized = api.optimize(trace=short_trace, cascade=cascade, cluster=cluster,
+                         objective="cost", slo_p95_s=slo, slo_ttft_s=ttft).plan.predicted
+    assert sized.sizing.gpus == min(both) and sized.sizing.slo_ttft_p95_s == ttft
+    assert sized.simulated.ttft_s.p95 <= ttft
 
 
 @pytest.mark.slow

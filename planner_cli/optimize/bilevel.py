@@ -313,8 +313,16 @@ def _sizing_points(mem: _Member) -> list[Point]:
     return points
 
 
-def _choose_cheapest(ok: list[_Member], slo_s: float, window: int | None, say: Progress
-                     ) -> tuple[_Verified | None, list[_Verified]]:
+def _within(sim: PlanSimulation, slo_s: float, ttft_s: float | None) -> bool:
+    """The sizing SLO: the end-to-end p95 within slo_s (and the p95 TTFT within ttft_s)."""
+    fig = sim.figures
+    if fig.e2e_p95_or_inf > slo_s:
+        return False
+    return ttft_s is None or (fig.ttft_s.p95 is not None and fig.ttft_s.p95 <= ttft_s)
+
+
+def _choose_cheapest(ok: list[_Member], slo_s: float, window: int | None, say: Progress,
+                     ttft_s: float | None = None) -> tuple[_Verified | None, list[_Verified]]:
     """The cost objective (sizing): per member and each of its _sizing_points θ, a
     simulation-guided scale-up (_scale_up) from the cheapest plausible allocation, only
     below the cost of the best plan found so far. The cheapest plan that holds wins."""
@@ -323,14 +331,15 @@ def _choose_cheapest(ok: list[_Member], slo_s: float, window: int | None, say: P
     for mem in ok:
         for point in _sizing_points(mem):
             found = _scale_up(mem, point, slo_s, window,
-                              None if best is None else plan_cost(best), tried, say)
+                              None if best is None else plan_cost(best), tried, say, ttft_s)
             if found is not None:
                 best = found
     return best, tried
 
 
 def _scale_up(mem: _Member, point: Point, slo_s: float, window: int | None,
-              below: float | None, tried: list[_Verified], say: Progress) -> _Verified | None:
+              below: float | None, tried: list[_Verified], say: Progress,
+              ttft_s: float | None = None) -> _Verified | None:
     """From the cheapest allocation whose stages' estimated p95 are within SIZING_BOUND × the
     SLO (a MILP within the pools), simulate; while the end-to-end p95 misses the SLO, give the
     stage with the highest simulated p95 (the next that can grow, if it cannot) its next
@@ -358,13 +367,13 @@ def _scale_up(mem: _Member, point: Point, slo_s: float, window: int | None,
             say(f"sizing {chain(mem.names)}: simulating {s.gpus} GPUs")
             v = _simulated(mem, point, s, len(tried), window)
             tried.append(v)
-            if v.screen.figures.e2e_p95_or_inf <= slo_s and v.full is None:
+            if _within(v.screen, slo_s, ttft_s) and v.full is None:
                 v.full = pl.simulate(v.plan)
             cache[key] = v
         return cache[key]
 
     def holds(v: _Verified) -> bool:
-        return v.full is not None and v.full.figures.e2e_p95_or_inf <= slo_s
+        return v.full is not None and _within(v.full, slo_s, ttft_s)
 
     def fits(assign: dict[int, Option]) -> bool:
         used: dict[str, int] = {}
@@ -408,8 +417,8 @@ def _scale_up(mem: _Member, point: Point, slo_s: float, window: int | None,
 
 def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECTIVE,
              capacity_scale: float = DEFAULT_CAPACITY_SCALE,
-             progress: Progress | None = None, slo_p95_s: float | None = None
-             ) -> OptimizeResult:
+             progress: Progress | None = None, slo_p95_s: float | None = None,
+             slo_ttft_s: float | None = None) -> OptimizeResult:
     """Choose the family member, thresholds, GPUs and parallelism; verify by simulation.
     `objective` latency: the lowest simulated p95 on the cluster; cost: the cheapest plan
     (USD/h where pools have prices, else GPUs; the pools are upper bounds) whose simulated
@@ -426,6 +435,12 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
     if slo_p95_s is not None and not (slo_p95_s > 0 and math.isfinite(slo_p95_s)):
         raise InputError(f"--slo-p95 {slo_p95_s:g} is not a positive number of seconds",
                          "use e.g. --slo-p95 10")
+    if slo_ttft_s is not None and not (slo_ttft_s > 0 and math.isfinite(slo_ttft_s)):
+        raise InputError(f"--slo-ttft {slo_ttft_s:g} is not a positive number of seconds",
+                         "use e.g. --slo-ttft 2")
+    if slo_ttft_s is not None and objective != "cost":
+        raise InputError("--slo-ttft applies to --objective cost (sizing)",
+                         "add --objective cost, or drop --slo-ttft")
     if objective in ("cost", "capacity") and slo_p95_s is None:
         raise InputError(f"--objective {objective} "
                          + ("sizes the cluster" if objective == "cost" else "measures capacity")
@@ -477,11 +492,13 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
     window = SCREEN_REQUESTS if len(problem.trace) > SCREEN_REQUESTS else None
     if objective == "cost":
         assert slo_p95_s is not None
-        win, verified = _choose_cheapest(ok, slo_p95_s, window, say)
+        win, verified = _choose_cheapest(ok, slo_p95_s, window, say, slo_ttft_s)
         if win is None:
             raise InfeasibleError(
                 f"sizing: no allocation within the cluster keeps the simulated end-to-end p95 "
-                f"at or below {slo_p95_s:g} s at {problem.rate_per_s:.3g} req/s (tried "
+                f"at or below {slo_p95_s:g} s"
+                + ("" if slo_ttft_s is None else f" and the p95 TTFT within {slo_ttft_s:g} s")
+                + f" at {problem.rate_per_s:.3g} req/s (tried "
                 f"{len(verified)}, the fastest reaching "
                 f"{min(v.sim.figures.e2e_p95_or_inf for v in verified):.2f} s)"
                 if verified else f"sizing: no allocation within the cluster serves "
@@ -530,10 +547,10 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
         objective=objective, rate_per_s=problem.rate_per_s,
         family=_family(members, verified, win,
                        None if objective != "cost" or slo_p95_s is None
-                       else (slo_p95_s, problem.rate_per_s),
+                       else (slo_p95_s, problem.rate_per_s, slo_ttft_s),
                        slo_p95_s if objective == "capacity" else None),
         sizing=None if objective != "cost" or slo_p95_s is None
-        else _sizing(win, slo_p95_s, problem),
+        else _sizing(win, slo_p95_s, problem, slo_ttft_s),
         milp=_record(win.solution),
         milp_estimate_latency_s=win.point.latency_s, simulated=win.sim.figures,
         capacity=capacity, baselines=base, gains=gains(win.sim.figures, capacity, base),
@@ -581,7 +598,7 @@ def _simulated_front(cands: list[_Verified]) -> list[FrontPoint]:
 
 
 def _family(members: list[_Member], verified: list[_Verified], win: _Verified,
-            sizing: tuple[float, float] | None = None,
+            sizing: tuple[float, float, float | None] | None = None,
             capacity_s: float | None = None) -> Family:
     """Each member's best simulated plan (or its MILP estimate, or why it has none) and the
     verdict: which member won, and by how much against the best of the others. `sizing`:
@@ -596,7 +613,7 @@ def _family(members: list[_Member], verified: list[_Verified], win: _Verified,
             best.setdefault(v.member.idx, v)
     else:
         holds = [v for v in verified if v.full is not None
-                 and v.full.figures.e2e_p95_or_inf <= sizing[0]]
+                 and _within(v.full, sizing[0], sizing[2])]
         for v in sorted(holds, key=lambda v: (plan_cost(v), _score(v, v.full))):
             best.setdefault(v.member.idx, v)
     rows = []
@@ -671,11 +688,12 @@ def _cost_text(v: _Verified) -> str:
 
 
 def _sizing_verdict(win: _Verified, runner: _Verified | None, slo_s: float,
-                    rate: float) -> str:
+                    rate: float, ttft_s: float | None = None) -> str:
     names = win.member.names
     who = f"serving {names[0]} alone" if len(names) == 1 else f"the cascade {chain(names)}"
     text = (f"{who} needs {_cost_text(win)} to keep the simulated end-to-end p95 within "
-            f"{slo_s:g} s at {rate:.3g} req/s")
+            f"{slo_s:g} s" + ("" if ttft_s is None else f" (and the p95 TTFT within {ttft_s:g} s)")
+            + f" at {rate:.3g} req/s")
     if runner is not None:
         text += f"; the next cheapest, {chain(runner.member.names)}, needs {_cost_text(runner)}"
     return text
@@ -716,7 +734,7 @@ def _verdict(win: _Verified, runner: _Verified | None, best: dict[tuple[int, ...
     return text + window
 
 
-def _sizing(win: _Verified, slo_s: float, problem: Problem) -> Sizing:
+def _sizing(win: _Verified, slo_s: float, problem: Problem, ttft_s: float | None) -> Sizing:
     """The sized plan's GPUs per pool and what it costs per hour and per million output
     tokens at the planned rate (where the pools have prices)."""
     per_pool: dict[str, int] = {}
@@ -729,7 +747,7 @@ def _sizing(win: _Verified, slo_s: float, problem: Problem) -> Sizing:
     answered = win.sim.per_request["answered_by_stage"] - 1
     tokens = np.choose(answered, mix.outputs).astype(float)
     tokens_per_s = problem.rate_per_s * float(tokens.mean())
-    return Sizing(slo_p95_s=slo_s, gpus=sum(per_pool.values()),
+    return Sizing(slo_p95_s=slo_s, slo_ttft_p95_s=ttft_s, gpus=sum(per_pool.values()),
                   gpus_per_pool=dict(sorted(per_pool.items())), cost_usd_per_hour=usd,
                   output_tokens_per_s=tokens_per_s,
                   cost_usd_per_million_tokens=None if usd is None or tokens_per_s <= 0
