@@ -156,14 +156,14 @@ class JudgedInfo(Figures):
 
 
 class VerifiedCandidate(Figures):
-    models: list[str]  # the family member
+    models: list[str] = []  # the family member (empty in older plans)
     thresholds: list[float]
-    gpus: dict[str, int]  # per stage ("model@pool tp x pp x replicas"): its GPUs
+    gpus: dict[str, int] = {}  # per stage ("model@pool tp x pp x replicas"): its GPUs
     quality: float
     milp_latency_s: float | None
     simulated_e2e_p95_s: float | None
     simulated_slo_scale: float | None
-    simulated_requests: int  # the trace's first so many (all of it for the finalists)
+    simulated_requests: int | None = None  # the trace's first so many (all: the finalists)
 
 
 class FamilyMember(Figures):
@@ -234,13 +234,14 @@ class Predicted(Figures):
     simulated figures, baselines and gains."""
 
     quality: float  # Q at the chosen thresholds on the judged sample (its mean)
-    quality_promise: QualityPromise
+    # the fields below marked "None: an older plan" are absent from plans written before them
+    quality_promise: QualityPromise | None = None  # None: an older plan
     z1: float
     z2: float
     quality_target: float | None
     objective: str
-    rate_per_s: float  # the arrival rate planned for (the trace's, or --rate / --rate-scale)
-    family: Family
+    rate_per_s: float | None = None  # the rate planned for; None: an older plan
+    family: Family | None = None  # None: an older plan
     sizing: Sizing | None = None  # --objective cost
     milp: MilpRecord
     milp_estimate_latency_s: float | None
@@ -251,7 +252,7 @@ class Predicted(Figures):
     pareto_front: list[FrontPoint]  # the chosen member's, by the MILP's estimates
     # the chosen member's simulated candidates that no other beats on both promised quality and
     # simulated p95 (whole-trace figures where simulated on it); the chosen plan is on it
-    simulated_front: list[FrontPoint]
+    simulated_front: list[FrontPoint] = []
     latency_tables: dict[str, list[TableRow]]
     judged: JudgedInfo
     perf_sources: dict[str, str]

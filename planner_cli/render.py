@@ -340,6 +340,8 @@ def optimize_tables(result: OptimizeResult, out_path: str | None) -> None:
     target = ("none: the fastest plan, no quality floor" if result.no_target
               else _fmt(pred.quality_target))
     fam = pred.family
+    if fam is None or pred.quality_promise is None:
+        raise ValueError("an optimized plan carries its family and quality promise")
     out.print(f"[bold]Verdict[/bold]: {fam.verdict}.")
     sz = pred.sizing
     if sz is not None:
@@ -365,7 +367,7 @@ def optimize_tables(result: OptimizeResult, out_path: str | None) -> None:
         promise += (f"; cross-validated ({cv.folds} folds: chosen on the others, measured on the "
                     f"one left out) the target is missed by {cv.mean_shortfall:+.1f} on average, "
                     f"{cv.worst_shortfall:+.1f} at worst (negative: exceeded)")
-    out.print(f"[bold]Plan[/bold] at {pred.rate_per_s:.3g} req/s: {' → '.join(fam.winner)}; "
+    out.print(f"[bold]Plan[/bold] at {pred.rate_per_s or 0.0:.3g} req/s: {' → '.join(fam.winner)}; "
               f"{thresholds} → quality Q = {pred.quality:.1f}{promise} (target {target}; "
               f"z1* {pred.z1:.1f}, z2* {pred.z2:.1f}); scores: {pred.judged.scores_from}")
     t = Table(title="Family (every ordered sub-cascade; simulated at the planned rate)",

@@ -72,6 +72,16 @@ def test_rate_and_rate_scale():
     np.testing.assert_array_equal(fast.input_lengths, trace.input_lengths)
 
 
+def test_capacity_of_a_one_request_trace_is_refused(cli, tmp_path):
+    one = tmp_path / "one.jsonl"
+    one.write_text((ROOT / "examples" / "azure-conv-10min.jsonl").read_text().splitlines()[0]
+                   + "\n")
+    assert_one_line_error(cli("optimize", "--trace", one, "--objective", "capacity",
+                              "--slo-p95", "30", "--out", tmp_path / "p.json"),
+                          "a one-request trace has none")
+    assert not (tmp_path / "p.json").exists()
+
+
 def test_rate_flags_refused_before_work(cli, tmp_path):
     assert_one_line_error(cli("optimize", "--rate", "2", "--rate-scale", "2", "--out",
                               tmp_path / "p.json"), "--rate and --rate-scale both given")

@@ -191,3 +191,27 @@ def test_readme_flow_optimize_then_export_sglang(bundled, cli, tmp_path):
                             .read_text())
     assert config["tp_size"] == plan.stages[0].tp
     assert "python3 -m sglang.launch_server --model-path" in scripts[0].read_text()
+
+
+@pytest.mark.slow
+def test_a_plan_written_before_the_family_still_loads_and_simulates(bundled, cli, tmp_path):
+    """Plans from before the family, the quality promise and the simulated front (those keys
+    absent) still load, simulate and export."""
+    out, _ = bundled
+    doc = json.loads(out.read_text())
+    pred = doc["predicted"]
+    for key in ("family", "quality_promise", "rate_per_s", "simulated_front"):
+        pred.pop(key, None)
+    for v in pred["verified_candidates"]:
+        for key in ("models", "gpus", "simulated_requests"):
+            v.pop(key, None)
+    for key in ("rate_scale", "slo_reference"):
+        doc["simulation"].pop(key, None)
+    doc["inputs"].pop("judged_with", None)
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(doc))
+    plan = Plan.model_validate(json.loads(old.read_text()))
+    assert plan.predicted.family is None and plan.simulation.rate_scale == 1.0
+    assert cli("simulate", "--plan", old, "--json").exit_code == 0
+    assert cli("export", "--plan", old, "--format", "bench", "--out",
+               tmp_path / "deploy").exit_code == 0

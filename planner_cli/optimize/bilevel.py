@@ -441,6 +441,10 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
     if slo_ttft_s is not None and objective != "cost":
         raise InputError("--slo-ttft applies to --objective cost (sizing)",
                          "add --objective cost, or drop --slo-ttft")
+    if objective == "capacity" and len(problem.trace) < 2:
+        raise InputError(f"{problem.files.trace}: --objective capacity scales the trace's "
+                         "arrival rate, and a one-request trace has none",
+                         "use a trace with at least two requests")
     if objective in ("cost", "capacity") and slo_p95_s is None:
         raise InputError(f"--objective {objective} "
                          + ("sizes the cluster" if objective == "cost" else "measures capacity")
