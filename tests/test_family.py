@@ -365,3 +365,11 @@ def test_a_served_judge_is_sized_and_its_gpus_counted(cli, tmp_path, short_trace
     sim = json.loads(cli("simulate", "--plan", out, "--json").stdout)
     assert sim["figures"]["e2e_latency_s"]["p95"] == pytest.approx(
         plan.predicted.simulated.e2e_latency_s.p95)
+    # sizing counts the judge's GPUs too
+    sized = cli("optimize", "--trace", short_trace, "--quality", _judged_98(tmp_path),
+                "--cascade", cpath, "--cluster", A100, "--quality-target", "99",
+                "--objective", "cost", "--slo-p95", "6", "--out", tmp_path / "sized.json")
+    assert sized.exit_code == 0, sized.output
+    sp = Plan.model_validate(json.loads((tmp_path / "sized.json").read_text()))
+    assert sp.judge is not None
+    assert sp.predicted.sizing.gpus == sum(s.gpus for s in sp.stages) + sp.judge.gpus

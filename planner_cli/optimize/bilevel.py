@@ -385,7 +385,10 @@ def _scale_up(mem: _Member, point: Point, slo_s: float, window: int | None,
     current = dict(sol.assignment)
     v = run(current)
     while not holds(v) and len(cache) < SIZING_MAX_TRIES:
-        stage_p95 = [f.latency_s.p95 or 0.0 for f in v.sim.figures.stages]
+        figs = v.sim.figures
+        stage_p95 = [f.latency_s.p95 or 0.0 for f in figs.stages] + (
+            [figs.judge.latency_s.p95 or 0.0] if figs.judge is not None else [])
+        stage_p95 += [0.0] * (len(current) - len(stage_p95))
         grown = None
         for i in sorted(current, key=lambda i: -stage_p95[i]):
             now = unit_cost(current[i], price)
