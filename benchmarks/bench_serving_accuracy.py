@@ -42,6 +42,9 @@ SYSTEM_TO_GPU = {v: k for k, v in AIC_SYSTEMS.items()}
 # the rows' precisions -> ours; int4 rows are Kimi-K2.5's own checkpoint (4-bit weight-only
 # experts, group 32), planned as int4-awq (4-bit weight-only, group 128)
 PRECISIONS = {"bf16": "bf16", "fp8": "fp8", "fp4": "fp4", "int4": "int4-awq"}
+# checkpoints whose 4-bit weights are MXFP4 experts beside bf16 layers (openai/gpt-oss-*): the
+# rows' "fp4" is that format on every GPU, Hopper included
+MXFP4_CHECKPOINTS = {"gpt-oss-120b"}
 
 
 def concurrency(source: str) -> int | None:
@@ -113,6 +116,8 @@ def main() -> None:
         if precision is None:
             skipped[f"precision {r['precision']}"] += 1
             continue
+        if precision == "fp4" and catalog.model(model).name in MXFP4_CHECKPOINTS:
+            precision = "mxfp4"
         if r["attention_dp_size"] > 1 or r["pp_size"] > 1:
             skipped["attention DP or pipeline parallel"] += 1
             continue

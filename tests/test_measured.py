@@ -223,6 +223,42 @@ def test_fp4_runs_on_blackwell_only():
     assert fp4.cost().time(0, 8, 16000) < fp8.cost().time(0, 8, 16000)
 
 
+@pytest.mark.slow  # builds three measured cost models
+def test_mxfp4_quantises_gpt_oss_experts_alone_and_runs_on_hopper():
+    """gpt-oss ships MXFP4 experts (4-bit E2M1, one E8M0 scale per 32) beside bf16 layers:
+    weight bytes follow that split, Hopper serves it (weight-only), dense models refuse it,
+    and the measured source covers it on H100 under vLLM."""
+    from planner_cli.errors import InputError
+    from planner_cli.export.flags import PRECISION
+    from planner_cli.specs.model import param_counts, weight_bytes
+
+    card = CATALOG.model("gpt-oss-120b")
+    c = param_counts(card)
+    experts = c.routed_experts + c.shared_experts
+    assert weight_bytes(card, "mxfp4") == pytest.approx(
+        experts * 17 / 32 + (c.total - experts) * 2.0)
+    assert weight_bytes(card, "mxfp4") < 0.3 * weight_bytes(card, "bf16")
+    with pytest.raises(InputError, match="fp4 .NVFP4. needs FP4 tensor cores") as refused:
+        shape("gpt-oss-120b", "h100-sxm", tp=2, precision="fp4")
+    assert "mxfp4 for gpt-oss" in refused.value.hint
+    with pytest.raises(InputError, match="mxfp4 quantises MoE experts, and llama-3.1-8b"):
+        shape("llama-3.1-8b", "h100-sxm", tp=1, precision="mxfp4")
+    s = shape("gpt-oss-120b", "h100-sxm", tp=2, precision="mxfp4")
+    # one layer on a GPU: its experts at 17/32 B per weight, its attention at bf16's 2 B
+    moe = card.moe
+    experts_gpu = (moe.num_experts + moe.num_shared_experts) * s.expert_params_gpu()
+    assert s.layer_weight_bytes_gpu(True) == pytest.approx(
+        experts_gpu * 17 / 32 + s.attention_linear_params_gpu() * 2.0
+        + 2 * card.hidden_size * 2.0 + card.hidden_size * moe.num_experts * 2.0)
+    assert PRECISION["mxfp4"] == ("bfloat16", None)  # the checkpoint's config says MXFP4
+    pm = perf_model(s, engine="vllm")
+    assert pm.source.startswith("measured:h100_sxm/vllm/")
+    # 4-bit experts decode faster than bf16 ones at a small batch
+    bf16 = perf_model(shape("gpt-oss-120b", "h100-sxm", tp=4, precision="bf16"), engine="vllm")
+    mx4 = perf_model(shape("gpt-oss-120b", "h100-sxm", tp=4, precision="mxfp4"), engine="vllm")
+    assert mx4.cost().time(0, 4, 8000) < bf16.cost().time(0, 4, 8000)
+
+
 @pytest.mark.slow  # builds measured cost models on two GPUs
 def test_a_sibling_gpus_tables_stand_in_where_its_own_lack_the_case():
     import yaml

@@ -50,6 +50,9 @@ PRECISION = {
     "fp8": ("bfloat16", "fp8"),
     "int4-awq": ("float16", "awq"),
     "fp4": ("bfloat16", "modelopt_fp4"),  # NVFP4 checkpoints (vLLM and SGLang alike)
+    # MXFP4 experts (gpt-oss): the checkpoint's quantization_config says so, and both engines
+    # read it from there
+    "mxfp4": ("bfloat16", None),
 }
 DIST_PORT = 29500  # rendezvous port of multi-node replicas
 BASE_PORT = 8000  # the first replica on a node listens here, the next on 8001, ...

@@ -23,7 +23,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 from planner_cli.perf.shapes import ReplicaShape
-from planner_cli.specs.model import BYTES_PER_KV_ELEMENT, BYTES_PER_LINEAR_WEIGHT, BYTES_UNQUANTISED
+from planner_cli.specs.model import (
+    BYTES_PER_KV_ELEMENT,
+    BYTES_PER_LINEAR_WEIGHT,
+    BYTES_UNQUANTISED,
+    expert_bytes_per_weight,
+)
 
 ACT_BYTES = 2  # bf16 activations
 
@@ -221,7 +226,8 @@ def gemm_work(shape: ReplicaShape, moe_layer: bool, n: int) -> tuple[float, floa
         flops += 2.0 * n * (moe.num_experts_per_tok + moe.num_shared_experts) * expert
         flops += 2.0 * n * card.hidden_size * moe.num_experts  # router
         touched = _experts_touched(moe.num_experts, moe.num_experts_per_tok, n)
-        weight_bytes += (touched + moe.num_shared_experts) * expert * per_linear
+        weight_bytes += ((touched + moe.num_shared_experts) * expert
+                         * expert_bytes_per_weight(shape.precision))
         weight_bytes += card.hidden_size * moe.num_experts * BYTES_UNQUANTISED
     else:
         ffn = shape.dense_ffn_params_gpu()

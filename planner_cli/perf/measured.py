@@ -98,6 +98,7 @@ _QUANT: dict[str, dict[str, str | None]] = {
     "fp8": {"gemm_quant_mode": "fp8", "moe_quant_mode": "fp8"},
     "int4-awq": {"gemm_quant_mode": "int4_wo", "moe_quant_mode": "int4_wo"},
     "fp4": {"gemm_quant_mode": "nvfp4", "moe_quant_mode": "nvfp4"},
+    "mxfp4": {"gemm_quant_mode": "bfloat16", "moe_quant_mode": "w4a16_mxfp4"},
 }
 _KV_QUANT = {"bf16": "bfloat16", "fp8": "fp8"}  # KV-cache dtypes -> its modes
 _NATIVE_FP8_BLOCK = {"deepseek-r1", "deepseek-v3", "minimax-m2.5"}

@@ -18,9 +18,11 @@ from planner_cli.specs.model import (
     BYTES_PER_KV_ELEMENT,
     BYTES_PER_LINEAR_WEIGHT,
     BYTES_UNQUANTISED,
+    EXPERTS_ONLY,
     PRECISIONS,
     ModelCard,
     attention_params_per_layer,
+    expert_bytes_per_weight,
     kv_elements_per_token_per_layer,
     linear_attention_params,
 )
@@ -145,7 +147,7 @@ class ReplicaShape:
             moe = card.moe
             experts = (moe.num_experts + moe.num_shared_experts) * self.expert_params_gpu()
             small += card.hidden_size * moe.num_experts * BYTES_UNQUANTISED  # router
-            return (linear + experts) * per_linear + small
+            return linear * per_linear + experts * expert_bytes_per_weight(self.precision) + small
         return (linear + self.dense_ffn_params_gpu()) * per_linear + small
 
     def stage_layer_kinds(self, stage: int) -> tuple[int, int]:
@@ -204,9 +206,12 @@ def check_shape(shape: ReplicaShape) -> None:
     if shape.pp > card.num_hidden_layers:
         raise InputError(f"pp={shape.pp} exceeds {card.name}'s {card.num_hidden_layers} layers",
                          "use fewer pipeline stages")
+    if shape.precision in EXPERTS_ONLY and card.moe is None:
+        raise InputError(f"{shape.precision} quantises MoE experts, and {card.name} has none",
+                         "use bf16, fp8 or int4-awq for a dense model")
     if shape.precision == "fp4" and shape.gpu.fp4_dense_tflops is None:
         raise InputError(f"fp4 (NVFP4) needs FP4 tensor cores, which {shape.gpu.name} lacks",
                          "use a Blackwell GPU (b200, b300, gb200, gb300, rtx-pro-6000-server) "
-                         "or fp8 / int4-awq")
+                         "or fp8 / int4-awq (mxfp4 for gpt-oss's own 4-bit experts)")
     if shape.precision == "fp8" and shape.gpu.fp8_dense_tflops is None:
         pass  # allowed: weight-only fp8 (see GpuSpec.dense_tflops)

@@ -13,8 +13,8 @@ from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
 from planner_cli.specs._yaml import StrictModel
 
-Precision = Literal["bf16", "fp8", "int4-awq", "fp4"]
-PRECISIONS: tuple[str, ...] = ("bf16", "fp8", "int4-awq", "fp4")
+Precision = Literal["bf16", "fp8", "int4-awq", "fp4", "mxfp4"]
+PRECISIONS: tuple[str, ...] = ("bf16", "fp8", "int4-awq", "fp4", "mxfp4")
 
 # Bytes per weight of the quantised linear layers.
 # int4-awq: AutoAWQ GEMM layout, group size 128: 4-bit weights (0.5 B) plus per group and output
@@ -28,7 +28,21 @@ BYTES_PER_LINEAR_WEIGHT: dict[str, float] = {
     # fp4: NVFP4 (ModelOpt), 4-bit E2M1 values with one E4M3 scale byte per 16 (plus one fp32
     # scale per tensor): 9/16 B per weight, as aiconfigurator-core's GEMMQuantMode.nvfp4 counts
     "fp4": 0.5 + 1.0 / NVFP4_BLOCK,
+    # mxfp4 (gpt-oss's own checkpoint): only the MoE experts are 4-bit E2M1 with one E8M0
+    # scale byte per 32 weights (17/32 B per weight); attention and everything else stay bf16,
+    # and the experts are dequantised for the matmul (weight-only). See EXPERT_BYTES.
+    "mxfp4": 2.0,
 }
+MXFP4_BLOCK = 32
+# Bytes per weight of the MoE experts where a precision quantises them apart from the other
+# linear layers (else BYTES_PER_LINEAR_WEIGHT's).
+EXPERT_BYTES: dict[str, float] = {"mxfp4": 0.5 + 1.0 / MXFP4_BLOCK}
+EXPERTS_ONLY = ("mxfp4",)  # precisions that quantise the MoE experts alone (MoE models only)
+
+
+def expert_bytes_per_weight(precision: str) -> float:
+    """Bytes per weight of the MoE experts at a precision."""
+    return EXPERT_BYTES.get(precision, BYTES_PER_LINEAR_WEIGHT[precision])
 # Embeddings, LM head and norms stay in bf16 under fp8 and AWQ (vLLM, AutoAWQ and llm-compressor
 # leave them unquantised).
 BYTES_UNQUANTISED = 2.0
@@ -310,7 +324,10 @@ def weight_bytes(card: ModelCard, precision: str) -> float:
     """Bytes of all weights at a precision (linear layers quantised, the rest bf16)."""
     counts = param_counts(card)
     per_linear = BYTES_PER_LINEAR_WEIGHT[precision]
-    return counts.linear * per_linear + (counts.total - counts.linear) * BYTES_UNQUANTISED
+    experts = counts.routed_experts + counts.shared_experts
+    return ((counts.linear - experts) * per_linear
+            + experts * expert_bytes_per_weight(precision)
+            + (counts.total - counts.linear) * BYTES_UNQUANTISED)
 
 
 def kv_elements_per_token_per_layer(card: ModelCard) -> int:
