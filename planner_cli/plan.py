@@ -271,6 +271,11 @@ class Plan(StrictModel):
     simulation: SimulationSettings = SimulationSettings()
     predicted: Predicted | None = None  # figures written by optimize, kept for re-checking
 
+    @property
+    def serving(self) -> list[StagePlan]:
+        """Everything that takes GPUs: the stages, then a served judge's replicas."""
+        return list(self.stages) + ([self.judge] if self.judge is not None else [])
+
     @model_validator(mode="after")
     def _consistent(self) -> Plan:
         m = len(self.cascade.models)

@@ -36,8 +36,8 @@ from planner_cli.sim.run import (
     simulate_deployment,
     slo_base,
 )
-from planner_cli.specs.cascade import ExternalJudger
-from planner_cli.specs.model import weight_bytes
+from planner_cli.specs.cascade import ExternalJudger, ModelJudger
+from planner_cli.specs.model import ModelCard, weight_bytes
 from planner_cli.workload.mix import RequestMix
 from planner_cli.workload.routing import route
 
@@ -77,22 +77,30 @@ class Planner:
 
     def __init__(self, problem: Problem, perf: PerfLookup,
                  capacity_scale: float = DEFAULT_CAPACITY_SCALE,
-                 reference: SloBase | None = None,
                  shared: Planner | None = None) -> None:
-        """`reference`: every request's SLO base on the whole cascade's largest model (so that
-        the family's members compare); `shared`: a planner of the same cluster whose cost
-        models this one reuses."""
+        """`shared`: the planner of the whole cascade (a family member's planner reuses its
+        cost models, SLO reference and capacity limit)."""
         if capacity_scale <= 0:
             raise InputError(f"--capacity-slo-scale {capacity_scale:g} is not positive",
                              "use e.g. 5")
         self.problem = problem
         self.objective = MILP_OBJECTIVE
         self.capacity_scale = capacity_scale
-        self.reference = reference
-        self.reference_stage: SloReference | None = None  # written into its plans
+        # every request's SLO base on the whole cascade's largest model (so that the family's
+        # members compare), and that replica as the plans record it (use_reference)
+        self.reference: SloBase | None = None if shared is None else shared.reference
+        self.reference_stage: SloReference | None = (None if shared is None
+                                                     else shared.reference_stage)
         # capacities within this end-to-end latency (at the SLO's percentile) instead of the
         # SLO scale (the capacity objective)
-        self.capacity_limit_s: float | None = None
+        self.capacity_limit_s: float | None = (None if shared is None
+                                               else shared.capacity_limit_s)
+        judger = problem.cascade.judger
+        # a served judge to size: a model judger, and more than one model (one alone is never
+        # judged)
+        self.served_judge: tuple[ModelCard, ModelJudger] | None = (
+            (problem.judge, judger) if problem.judge is not None
+            and isinstance(judger, ModelJudger) and len(problem.models) > 1 else None)
         self._perf = perf
         self.capacity = {p.name: p.gpus for p in problem.pools}
         self.price = {p.name: p.price_usd_per_gpu_hour or 0.0 for p in problem.pools}
@@ -176,60 +184,55 @@ class Planner:
 
     @property
     def judge_index(self) -> int | None:
-        """The MILP index of a served judge (after the models), when it sizes one: a model
-        judger and more than one model (one model alone is never judged)."""
-        p = self.problem
-        if p.judge is None or p.cascade.judger.kind != "model" or len(p.models) < 2:
-            return None
-        return len(p.models)
+        """The MILP index of a served judge (after the models), when it sizes one."""
+        return None if self.served_judge is None else len(self.problem.models)
+
+    def _judge(self) -> tuple[ModelCard, ModelJudger]:
+        if self.served_judge is None:
+            raise RuntimeError("this planner sizes no served judge")  # a bug: check first
+        return self.served_judge
 
     def judge_max_model_len(self) -> int:
         """What the judge reads: a prompt and one answer, at most the longest stage context."""
-        p = self.problem
-        assert p.judge is not None
-        return min(p.judge.max_position_embeddings, max(m.max_model_len for m in p.models))
+        card, _ = self._judge()
+        return min(card.max_position_embeddings,
+                   max(m.max_model_len for m in self.problem.models))
 
     def judge_workload(self, theta: Thresholds) -> Workload:
         """Every answer of a stage but the last is judged: the prompt and the answer in, the
         verdict's tokens out."""
+        _, judger = self._judge()
         p = self.problem
         by = self.answered_by(theta)
-        prompts, answers = [], []
-        for i in range(len(p.models) - 1):
-            reach = np.flatnonzero(by >= i)
-            prompts.append(p.trace.input_lengths[reach] + p.mix.outputs[i][reach])
-            answers.append(reach)
-        judged = np.concatenate(prompts).astype(float)
+        judged = np.concatenate([
+            p.trace.input_lengths[reach] + p.mix.outputs[i][reach]
+            for i, reach in ((i, np.flatnonzero(by >= i)) for i in range(len(p.models) - 1))
+        ]).astype(float)
         rng = np.random.default_rng([p.seed, len(p.models)])
         pick = (np.arange(judged.size) if judged.size <= WORKLOAD_SAMPLE else
                 np.sort(rng.choice(judged.size, WORKLOAD_SAMPLE, replace=False)))
-        judger = p.cascade.judger
-        tokens = judger.output_tokens if judger.kind == "model" else 1
         return Workload(rate_per_s=p.rate_per_s * judged.size / len(p.trace),
-                        prompts=judged[pick], outputs=np.full(pick.size, float(tokens)),
+                        prompts=judged[pick],
+                        outputs=np.full(pick.size, float(judger.output_tokens)),
                         key=("judge", tuple(finite(theta))))
 
     def judge_shapes(self, pool: Pool) -> list[tuple[ReplicaShape, int]]:
         key = (-1, pool.name)
         if key not in self._shapes:
-            j = self.problem.judge
-            judger = self.problem.cascade.judger
-            assert j is not None and judger.kind == "model"
-            self._shapes[key] = replica_shapes(j, pool, judger.precision,
+            card, judger = self._judge()
+            self._shapes[key] = replica_shapes(card, pool, judger.precision,
                                                self.judge_max_model_len())
         return self._shapes[key]
 
     def judge_table(self, pool: Pool, theta: Thresholds,
                     tp_only: int | None = None) -> list[TableEntry]:
-        work = self.judge_workload(theta)
-        key = (-1, pool.name, work.key, tp_only)
+        key = (-1, pool.name, tuple(finite(theta)), tp_only)
         if key not in self._tables:
-            j = self.problem.judge
-            judger = self.problem.cascade.judger
-            assert j is not None and judger.kind == "model"
+            work = self.judge_workload(theta)  # built once per θ and pool, not per lookup
+            card, judger = self._judge()
             engine = self.problem.engine or DEFAULT_ENGINE
             shapes = [s for s in self.judge_shapes(pool) if tp_only is None or s[0].tp == tp_only]
-            self._tables[key] = latency_table(j, pool, judger.precision, work,
+            self._tables[key] = latency_table(card, pool, judger.precision, work,
                                               lambda shape: self.cost(shape, engine),
                                               shapes=shapes)
         return self._tables[key]
@@ -441,9 +444,8 @@ class Planner:
         j = self.judge_index
         if stage_indices is None and j is not None and j in assignment:
             e = entry_of(assignment[j])
-            judger = p.cascade.judger
-            assert p.judge is not None and judger.kind == "model"
-            judge = StagePlan(model=p.judge.name, precision=judger.precision,
+            card, judger = self._judge()
+            judge = StagePlan(model=card.name, precision=judger.precision,
                               pool=assignment[j].pool, tp=e.tp, pp=e.pp, replicas=e.replicas,
                               max_model_len=self.judge_max_model_len())
         cascade = p.cascade

@@ -46,7 +46,6 @@ from planner_cli.plan import (
     Predicted,
     QualityPromise,
     Sizing,
-    StagePlan,
     TableRow,
     VerifiedCandidate,
 )
@@ -210,6 +209,19 @@ def _nothing_serves(members: list[_Member], root: Planner) -> PlannerError:
                            f"either ({'; '.join(parts)})", error.hint)
 
 
+def _slo_limit(objective: str, slo_p95_s: float | None) -> float:
+    """The end-to-end p95 limit the capacity and cost objectives hold (inf for latency, which
+    needs none)."""
+    if objective == "latency":
+        return math.inf
+    if slo_p95_s is None:
+        raise InputError(f"--objective {objective} "
+                         + ("sizes the cluster" if objective == "cost" else "measures capacity")
+                         + " for a latency SLO, and none is given",
+                         "pass --slo-p95 SECONDS (or set slo.e2e_s in the cascade file)")
+    return slo_p95_s
+
+
 def _reachable(problem: Problem) -> tuple[float, bool]:
     """The most any thresholds promise (at the confidence, when there is one) and whether that
     is exact."""
@@ -264,7 +276,7 @@ def _choose_most_capacity(ok: list[_Member], slo_s: float, window: int | None,
     """The capacity objective: the latency objective's candidates; each member's best and the
     family's best CAPACITY_CANDIDATES (by simulated p95) get a sustained-load capacity search
     within the latency SLO; the highest sustainable rate wins (then the lower p95)."""
-    _, verified = _choose_fastest(ok, None if window is None else window, say)
+    _, verified = _choose_fastest(ok, window, say)
     if not verified:
         return None, verified
     ranked = sorted(verified, key=_score)
@@ -448,11 +460,7 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
         raise InputError(f"{problem.files.trace}: --objective capacity scales the trace's "
                          "arrival rate, and a one-request trace has none",
                          "use a trace with at least two requests")
-    if objective in ("cost", "capacity") and slo_p95_s is None:
-        raise InputError(f"--objective {objective} "
-                         + ("sizes the cluster" if objective == "cost" else "measures capacity")
-                         + " for a latency SLO, and none is given",
-                         "pass --slo-p95 SECONDS (or set slo.e2e_s in the cascade file)")
+    limit = _slo_limit(objective, slo_p95_s)  # before any work
     q_min = problem.quality_target
     reach, exact = _reachable(problem)
     if q_min is not None and q_min > reach + 1e-9:
@@ -471,7 +479,7 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
             "lower --quality-confidence")
     root = Planner(problem, perf, capacity_scale)
     if objective == "capacity":
-        root.capacity_limit_s = slo_p95_s
+        root.capacity_limit_s = limit
     try:
         ref = root.reference_plan()
         root.use_reference(ref, root.deploy(ref))
@@ -484,10 +492,7 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
         if len(idx) == m:
             pl = root
         else:
-            pl = Planner(problem.restrict(idx), perf, capacity_scale, root.reference,
-                         shared=root)
-            pl.reference_stage = root.reference_stage
-            pl.capacity_limit_s = root.capacity_limit_s
+            pl = Planner(problem.restrict(idx), perf, capacity_scale, shared=root)
         mem = _Member(idx, pl)
         say(f"searching {k + 1}/{2 ** m - 1}: {chain(mem.names)}")
         _search_member(mem, q_min)
@@ -498,12 +503,11 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
         raise _nothing_serves(members, root)
     window = SCREEN_REQUESTS if len(problem.trace) > SCREEN_REQUESTS else None
     if objective == "cost":
-        assert slo_p95_s is not None
-        win, verified = _choose_cheapest(ok, slo_p95_s, window, say, slo_ttft_s)
+        win, verified = _choose_cheapest(ok, limit, window, say, slo_ttft_s)
         if win is None:
             raise InfeasibleError(
                 f"sizing: no allocation within the cluster keeps the simulated end-to-end p95 "
-                f"at or below {slo_p95_s:g} s"
+                f"at or below {limit:g} s"
                 + ("" if slo_ttft_s is None else f" and the p95 TTFT within {slo_ttft_s:g} s")
                 + f" at {problem.rate_per_s:.3g} req/s (tried "
                 f"{len(verified)}, the fastest reaching "
@@ -513,8 +517,7 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
                 "add GPUs to the pools (they are upper bounds), relax --slo-p95 or lower "
                 "the rate")
     elif objective == "capacity":
-        assert slo_p95_s is not None
-        win, verified = _choose_most_capacity(ok, slo_p95_s, window, say)
+        win, verified = _choose_most_capacity(ok, limit, window, say)
         if win is None:
             raise members[0].error or root.explain(problem.best.thresholds)
     else:
@@ -532,14 +535,14 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
                 TableRow(**e.to_dict()) for e in pl.table(i, pool, win.point.thresholds)]
     sources = {f"{s.model}@{s.gpu} tp{s.tp}": s.perf_source or ""
                for s in win.sim.figures.stages}
-    assert win.member.search is not None
+    search = win.member.search  # every member with a plan was searched
     per_prompt = pl.problem.per_prompt(win.point.thresholds)
     bound = problem.bound
     interval = None if bound is None else bound.interval(per_prompt)
     cv = None
-    if bound is not None and q_min is not None and win.member.search is not None:
+    if bound is not None and q_min is not None and search is not None:
         cv = cross_validate([(p.latency_s, p.thresholds)
-                             for p in win.member.search.evaluated.values()
+                             for p in search.evaluated.values()
                              if math.isfinite(p.latency_s)],
                             pl.problem.per_prompt, bound, q_min, problem.seed)
     predicted = Predicted(
@@ -553,17 +556,15 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
         z1=problem.z1, z2=problem.z2, quality_target=q_min,
         objective=objective, rate_per_s=problem.rate_per_s,
         family=_family(members, verified, win,
-                       None if objective != "cost" or slo_p95_s is None
-                       else (slo_p95_s, problem.rate_per_s, slo_ttft_s),
-                       slo_p95_s if objective == "capacity" else None),
-        sizing=None if objective != "cost" or slo_p95_s is None
-        else _sizing(win, slo_p95_s, problem, slo_ttft_s),
+                       (limit, problem.rate_per_s, slo_ttft_s) if objective == "cost" else None,
+                       limit if objective == "capacity" else None),
+        sizing=_sizing(win, limit, problem, slo_ttft_s) if objective == "cost" else None,
         milp=_record(win.solution),
         milp_estimate_latency_s=win.point.latency_s, simulated=win.sim.figures,
         capacity=capacity, baselines=base, gains=gains(win.sim.figures, capacity, base),
         pareto_front=[FrontPoint(thresholds=finite(p.thresholds), quality=p.quality,
                                  milp_latency_s=p.latency_s)
-                      for p in win.member.search.front()],
+                      for p in (search.front() if search is not None else [])],
         simulated_front=_simulated_front([v for v in verified if v.member is win.member]),
         latency_tables=tables,
         judged=JudgedInfo(prompts=len(problem.sample), dropped=problem.dropped,
@@ -572,7 +573,7 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
         verified_candidates=[VerifiedCandidate(
             models=v.member.names, thresholds=finite(v.point.thresholds),
             gpus={f"{'judge:' if st is v.plan.judge else ''}{st.model}@{st.pool} "
-                  f"{st.tp}x{st.pp}x{st.replicas}": st.gpus for st in _plan_stages(v.plan)},
+                  f"{st.tp}x{st.pp}x{st.replicas}": st.gpus for st in v.plan.serving},
             quality=v.point.quality, milp_latency_s=v.point.latency_s,
             simulated_e2e_p95_s=v.sim.figures.e2e_latency_s.p95,
             simulated_slo_scale=v.sim.figures.slo_scale, simulated_requests=v.sim.requests)
@@ -633,7 +634,7 @@ def _family(members: list[_Member], verified: list[_Verified], win: _Verified,
             row = row.model_copy(update={
                 "quality": v.point.quality, "thresholds": finite(v.point.thresholds),
                 "gpus": {s.model if s is not v.plan.judge else f"judge:{s.model}": s.gpus
-                         for s in _plan_stages(v.plan)},
+                         for s in v.plan.serving},
                 "milp_latency_s": v.point.latency_s,
                 "simulated_e2e_p95_s": fig.e2e_latency_s.p95,
                 "simulated_slo_scale": fig.slo_scale, "simulated_requests": v.sim.requests,
@@ -682,13 +683,8 @@ def _family(members: list[_Member], verified: list[_Verified], win: _Verified,
                   verdict=_verdict(win, runner, best))
 
 
-def _plan_stages(plan: Plan) -> list[StagePlan]:
-    """The plan's stages and its served judge's replicas, if any: everything taking GPUs."""
-    return list(plan.stages) + ([plan.judge] if plan.judge is not None else [])
-
-
 def _cost_text(v: _Verified) -> str:
-    gpus = sum(s.gpus for s in _plan_stages(v.plan))
+    gpus = sum(s.gpus for s in v.plan.serving)
     price = v.member.planner.price
     usd = f" ({plan_cost(v):,.2f} USD/h)" if price and any(price.values()) else ""
     return f"{gpus} GPUs{usd}"
@@ -709,7 +705,7 @@ def _sizing_verdict(win: _Verified, runner: _Verified | None, slo_s: float,
 def _verdict(win: _Verified, runner: _Verified | None, best: dict[tuple[int, ...], _Verified]
              ) -> str:
     names = win.member.names
-    gpus = sum(s.gpus for s in _plan_stages(win.plan))
+    gpus = sum(s.gpus for s in win.plan.serving)
     p95 = win.sim.figures.e2e_p95_or_inf
     window = "" if win.full is not None and all(v.full is not None for v in best.values()) \
         else f" (on the first {win.screen.requests:,} requests)"
@@ -745,7 +741,7 @@ def _sizing(win: _Verified, slo_s: float, problem: Problem, ttft_s: float | None
     """The sized plan's GPUs per pool and what it costs per hour and per million output
     tokens at the planned rate (where the pools have prices)."""
     per_pool: dict[str, int] = {}
-    for st in _plan_stages(win.plan):
+    for st in win.plan.serving:
         per_pool[st.pool] = per_pool.get(st.pool, 0) + st.gpus
     price = win.member.planner.price
     priced = bool(price) and any(price.values())

@@ -148,12 +148,7 @@ def build_problem(options: Mapping[int, Sequence[Option]], capacity: Mapping[str
         lp += latency >= pulp.lpSum(lat[k] * x[k] for k in x), "C3_latency_e2e"
     elif objective != "p95-max-stage":
         raise PlannerError(f"objective {objective!r} is not known", "use p95-max-stage or e2e")
-    for g in sorted(capacity):
-        lp += (pulp.lpSum(k[2] * x[k] for k in x if k[1] == g) <= capacity[g],
-               f"C2_capacity_{g}")
-    if budget is not None and price is not None:
-        lp += (pulp.lpSum(price.get(k[1], 0.0) * k[2] * x[k] for k in x) <= budget,
-               "C4_budget")
+    _pool_constraints(lp, x, capacity, price, budget)
     _exclude(lp, x, exclude)
     used = pulp.lpSum(k[2] * x[k] for k in x)
     return Problem(lp=lp, x=x, latency=latency, options={i: list(o) for i, o in
@@ -184,18 +179,25 @@ def build_cost_problem(options: Mapping[int, Sequence[Option]], capacity: Mappin
     lp += cost
     for i in sorted(options):
         lp += pulp.lpSum(x[k] for k in x if k[0] == i) == 1, f"C1_assign_{i}"
-    for g in sorted(capacity):
-        lp += (pulp.lpSum(k[2] * x[k] for k in x if k[1] == g) <= capacity[g],
-               f"C2_capacity_{g}")
-    if budget is not None and price is not None:
-        lp += (pulp.lpSum(price.get(k[1], 0.0) * k[2] * x[k] for k in x) <= budget,
-               "C4_budget")
+    _pool_constraints(lp, x, capacity, price, budget)
     if below is not None:
         lp += cost <= below - COST_STEP, "C8_cheaper"
     _exclude(lp, x, exclude)
     return Problem(lp=lp, x=x, latency=latency, options={i: list(o) for i, o in
                                                          options.items()},
                    objective="cost", gpus_used=pulp.lpSum(k[2] * x[k] for k in x))
+
+
+def _pool_constraints(lp: pulp.LpProblem, x: Mapping[tuple[int, str, int], pulp.LpVariable],
+                      capacity: Mapping[str, int], price: Mapping[str, float] | None,
+                      budget: float | None) -> None:
+    """Each pool's GPUs (C2) and, with a budget, the cost per hour (C4)."""
+    for g in sorted(capacity):
+        lp += (pulp.lpSum(k[2] * x[k] for k in x if k[1] == g) <= capacity[g],
+               f"C2_capacity_{g}")
+    if budget is not None and price is not None:
+        lp += (pulp.lpSum(price.get(k[1], 0.0) * k[2] * x[k] for k in x) <= budget,
+               "C4_budget")
 
 
 def _exclude(lp: pulp.LpProblem, x: Mapping[tuple[int, str, int], pulp.LpVariable],

@@ -149,8 +149,10 @@ def _capacity(replay: WindowReplay, dep: Deployment, target_scale: float | None,
     head = replay.head(window or replay.arrivals.shape[0])
     if head.arrivals.shape[0] < 2:
         return None
-    return capacity_search(head.simulate, target_scale, dep.plan.cascade.slo.attainment_pct,
-                           start, head.rate_per_s, latency_limit_s=latency_limit_s)
+    # a latency limit, when given, is what the capacity is measured against
+    return capacity_search(head.simulate, None if latency_limit_s is not None else target_scale,
+                           dep.plan.cascade.slo.attainment_pct, start, head.rate_per_s,
+                           latency_limit_s=latency_limit_s)
 
 
 def simulate_deployment(dep: Deployment, trace: Trace, mix: RequestMix,
@@ -265,6 +267,8 @@ def capacity_search(run: Runner, target_scale: float | None, attainment_pct: flo
     `latency_limit_s`, the end-to-end latency at the attainment percentile stays within it):
     doubling from `start` while it holds, then bisection. `at_least` when a run hit the
     request limit (run returned None), so the figure is a lower bound."""
+    if (target_scale is None) == (latency_limit_s is None):
+        raise ValueError("capacity_search holds either an SLO scale or a latency limit")
     limited = False
 
     def meets(x: float) -> bool:
@@ -274,11 +278,10 @@ def capacity_search(run: Runner, target_scale: float | None, attainment_pct: flo
             limited = True
             return False
         res, base = got
-        if latency_limit_s is not None:
+        if target_scale is None:
             e2e = res.e2e[np.isfinite(res.e2e)]
             return (e2e.size == res.e2e.size and e2e.size > 0
                     and float(np.percentile(e2e, attainment_pct)) <= latency_limit_s)
-        assert target_scale is not None
         return slo_scale(res.e2e, base, attainment_pct) <= target_scale
 
     lo, hi = 0.0, start
