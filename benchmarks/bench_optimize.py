@@ -20,6 +20,8 @@ import yaml
 
 from planner_cli import api
 from planner_cli.errors import PlannerError
+from planner_cli.parallel import workers
+from planner_cli.sim.cascade import forget_stages
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACE = ROOT / "tests" / "fixtures" / "azure_conv_2023.csv"
@@ -53,6 +55,7 @@ def four_model_files(folder: Path) -> tuple[Path, Path]:
 
 
 def run(label: str, **kw):
+    forget_stages()  # each case cold, as a fresh command would run it
     t = time.perf_counter()
     try:
         result = api.optimize(**kw)
@@ -77,7 +80,7 @@ def main() -> None:
         folder = Path(tmp)
         common = {"trace": TRACE, "quality": R1 / "judged-synthetic.csv",
                   "cascade": R1 / "cascade.yaml", "quality_target": 85.0}
-        print(f"trace: {TRACE.name} (19,366 requests, 1 hour)")
+        print(f"trace: {TRACE.name} (19,366 requests, 1 hour); {workers()} worker processes")
         for nodes in (2, 4, 8):
             cl = cluster_file(folder, [("h100", "h100-sxm", nodes)])
             wall, result = run(f"3 models, {nodes * 8} H100", cluster=cl, **common)

@@ -128,7 +128,7 @@ def test_near_equal_latencies_tie_break_to_fewer_gpus():
 def _runner(limit: float, max_multiple: float | None = None):
     base = np.ones(100)
 
-    def run(x: float):
+    def run(x: float, slo=None):
         if max_multiple is not None and x > max_multiple:
             return None
         return SimpleNamespace(e2e=base * x / limit), base

@@ -172,8 +172,9 @@ def test_decode_runs_are_the_exact_sum_of_their_iterations():
         steps = sum(cost.time(0, b, k0 + i * b) for i in range(n))
         assert cost.decode_run(b, k0, n) == pytest.approx(steps, rel=1e-9)
         budget = steps * 0.6
-        m = cost.decode_iterations_within(b, k0, budget, n)
+        m, spent = cost.decode_iterations_within(b, k0, budget, n)
         assert cost.decode_run(b, k0, m) <= budget < cost.decode_run(b, k0, m + 1)
+        assert spent == pytest.approx(cost.decode_run(b, k0, m), rel=1e-9)
 
 
 def test_building_a_measured_cost_prints_nothing(capfd):

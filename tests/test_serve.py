@@ -102,6 +102,9 @@ class Recorder:
         self.calls.append((0, b))
         return self.inner.decode_run(b, k0, n)
 
+    def decode_time(self, b, k):
+        return self.inner.decode_time(b, k)
+
     def decode_iterations_within(self, b, k0, budget, cap):
         return self.inner.decode_iterations_within(b, k0, budget, cap)
 

@@ -36,8 +36,12 @@ class ConstantCost:
     def decode_run(self, b, k0, n):
         return self.t * max(n, 0)
 
+    def decode_time(self, b, k):
+        return self.t
+
     def decode_iterations_within(self, b, k0, budget, cap):
-        return max(0, min(cap, math.floor(budget / self.t + 1e-12)))
+        m = max(0, min(cap, math.floor(budget / self.t + 1e-12)))
+        return m, m * self.t
 
 
 @pytest.mark.parametrize("model,tp,precision", [("llama-3.1-8b", 1, "bf16"),
@@ -71,8 +75,10 @@ def test_decode_run_is_the_exact_sum(model, b, k0, n):
     loop = sum(cost.time(0, b, k0 + i * b) for i in range(n))
     assert cost.decode_run(b, k0, n) == pytest.approx(loop, rel=1e-9, abs=1e-15)
     budget = loop * 0.6
-    m = cost.decode_iterations_within(b, k0, budget, n)
+    m, spent = cost.decode_iterations_within(b, k0, budget, n)
     assert cost.decode_run(b, k0, m) <= budget + 1e-12
+    assert spent == pytest.approx(cost.decode_run(b, k0, m), rel=1e-9, abs=1e-15)
+    assert cost.decode_time(b, k0 + n * b) == pytest.approx(cost.time(0, b, k0 + n * b))
     if m < n:
         assert cost.decode_run(b, k0, m + 1) > budget
 

@@ -12,11 +12,14 @@ A gain above 1 means the plan beats the baseline; a gain below 1 is reported as 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 
 from planner_cli.optimize.allocator import Planner, Thresholds
 from planner_cli.optimize.estimate import Workload
 from planner_cli.optimize.milp import Option, Solution
 from planner_cli.optimize.tables import TableEntry, latency_table
+from planner_cli.parallel import run_all
 from planner_cli.plan import (
     Baseline,
     BaselinePlan,
@@ -29,12 +32,14 @@ from planner_cli.sim.figures import Capacity, CascadeFigures
 from planner_cli.sim.run import PlanSimulation
 
 
-def baselines(root: Planner, pl: Planner, theta: Thresholds,
-              plan: tuple[Plan, CascadeFigures, Capacity | None]) -> dict[str, Baseline]:
+def baselines(root: Planner, pl: Planner, theta: Thresholds, plan: Plan,
+              figures: CascadeFigures, capacity: Callable[[], Capacity | None]
+              ) -> tuple[dict[str, Baseline], Capacity | None]:
     """Every baseline: the single model among the given cascade's (`root`), and the chosen
     family member (`pl`) at its thresholds θ split evenly or with one tensor-parallel size;
-    SLO scales share the planners' reference. `plan`: the chosen plan with its figures, reused
-    where a baseline deploys exactly the same."""
+    SLO scales share the planners' reference. `plan` with its `figures`: the chosen plan,
+    whose `capacity` search runs beside the baselines' simulations (all on every core) and
+    is returned too; a baseline that deploys exactly the plan reuses its figures."""
     p = root.problem
     full = p.sample.quality.mean(axis=0)
     order = sorted(range(len(p.models)), key=lambda i: p.cards[i].num_hidden_layers
@@ -42,17 +47,32 @@ def baselines(root: Planner, pl: Planner, theta: Thresholds,
     meets = [i for i in order if p.quality_target is None
              or full[i] >= p.quality_target - 1e-9]
     pick = meets[0] if meets else len(p.models) - 1
-    out = {"single-model": single_model(root, pick, plan)}
+    single = single_model_plan(root, pick)
+    same = isinstance(single, Plan) and _shapes_of(single) == _shapes_of(plan)
+    jobs: dict[str, Callable[[], Baseline]] = {}
+    if isinstance(single, Plan) and not same:
+        jobs["single-model"] = partial(simulate_single, root, pick, single)
     if pl.judge_index is not None:
         why = "not computed with a served judge (its GPUs would be split too)"
-        return out | {"even-split": Baseline(error=why),
-                      "uniform-parallelism": Baseline(error=why)}
-    if len(pl.problem.models) == 1:
+        out = {"even-split": Baseline(error=why), "uniform-parallelism": Baseline(error=why)}
+    elif len(pl.problem.models) == 1:
         why = "the plan serves one model: there is no split to compare"
-        return out | {"even-split": Baseline(error=why),
-                      "uniform-parallelism": Baseline(error=why)}
-    return out | {"even-split": even_split(pl, theta),
-                  "uniform-parallelism": uniform_parallelism(pl, theta)}
+        out = {"even-split": Baseline(error=why), "uniform-parallelism": Baseline(error=why)}
+    else:
+        out = {}
+        jobs |= {"even-split": partial(even_split, pl, theta),
+                 "uniform-parallelism": partial(uniform_parallelism, pl, theta)}
+    cap, *done = run_all([capacity, *jobs.values()])
+    out |= dict(zip(jobs, done, strict=True))
+    if isinstance(single, Baseline):
+        out["single-model"] = single
+    elif same:
+        out["single-model"] = Baseline(
+            model=p.names[pick], quality=float(p.sample.quality[:, pick].mean()),
+            plan=BaselinePlan(stages=_shapes_of(single)), simulated=_figures(figures),
+            capacity=cap)
+    order_out = ("single-model", "even-split", "uniform-parallelism")
+    return {k: out[k] for k in order_out}, cap
 
 
 def _shapes_of(plan: Plan) -> list[StageShape]:
@@ -76,11 +96,9 @@ def _run(pl: Planner, plan: Plan, **extra: object) -> Baseline:
                     simulated=_simulated(sim), capacity=sim.capacity, **extra)
 
 
-def single_model(pl: Planner, i: int,
-                 same: tuple[Plan, CascadeFigures, Capacity | None] | None = None) -> Baseline:
-    """Model i alone on all GPUs: the best latency-table entry over the pools, its SLO scale
-    against the planner's reference, as the plan's (`same`: a plan already simulated, whose
-    figures are reused when it deploys exactly this)."""
+def single_model_plan(pl: Planner, i: int) -> Plan | Baseline:
+    """Model i alone on all GPUs: the best latency-table entry over the pools (a Baseline
+    with the reason when there is none)."""
     p = pl.problem
     name = p.names[i]
     best: tuple[str, TableEntry] | None = None
@@ -97,14 +115,17 @@ def single_model(pl: Planner, i: int,
             f"{name} alone cannot keep up with {p.rate_per_s:.3g} req/s on any pool" if fits
             else f"{name} fits no GPU of the cluster"))
     option = Option(best[0], best[1].gpus, best[1].latency_s, best[1])
-    plan = pl.plan_for((), {0: option}, f"baseline-single-{name}", stage_indices=[i])
-    quality = float(p.sample.quality[:, i].mean())
-    if same is not None and _shapes_of(same[0]) == _shapes_of(plan):
-        return Baseline(model=name, quality=quality, plan=BaselinePlan(stages=_shapes_of(plan)),
-                        simulated=_figures(same[1]), capacity=same[2])
+    return pl.plan_for((), {0: option}, f"baseline-single-{name}", stage_indices=[i])
+
+
+def simulate_single(pl: Planner, i: int, plan: Plan) -> Baseline:
+    """The single-model baseline's plan simulated, its SLO scale against the planner's
+    reference, as the plan's."""
+    p = pl.problem
     sim = pl.simulate(plan, mix=p.mix.column(i), capacity=True)
-    return Baseline(model=name, quality=quality, plan=BaselinePlan(stages=_shapes_of(plan)),
-                    simulated=_simulated(sim), capacity=sim.capacity)
+    return Baseline(model=p.names[i], quality=float(p.sample.quality[:, i].mean()),
+                    plan=BaselinePlan(stages=_shapes_of(plan)), simulated=_simulated(sim),
+                    capacity=sim.capacity)
 
 
 def even_split(pl: Planner, theta: Thresholds) -> Baseline:

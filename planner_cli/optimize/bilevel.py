@@ -18,6 +18,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -34,6 +35,7 @@ from planner_cli.optimize.allocator import (
 from planner_cli.optimize.baselines import baselines, gains
 from planner_cli.optimize.milp import InfeasibleError, Option, Solution, unit_cost
 from planner_cli.optimize.search import Point, ThresholdSearch
+from planner_cli.parallel import run_all
 from planner_cli.plan import (
     CrossValidatedShortfall,
     Family,
@@ -259,15 +261,16 @@ def _choose_fastest(ok: list[_Member], window: int | None, say: Progress
             point.thresholds, sol, min(need, ALTERNATIVES_PER_POINT))]
     say(f"simulating the best {len(cands)} candidates"
         + (f" on the first {window:,} requests" if window else ""))
-    verified = [_simulated(mem, point, sol, n, window)
-                for n, (mem, point, sol) in enumerate(cands)]
+    verified = _all_simulated(cands, window)
     if not verified:
         return None, verified
     finalists = sorted(verified, key=_score)[:FINALISTS] if window else verified
     if window:
         say(f"simulating the best {len(finalists)} on the whole trace")
-        for v in finalists:
-            v.full = v.member.planner.simulate(v.plan)
+        fulls = run_all([partial(v.member.planner.simulate, v.plan) for v in finalists],
+                        [_first_stage(v.plan) for v in finalists])
+        for v, full in zip(finalists, fulls, strict=True):
+            v.full = full
     return min(finalists, key=lambda v: _score(v, v.full)), verified
 
 
@@ -285,9 +288,10 @@ def _choose_most_capacity(ok: list[_Member], slo_s: float, window: int | None,
         if v.member.idx not in {c.member.idx for c in chosen}:
             chosen.append(v)
     chosen += [v for v in ranked[:CAPACITY_CANDIDATES] if v not in chosen]
-    for n, v in enumerate(chosen):
-        say(f"capacity of candidate {n + 1}/{len(chosen)} ({chain(v.member.names)})")
-        v.capacity = v.member.planner.plan_capacity(v.plan)
+    say(f"capacity of the best {len(chosen)} candidates")
+    for v, cap in zip(chosen, run_all([partial(v.member.planner.plan_capacity, v.plan)
+                                       for v in chosen]), strict=True):
+        v.capacity = cap
     measured = [v for v in chosen if v.capacity is not None]
     if not measured:
         return None, verified
@@ -300,9 +304,26 @@ def _choose_most_capacity(ok: list[_Member], slo_s: float, window: int | None,
 
 def _simulated(mem: _Member, point: Point, sol: Solution, n: int, window: int | None
                ) -> _Verified:
-    plan = mem.planner.plan_for(point.thresholds, sol.assignment, f"candidate-{n + 1}")
-    sim = mem.planner.simulate(plan, requests=window)
-    return _Verified(mem, point, sol, plan, sim, None if window else sim)
+    return _all_simulated([(mem, point, sol)], window, n)[0]
+
+
+def _all_simulated(cands: list[tuple[_Member, Point, Solution]], window: int | None,
+                   first: int = 0) -> list[_Verified]:
+    """Each candidate's plan simulated (on the first `window` requests), on every core."""
+    plans = [mem.planner.plan_for(point.thresholds, sol.assignment, f"candidate-{first + n + 1}")
+             for n, (mem, point, sol) in enumerate(cands)]
+    sims = run_all([partial(mem.planner.simulate, plan, requests=window)
+                    for (mem, _, _), plan in zip(cands, plans, strict=True)],
+                   [_first_stage(plan) for plan in plans])
+    return [_Verified(mem, point, sol, plan, sim, None if window else sim)
+            for (mem, point, sol), plan, sim in zip(cands, plans, sims, strict=True)]
+
+
+def _first_stage(plan: Plan) -> tuple:
+    """What a plan's first stage deploys: plans alike here share its simulation (every
+    request visits it), so they are simulated in one worker."""
+    s = plan.stages[0]
+    return s.model, s.precision, s.pool, s.tp, s.pp, s.replicas, s.max_model_len
 
 
 def plan_cost(v: _Verified) -> float:
@@ -526,8 +547,10 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
             raise members[0].error or root.explain(problem.best.thresholds)
     pl = win.member.planner
     say("measuring capacity and simulating baselines")
-    capacity = win.capacity if win.capacity is not None else pl.plan_capacity(win.plan)
-    base = baselines(root, pl, win.point.thresholds, (win.plan, win.sim.figures, capacity))
+    known = win.capacity
+    base, capacity = baselines(root, pl, win.point.thresholds, win.plan, win.sim.figures,
+                               (lambda: known) if known is not None
+                               else partial(pl.plan_capacity, win.plan))
     tables = {}
     for i in range(len(pl.problem.models)):
         for pool in problem.pools:

@@ -10,7 +10,9 @@ The simulator checks the plans this estimate ranks.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -36,6 +38,17 @@ class Workload:
     @property
     def mean_output(self) -> float:
         return float(self.outputs.mean()) if self.outputs.size else 0.0
+
+    @cached_property
+    def decode_steps(self) -> np.ndarray:
+        """Decode iterations after each request's first token."""
+        return np.maximum(self.outputs - 1, 0)
+
+    @cached_property
+    def prefill_grid(self) -> np.ndarray:
+        """Prompt lengths at which the prefill time is computed (interpolated between)."""
+        return np.unique(np.geomspace(max(1, self.prompts.min()), max(1, self.prompts.max()),
+                                      PREFILL_GRID_POINTS).astype(int))
 
 
 def steady_iteration_s(cost: CostModel, rate: float, mean_prompt: float, mean_output: float,
@@ -67,8 +80,10 @@ def steady_iteration_s(cost: CostModel, rate: float, mean_prompt: float, mean_ou
 
 def p95_latency(cost: CostModel, workload: Workload, replicas: int, max_num_seqs: int,
                 max_num_batched_tokens: int, kv_capacity_tokens: int,
-                percentile: float = 95.0) -> float:
-    """Estimated percentile latency (s) of the workload spread over `replicas` replicas."""
+                percentile: float = 95.0, memo: dict[int, np.ndarray] | None = None) -> float:
+    """Estimated percentile latency (s) of the workload spread over `replicas` replicas.
+    `memo`: the requests' first-token times by decode batch, kept by a caller that asks for
+    one cost, workload and limits at several replica counts."""
     if workload.prompts.size == 0:
         return 0.0
     rate = workload.rate_per_s / replicas
@@ -78,14 +93,28 @@ def p95_latency(cost: CostModel, workload: Workload, replicas: int, max_num_seqs
         return float("inf")
     t, b = steady
     bi = max(0, int(round(b)))
-    k = bi * (workload.mean_prompt + workload.mean_output / 2.0)
-    grid = np.unique(np.geomspace(max(1, workload.prompts.min()), max(1, workload.prompts.max()),
-                                  PREFILL_GRID_POINTS).astype(int))
-    prefill = np.array([_chunked_prefill(cost, int(pt), bi, k, max_num_batched_tokens)
-                        for pt in grid])
-    first = np.interp(workload.prompts, grid, prefill)
-    latency = first + np.maximum(workload.outputs - 1, 0) * t
-    return float(np.percentile(latency, percentile))
+    first = None if memo is None else memo.get(bi)
+    if first is None:
+        k = bi * (workload.mean_prompt + workload.mean_output / 2.0)
+        grid = workload.prefill_grid
+        prefill = np.array([_chunked_prefill(cost, int(pt), bi, k, max_num_batched_tokens)
+                            for pt in grid])
+        first = np.interp(workload.prompts, grid, prefill)
+        if memo is not None:
+            memo[bi] = first
+    return _percentile(first + workload.decode_steps * t, percentile)
+
+
+def _percentile(a: np.ndarray, q: float) -> float:
+    """np.percentile(a, q) (linear interpolation, the same figure to the bit), by partition."""
+    n = a.shape[0]
+    h = q / 100.0 * (n - 1)
+    lo = math.floor(h)
+    hi = min(lo + 1, n - 1)
+    part = np.partition(a, [lo, hi] if hi != lo else lo)
+    x0, x1 = float(part[lo]), float(part[hi])
+    w, d = h - lo, x1 - x0
+    return x1 - d * (1 - w) if w >= 0.5 else x0 + d * w
 
 
 def _chunked_prefill(cost: CostModel, prompt: int, b: int, k: float, budget: int) -> float:

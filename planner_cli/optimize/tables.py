@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from planner_cli.optimize.candidates import replica_shapes
 from planner_cli.optimize.estimate import Workload, p95_latency
 from planner_cli.perf.memory import DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS
@@ -47,8 +49,10 @@ def latency_table(card: ModelCard, pool: Pool, precision: str, workload: Workloa
     for shape, kv in shapes:
         cost = cost_factory(shape)
         per = shape.gpus
+        memo: dict[int, np.ndarray] = {}
         for dp in range(1, limit // per + 1):
-            lat = p95_latency(cost, workload, dp, max_num_seqs, max_num_batched_tokens, kv)
+            lat = p95_latency(cost, workload, dp, max_num_seqs, max_num_batched_tokens, kv,
+                              memo=memo)
             f = dp * per
             if f not in raw or lat < raw[f].latency_s:
                 raw[f] = TableEntry(f, lat, shape.tp, shape.pp, dp, kv)

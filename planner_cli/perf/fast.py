@@ -32,6 +32,7 @@ class IterationCost:
         c = constants
         card = shape.card
         self.shape, self.constants = shape, constants
+        self.memo_key = ("analytic", shape, constants)  # what determines every figure
         self.peak = shape.gpu.dense_tflops(shape.precision) * 1e12
         self.bw = shape.gpu.hbm_bandwidth_gbps * 1e9
         self.kinds: list[tuple[int, bool]] = []
@@ -147,8 +148,14 @@ class IterationCost:
                                            + self._decode_time(b, k0 + last * b)) / 2.0
         return total
 
-    def decode_iterations_within(self, b: int, k0: float, budget_s: float, cap: int) -> int:
-        """How many whole decode iterations (at most cap) fit in budget_s, in closed form."""
+    def decode_time(self, b: int, k: float) -> float:
+        """Seconds of one decode iteration of batch b holding k tokens."""
+        return self._decode_time(b, k)
+
+    def decode_iterations_within(self, b: int, k0: float, budget_s: float, cap: int
+                                 ) -> tuple[int, float]:
+        """How many whole decode iterations (at most cap) fit in budget_s, in closed form,
+        and the seconds they take."""
         done = 0
         left = budget_s
         for first, last in self._pieces(b, k0, cap):
@@ -171,5 +178,5 @@ class IterationCost:
                 m -= 1
             while m < count and (m + 1) * t0 + slope * (m + 1) * m / 2.0 <= left:
                 m += 1
-            return done + m
-        return done
+            return done + m, budget_s - left + m * t0 + slope * m * (m - 1) / 2.0
+        return done, budget_s - left

@@ -317,11 +317,13 @@ def _interp(xs: tuple[float, ...] | list[float], ys: list[float], x: float) -> f
 
 class MeasuredCost:
     """Iteration time of one replica shape from aiconfigurator-core's measured kernels, with the
-    interface of perf.fast.IterationCost (time, decode_run, decode_iterations_within)."""
+    interface of perf.fast.IterationCost (time, decode_time, decode_run,
+    decode_iterations_within)."""
 
     def __init__(self, shape: ReplicaShape, engine: str) -> None:
         self.shape = shape
         self.host_s = STEP_OVERHEAD_S[engine]  # per iteration, outside the kernels
+        self.memo_key = ("measured", shape, engine)  # what determines every figure
         self.coverage = coverage(shape, engine)
         # a window on every layer that the database's (Llama) tables do not apply themselves
         self.window = (shape.card.sliding_window
@@ -547,8 +549,10 @@ class MeasuredCost:
             return n * t0 + slope * b * n * (n - 1) / 2.0
         return sum(m * t0 + slope * m * (m - 1) / 2.0 for m, t0, slope in self._runs(b, k0, n))
 
-    def decode_iterations_within(self, b: int, k0: float, budget_s: float, cap: int) -> int:
-        """How many whole decode iterations (at most cap) fit in budget_s."""
+    def decode_iterations_within(self, b: int, k0: float, budget_s: float, cap: int
+                                 ) -> tuple[int, float]:
+        """How many whole decode iterations (at most cap) fit in budget_s, and the seconds
+        they take."""
         done, left = 0, budget_s
         for m, t0, slope in self._runs(b, k0, cap):
             whole = m * t0 + slope * m * (m - 1) / 2.0
@@ -562,5 +566,5 @@ class MeasuredCost:
                     lo = mid
                 else:
                     hi = mid
-            return done + lo
-        return done
+            return done + lo, budget_s - left + lo * t0 + slope * lo * (lo - 1) / 2.0
+        return done, budget_s - left

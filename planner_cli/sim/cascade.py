@@ -9,18 +9,22 @@ completions plus the judger's latency.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
 
+from planner_cli.parallel import shared
 from planner_cli.perf.memory import DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS
 from planner_cli.perf.model import CostModel
 from planner_cli.sim.engine import INF, Replica, Req
 
 Balancer = Literal["round-robin", "least-outstanding"]
 BALANCERS: tuple[str, ...] = ("round-robin", "least-outstanding")
+MEMO_REQUESTS = 4_000_000  # stage results remembered, in requests of their traces (~60 B each)
 
 
 @dataclass(frozen=True)
@@ -68,10 +72,82 @@ class CascadeResult:
         return self.finish - self.arrival
 
 
+class _Memo(OrderedDict):
+    """Stage results by what determines them, the least recently used dropped first once
+    they hold more than MEMO_REQUESTS requests."""
+
+    held = 0
+
+    def __setitem__(self, key: tuple, value: StageResult) -> None:
+        if key in self:
+            return
+        super().__setitem__(key, value)
+        self.held += value.visited.shape[0]
+        while self.held > MEMO_REQUESTS and len(self) > 1:
+            _, old = self.popitem(last=False)
+            self.held -= old.visited.shape[0]
+
+
+# The same stage fed the same requests gives the same result: candidates that share a first
+# stage (which every request visits), a baseline equal to the plan, a sizing walk that grows
+# only a later stage. Results are read-only.
+_MEMO: _Memo = shared(_Memo())
+
+
+def forget_stages() -> None:
+    """Drop every remembered stage result (a benchmark measures a cold run this way)."""
+    _MEMO.clear()
+    _MEMO.held = 0
+
+
+def _memo_key(config: StageConfig, rids: np.ndarray, arrivals: np.ndarray,
+              prompts: np.ndarray, outputs: np.ndarray, n_total: int, balancer: str
+              ) -> tuple | None:
+    cost_key = getattr(config.cost, "memo_key", None)
+    if cost_key is None:
+        return None
+    h = hashlib.blake2b(digest_size=20)
+    for a in (rids, arrivals, prompts, outputs):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.data)
+    return replace(config, cost=None), cost_key, n_total, balancer, h.digest()
+
+
+class TooLate(Exception):
+    """A simulation stopped early: more requests already missed their deadlines than the
+    SLO allows, so it fails whatever the rest do."""
+
+
+# (per request of the trace, the time by which it must be answered; how many may miss)
+Late = tuple[np.ndarray, int]
+LATE_CHECK_EVERY = 256  # arrivals between two counts of the requests that missed
+
+
 def simulate_stage(config: StageConfig, rids: np.ndarray, arrivals: np.ndarray,
                    prompts: np.ndarray, outputs: np.ndarray, n_total: int,
-                   balancer: Balancer = "round-robin") -> StageResult:
-    """Replay the given arrivals (sorted by time) through one stage's replicas."""
+                   balancer: Balancer = "round-robin", late: Late | None = None
+                   ) -> StageResult:
+    """Replay the given arrivals (sorted by time) through one stage's replicas (remembered:
+    the same inputs give the same, read-only, result). With `late`, raise TooLate as soon
+    as more of these requests finish after their deadline than it allows."""
+    key = _memo_key(config, rids, arrivals, prompts, outputs, n_total, balancer)
+    if key is not None and key in _MEMO:
+        _MEMO.move_to_end(key)
+        return _MEMO[key]
+    result = _simulate_stage(config, rids, arrivals, prompts, outputs, n_total, balancer,
+                             late)
+    if key is not None:
+        for a in (result.visited, result.arrival, result.first_token, result.finish,
+                  result.scheduled, result.output_tokens, result.preemptions):
+            a.setflags(write=False)
+        _MEMO[key] = result
+    return result
+
+
+def _simulate_stage(config: StageConfig, rids: np.ndarray, arrivals: np.ndarray,
+                    prompts: np.ndarray, outputs: np.ndarray, n_total: int,
+                    balancer: Balancer, late: Late | None = None) -> StageResult:
     replicas = [Replica(config.cost, config.kv_capacity_tokens, config.max_num_batched_tokens,
                         config.max_num_seqs, index=i, prefill_first=config.prefill_first,
                         state_tokens=config.state_tokens)
@@ -79,7 +155,10 @@ def simulate_stage(config: StageConfig, rids: np.ndarray, arrivals: np.ndarray,
     reqs = []
     order = np.argsort(arrivals, kind="stable")
     rr = 0
-    for j in order.tolist():
+    missed = _Missed(late, replicas, config.frontend_s) if late is not None else None
+    for count, j in enumerate(order.tolist()):
+        if missed is not None and count % LATE_CHECK_EVERY == 0:
+            missed.check()
         t = float(arrivals[j])
         r = Req(int(rids[j]), t, int(prompts[j]), int(outputs[j]))
         if balancer == "least-outstanding":
@@ -94,6 +173,8 @@ def simulate_stage(config: StageConfig, rids: np.ndarray, arrivals: np.ndarray,
         reqs.append(r)
     for rep in replicas:
         rep.advance_until(INF)
+    if missed is not None:
+        missed.check()
     visited = np.zeros(n_total, dtype=bool)
     first = np.full(n_total, np.inf)
     finish = np.full(n_total, np.inf)
@@ -121,6 +202,30 @@ def simulate_stage(config: StageConfig, rids: np.ndarray, arrivals: np.ndarray,
         iterations=sum(rep.iterations for rep in replicas))
 
 
+class _Missed:
+    """Counts a stage's requests answered after their deadline, as the replicas finish them."""
+
+    def __init__(self, late: Late, replicas: list[Replica], frontend_s: float) -> None:
+        self.deadline = late[0].tolist()
+        self.allowed = late[1]
+        self.replicas = replicas
+        self.frontend_s = frontend_s
+        self.seen = [0] * len(replicas)
+        self.count = 0
+
+    def check(self) -> None:
+        dl, extra = self.deadline, self.frontend_s
+        for k, rep in enumerate(self.replicas):
+            done = rep.done
+            for r in done[self.seen[k]:]:
+                if r.finish + extra > dl[r.rid]:
+                    self.count += 1
+            self.seen[k] = len(done)
+        # a rejected request is never answered
+        if self.count + sum(len(rep.rejected) for rep in self.replicas) > self.allowed:
+            raise TooLate
+
+
 @dataclass(frozen=True)
 class JudgeModel:
     """A judger served on the cluster: a stage of its own that every non-final answer visits."""
@@ -134,18 +239,22 @@ def simulate_cascade(stages: Sequence[StageConfig], arrivals_s: np.ndarray,
                      prompts: np.ndarray, outputs_by_stage: Sequence[np.ndarray],
                      answered_by: np.ndarray, judge_latency_s: float | Sequence[np.ndarray] = 0.0,
                      balancer: Balancer = "round-robin",
-                     judge_model: JudgeModel | None = None) -> CascadeResult:
+                     judge_model: JudgeModel | None = None,
+                     late: Late | None = None) -> CascadeResult:
     """Replay a trace through the cascade; `answered_by[r]` is the stage whose answer passes
     the judge (the routing function of the thresholds), `outputs_by_stage[i][r]` the tokens
     stage i generates for request r. The judger is an external call (a fixed latency, or per
-    boundary i an array of per-request latencies) or a served model (`judge_model`)."""
+    boundary i an array of per-request latencies) or a served model (`judge_model`).
+    `late` (each request's deadline, how many may miss it): raise TooLate as soon as more
+    are certain to miss (only with an external judger)."""
     n = arrivals_s.shape[0]
     m = len(stages)
     if judge_model is None:
         delays = ([np.full(n, float(judge_latency_s))] * max(m - 1, 0)
                   if isinstance(judge_latency_s, int | float) else list(judge_latency_s))
         results, finish, _ = _pass(stages, arrivals_s, prompts, outputs_by_stage, answered_by,
-                                   balancer, lambda i, rids, done: done + delays[i][rids])
+                                   balancer, lambda i, rids, done: done + delays[i][rids],
+                                   late)
         return CascadeResult(arrival=arrivals_s.astype(np.float64), finish=finish,
                              answered_by=answered_by, stages=results,
                              judge_latency_s=float(np.mean(delays[0])) if delays else 0.0)
@@ -190,18 +299,26 @@ def simulate_cascade(stages: Sequence[StageConfig], arrivals_s: np.ndarray,
 
 def _pass(stages: Sequence[StageConfig], arrivals_s: np.ndarray, prompts: np.ndarray,
           outputs_by_stage: Sequence[np.ndarray], answered_by: np.ndarray, balancer: Balancer,
-          after_judge) -> tuple[list[StageResult], np.ndarray, np.ndarray]:
+          after_judge, late: Late | None = None
+          ) -> tuple[list[StageResult], np.ndarray, np.ndarray]:
     """One pass through the stages; after_judge(i, rids, finish) gives when the verdict on
-    stage i's answers is known."""
+    stage i's answers is known. With `late`, TooLate as soon as more requests are certain to
+    miss their deadlines than it allows: those answered late by earlier stages, and those a
+    stage finishes late (a later answer is later still)."""
     n = arrivals_s.shape[0]
     m = len(stages)
     ready = arrivals_s.astype(np.float64).copy()  # when each request reaches the next stage
     finish = np.full(n, np.inf)
     results = []
+    missed = 0  # answered after their deadline by the stages so far
     for i, config in enumerate(stages):
         rids = np.flatnonzero(answered_by >= i)
         res = simulate_stage(config, rids, ready[rids], prompts[rids],
-                             outputs_by_stage[i][rids], n, balancer)
+                             outputs_by_stage[i][rids], n, balancer,
+                             None if late is None else (late[0], late[1] - missed))
+        if late is not None and missed + int(
+                np.count_nonzero(res.finish[rids] > late[0][rids])) > late[1]:
+            raise TooLate  # (a remembered result is counted here; rejected ones never finish)
         results.append(res)
         done = res.finish[rids]
         if i < m - 1:
@@ -210,6 +327,8 @@ def _pass(stages: Sequence[StageConfig], arrivals_s: np.ndarray, prompts: np.nda
             ready[rids] = after_judge(i, rids, done)
             answered = rids[answered_by[rids] == i]
             finish[answered] = ready[answered]
+            if late is not None:
+                missed += int(np.count_nonzero(finish[answered] > late[0][answered]))
         else:
             finish[rids] = done
     return results, finish, ready

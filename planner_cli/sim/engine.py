@@ -192,13 +192,15 @@ class Replica:
             heapq.heappop(self.heap)  # drop stale entries so the top is a live request
         n = min(self.heap[0][0] - self.tick, n_kv)
         cost = self.cost
+        ctx = self.dec_ctx
         budget = t - self.clock
-        # iterations that start before t: the last one starts after n-1 iterations
-        if n > 1 and cost.decode_run(b, self.dec_ctx, n - 1) >= budget:
-            n = 1 + cost.decode_iterations_within(b, self.dec_ctx, budget, n - 1)
-            if cost.decode_run(b, self.dec_ctx, n - 1) >= budget and n > 1:
-                n -= 1
-        dt = cost.decode_run(b, self.dec_ctx, n)
+        dt = cost.decode_run(b, ctx, n)
+        # only iterations that start before t run: the last starts after n-1 iterations
+        if n > 1 and dt >= budget and dt - cost.decode_time(b, ctx + (n - 1) * b) >= budget:
+            n, dt = cost.decode_iterations_within(b, ctx, budget, n - 1)
+            if dt < budget:  # one more starts before t
+                dt += cost.decode_time(b, ctx + n * b)
+                n += 1
         self.kv_token_seconds += dt * (self.used + b * (n + 1) / 2.0)
         self.tick += n
         self.dec_ctx += n * b

@@ -23,7 +23,9 @@ from planner_cli.sim.cascade import (
     Balancer,
     CascadeResult,
     JudgeModel,
+    Late,
     StageConfig,
+    TooLate,
     simulate_cascade,
 )
 from planner_cli.sim.figures import Capacity, CascadeFigures, StageFigures
@@ -239,9 +241,11 @@ class WindowReplay:
     def rate_per_s(self) -> float:
         return float(self.arrivals.shape[0]) / self.span_s
 
-    def simulate(self, multiple: float) -> tuple[CascadeResult, np.ndarray] | None:
+    def simulate(self, multiple: float, slo: SloCheck | None = None
+                 ) -> tuple[CascadeResult, np.ndarray] | None:
         """The window tiled until the scaled arrivals span CAPACITY_SUSTAIN_S seconds (None
-        past CAPACITY_MAX_REQUESTS)."""
+        past CAPACITY_MAX_REQUESTS). With `slo`, TooLate as soon as the run certainly
+        misses it."""
         span = self.span_s
         tiles = max(1, math.ceil(CAPACITY_SUSTAIN_S * multiple / span))
         if tiles * self.arrivals.shape[0] > CAPACITY_MAX_REQUESTS:
@@ -249,14 +253,46 @@ class WindowReplay:
         arr = np.concatenate([self.arrivals + k * span for k in range(tiles)]) / multiple
         delays = ([np.tile(d, tiles) for d in self.delays] if isinstance(self.delays, list)
                   else self.delays)
+        base = np.tile(self.base, tiles)
         res = simulate_cascade(self.configs, arr, np.tile(self.prompts, tiles),
                                [np.tile(o, tiles) for o in self.outputs],
                                np.tile(self.answered, tiles), delays,
-                               cast(Balancer, self.balancer), self.judge)
-        return res, np.tile(self.base, tiles)
+                               cast(Balancer, self.balancer), self.judge,
+                               None if slo is None else slo.late(arr, base))
+        return res, base
 
 
-Runner = Callable[[float], "tuple[CascadeResult, np.ndarray] | None"]
+@dataclass(frozen=True)
+class SloCheck:
+    """What a capacity search holds a run to: the end-to-end latency at the attainment
+    percentile within `latency_limit_s`, or the SLO scale within `target_scale`."""
+
+    target_scale: float | None
+    latency_limit_s: float | None
+    attainment_pct: float
+
+    def meets(self, e2e: np.ndarray, base: np.ndarray) -> bool:
+        if self.latency_limit_s is not None:
+            done = e2e[np.isfinite(e2e)]
+            return (done.size == e2e.size and done.size > 0
+                    and float(np.percentile(done, self.attainment_pct)) <= self.latency_limit_s)
+        return slo_scale(e2e, base, self.attainment_pct) <= cast(float, self.target_scale)
+
+    def late(self, arrivals: np.ndarray, base: np.ndarray) -> Late:
+        """Each request's deadline and how many may miss it before `meets` must fail (a
+        deadline a hair late, so a request counted late is late for `meets` too)."""
+        n = arrivals.shape[0]
+        if self.latency_limit_s is not None:
+            # past n - floor(h) late ones, the order statistic at h = p(n-1) is late
+            allowed = n - math.floor(self.attainment_pct / 100.0 * (n - 1)) - 1
+            within = np.full(n, self.latency_limit_s)
+        else:
+            allowed = n - max(1, math.ceil(self.attainment_pct / 100.0 * n - 1e-9))
+            within = cast(float, self.target_scale) * base
+        return arrivals + within * (1 + 1e-9) + 1e-12, allowed
+
+
+Runner = Callable[[float, SloCheck], "tuple[CascadeResult, np.ndarray] | None"]
 
 
 def capacity_search(run: Runner, target_scale: float | None, attainment_pct: float,
@@ -270,19 +306,19 @@ def capacity_search(run: Runner, target_scale: float | None, attainment_pct: flo
     if (target_scale is None) == (latency_limit_s is None):
         raise ValueError("capacity_search holds either an SLO scale or a latency limit")
     limited = False
+    slo = SloCheck(target_scale, latency_limit_s, attainment_pct)
 
     def meets(x: float) -> bool:
         nonlocal limited
-        got = run(x)
+        try:
+            got = run(x, slo)
+        except TooLate:  # stopped as soon as it could not hold
+            return False
         if got is None:
             limited = True
             return False
         res, base = got
-        if target_scale is None:
-            e2e = res.e2e[np.isfinite(res.e2e)]
-            return (e2e.size == res.e2e.size and e2e.size > 0
-                    and float(np.percentile(e2e, attainment_pct)) <= latency_limit_s)
-        return slo_scale(res.e2e, base, attainment_pct) <= target_scale
+        return slo.meets(res.e2e, base)
 
     lo, hi = 0.0, start
     if meets(hi):
