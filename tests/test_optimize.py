@@ -215,3 +215,37 @@ def test_a_plan_written_before_the_family_still_loads_and_simulates(bundled, cli
     assert cli("simulate", "--plan", old, "--json").exit_code == 0
     assert cli("export", "--plan", old, "--format", "bench", "--out",
                tmp_path / "deploy").exit_code == 0
+
+
+@pytest.mark.slow
+def test_the_plan_does_not_depend_on_workers_or_on_guessing_the_winner(short_trace,
+                                                                       monkeypatch):
+    from planner_cli.optimize import bilevel
+    from planner_cli.parallel import WORKERS_ENV
+    from planner_cli.sim.cascade import forget_stages
+
+    # screen on the first 300 of the 800 requests, so the finalists and the baselines run
+    # together (the best screened finalist's baselines are computed beside them)
+    monkeypatch.setattr(bilevel, "SCREEN_REQUESTS", 300)
+
+    def plan_json(workers: str) -> str:
+        monkeypatch.setenv(WORKERS_ENV, workers)
+        forget_stages()
+        return api.optimize(trace=short_trace).plan.model_dump_json()
+
+    serial, spread = plan_json("1"), plan_json("2")
+    assert serial == spread
+    assert '"simulated_requests":300' in serial.replace(" ", "")  # it did screen
+    # a guess that misses: the baselines are computed for the real winner afterwards
+    real = bilevel._choose_fastest
+    missed = []
+
+    def miss(*args, **kwargs):
+        win, verified, ahead = real(*args, **kwargs)
+        if ahead is not None:
+            ahead.candidate = None
+            missed.append(True)
+        return win, verified, ahead
+
+    monkeypatch.setattr(bilevel, "_choose_fastest", miss)
+    assert plan_json("2") == serial and missed

@@ -486,10 +486,11 @@ class Planner:
     def deploy(self, plan: Plan) -> Deployment:
         return resolve_deployment(plan, self.problem.catalog, plan.name, self.perf)
 
-    def plan_capacity(self, plan: Plan) -> Capacity | None:
+    def plan_capacity(self, plan: Plan, mix: RequestMix | None = None) -> Capacity | None:
         """The plan's throughput capacity alone (no replay of the whole trace): at the
-        planner's SLO scale, or within its capacity_limit_s."""
-        return deployment_capacity(self.deploy(plan), self.problem.trace, self.problem.mix,
+        planner's SLO scale, or within its capacity_limit_s (`mix`: as for simulate)."""
+        return deployment_capacity(self.deploy(plan), self.problem.trace,
+                                   mix or self.problem.mix,
                                    self.capacity_scale, CAPACITY_WINDOW, self.reference,
                                    self.capacity_limit_s)
 

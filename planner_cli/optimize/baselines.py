@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import partial
+from typing import cast
 
 from planner_cli.optimize.allocator import Planner, Thresholds
 from planner_cli.optimize.estimate import Workload
@@ -30,49 +31,89 @@ from planner_cli.plan import (
 )
 from planner_cli.sim.figures import Capacity, CascadeFigures
 from planner_cli.sim.run import PlanSimulation
+from planner_cli.workload.mix import RequestMix
+
+# a baseline to simulate: (its planner, its plan, its request mix (None: the planner's), what
+# it reports besides its figures), or a Baseline that says why there is none
+Built = tuple[Planner, Plan, RequestMix | None, dict] | Baseline
 
 
 def baselines(root: Planner, pl: Planner, theta: Thresholds, plan: Plan,
               figures: CascadeFigures, capacity: Callable[[], Capacity | None]
               ) -> tuple[dict[str, Baseline], Capacity | None]:
-    """Every baseline: the single model among the given cascade's (`root`), and the chosen
-    family member (`pl`) at its thresholds θ split evenly or with one tensor-parallel size;
-    SLO scales share the planners' reference. `plan` with its `figures`: the chosen plan,
-    whose `capacity` search runs beside the baselines' simulations (all on every core) and
-    is returned too; a baseline that deploys exactly the plan reuses its figures."""
-    p = root.problem
-    full = p.sample.quality.mean(axis=0)
-    order = sorted(range(len(p.models)), key=lambda i: p.cards[i].num_hidden_layers
-                   * p.cards[i].hidden_size)
-    meets = [i for i in order if p.quality_target is None
-             or full[i] >= p.quality_target - 1e-9]
-    pick = meets[0] if meets else len(p.models) - 1
-    single = single_model_plan(root, pick)
-    same = isinstance(single, Plan) and _shapes_of(single) == _shapes_of(plan)
-    jobs: dict[str, Callable[[], Baseline]] = {}
-    if isinstance(single, Plan) and not same:
-        jobs["single-model"] = partial(simulate_single, root, pick, single)
-    if pl.judge_index is not None:
-        why = "not computed with a served judge (its GPUs would be split too)"
-        out = {"even-split": Baseline(error=why), "uniform-parallelism": Baseline(error=why)}
-    elif len(pl.problem.models) == 1:
-        why = "the plan serves one model: there is no split to compare"
-        out = {"even-split": Baseline(error=why), "uniform-parallelism": Baseline(error=why)}
-    else:
-        out = {}
-        jobs |= {"even-split": partial(even_split, pl, theta),
-                 "uniform-parallelism": partial(uniform_parallelism, pl, theta)}
-    cap, *done = run_all([capacity, *jobs.values()])
-    out |= dict(zip(jobs, done, strict=True))
-    if isinstance(single, Baseline):
-        out["single-model"] = single
-    elif same:
-        out["single-model"] = Baseline(
-            model=p.names[pick], quality=float(p.sample.quality[:, pick].mean()),
-            plan=BaselinePlan(stages=_shapes_of(single)), simulated=_figures(figures),
-            capacity=cap)
-    order_out = ("single-model", "even-split", "uniform-parallelism")
-    return {k: out[k] for k in order_out}, cap
+    """Every baseline (see BaselineRuns), simulated on every core beside the chosen plan's
+    `capacity` search, which is returned too."""
+    runs = BaselineRuns(root, pl, theta, plan, capacity)
+    return runs.finish(run_all(runs.tasks), figures)
+
+
+class BaselineRuns:
+    """The baselines of a chosen plan, ready to simulate: the single model among the given
+    cascade's (`root`), and the chosen family member (`pl`) at its thresholds θ split evenly
+    or with one tensor-parallel size; SLO scales share the planners' reference. `tasks` are
+    the chosen plan's `capacity` search and each baseline's simulation and capacity search
+    (a baseline that deploys exactly the plan reuses the plan's); `finish` makes the
+    baselines of their results."""
+
+    def __init__(self, root: Planner, pl: Planner, theta: Thresholds, plan: Plan,
+                 capacity: Callable[[], Capacity | None]) -> None:
+        p = root.problem
+        full = p.sample.quality.mean(axis=0)
+        order = sorted(range(len(p.models)), key=lambda i: p.cards[i].num_hidden_layers
+                       * p.cards[i].hidden_size)
+        meets = [i for i in order if p.quality_target is None
+                 or full[i] >= p.quality_target - 1e-9]
+        pick = meets[0] if meets else len(p.models) - 1
+        built: dict[str, Built] = {"single-model": _single(root, pick)}
+        if pl.judge_index is not None:
+            why = "not computed with a served judge (its GPUs would be split too)"
+            built |= {"even-split": Baseline(error=why),
+                      "uniform-parallelism": Baseline(error=why)}
+        elif len(pl.problem.models) == 1:
+            why = "the plan serves one model: there is no split to compare"
+            built |= {"even-split": Baseline(error=why),
+                      "uniform-parallelism": Baseline(error=why)}
+        else:
+            built |= {"even-split": even_split(pl, theta),
+                      "uniform-parallelism": uniform_parallelism(pl, theta)}
+        self.built = built
+        # what is simulated: each baseline's plan, unless it deploys exactly the chosen plan
+        self.runs = [name for name, b in built.items()
+                     if not isinstance(b, Baseline) and not _same(b[1], plan, theta)]
+        self.tasks: list[Callable[[], object]] = [capacity]
+        for name in self.runs:
+            b_pl, b_plan, mix, _ = cast(tuple, built[name])
+            self.tasks += [partial(b_pl.simulate, b_plan, mix=mix),
+                           partial(b_pl.plan_capacity, b_plan, mix=mix)]
+
+    def finish(self, results: list, figures: CascadeFigures
+               ) -> tuple[dict[str, Baseline], Capacity | None]:
+        """The baselines and the chosen plan's capacity from the tasks' results (`figures`:
+        the chosen plan's, for a baseline that deploys it)."""
+        cap, *done = results
+        got = dict(zip(self.runs, zip(done[::2], done[1::2], strict=True), strict=True))
+        out: dict[str, Baseline] = {}
+        for name, b in self.built.items():
+            if isinstance(b, Baseline):
+                out[name] = b
+                continue
+            _, b_plan, _, extra = b
+            if name in got:
+                sim, b_cap = got[name]
+                simulated = _simulated(cast(PlanSimulation, sim))
+            else:
+                simulated, b_cap = _figures(figures), cap
+            out[name] = Baseline(plan=BaselinePlan(thresholds=list(b_plan.thresholds) or None,
+                                                   stages=_shapes_of(b_plan)),
+                                 simulated=simulated, capacity=cast("Capacity | None", b_cap),
+                                 **extra)
+        return out, cast("Capacity | None", cap)
+
+
+def _same(a: Plan, b: Plan, theta: Thresholds) -> bool:
+    """Whether a baseline deploys exactly the chosen plan (at its thresholds θ)."""
+    return _shapes_of(a) == _shapes_of(b) and (not a.thresholds
+                                               or list(a.thresholds) == list(b.thresholds))
 
 
 def _shapes_of(plan: Plan) -> list[StageShape]:
@@ -90,10 +131,15 @@ def _figures(f: CascadeFigures) -> BaselineSimulated:
                              attainment_curve=f.attainment_curve)
 
 
-def _run(pl: Planner, plan: Plan, **extra: object) -> Baseline:
-    sim = pl.simulate(plan, capacity=True)
-    return Baseline(plan=BaselinePlan(thresholds=plan.thresholds, stages=_shapes_of(plan)),
-                    simulated=_simulated(sim), capacity=sim.capacity, **extra)
+def _single(pl: Planner, i: int) -> Built:
+    """The single-model baseline's plan, with its mix (model i's output lengths) and the
+    figures it reports besides the simulated ones."""
+    got = single_model_plan(pl, i)
+    if isinstance(got, Baseline):
+        return got
+    p = pl.problem
+    return pl, got, p.mix.column(i), {"model": p.names[i],
+                                      "quality": float(p.sample.quality[:, i].mean())}
 
 
 def single_model_plan(pl: Planner, i: int) -> Plan | Baseline:
@@ -118,17 +164,7 @@ def single_model_plan(pl: Planner, i: int) -> Plan | Baseline:
     return pl.plan_for((), {0: option}, f"baseline-single-{name}", stage_indices=[i])
 
 
-def simulate_single(pl: Planner, i: int, plan: Plan) -> Baseline:
-    """The single-model baseline's plan simulated, its SLO scale against the planner's
-    reference, as the plan's."""
-    p = pl.problem
-    sim = pl.simulate(plan, mix=p.mix.column(i), capacity=True)
-    return Baseline(model=p.names[i], quality=float(p.sample.quality[:, i].mean()),
-                    plan=BaselinePlan(stages=_shapes_of(plan)), simulated=_simulated(sim),
-                    capacity=sim.capacity)
-
-
-def even_split(pl: Planner, theta: Thresholds) -> Baseline:
+def even_split(pl: Planner, theta: Thresholds) -> Built:
     """Each pool's GPUs split evenly across the models; per model the best pool's share."""
     p = pl.problem
     m = len(p.models)
@@ -153,10 +189,12 @@ def even_split(pl: Planner, theta: Thresholds) -> Baseline:
         if best is None:
             return Baseline(error=f"{p.names[i]} fits no even share of a pool")
         chosen[i] = Option(best[0], best[1].gpus, best[1].latency_s, best[1])
-    return _run(pl, pl.plan_for(theta, chosen, "baseline-even-split"))
+    return pl, pl.plan_for(theta, chosen, "baseline-even-split"), None, {}
 
 
-def uniform_parallelism(pl: Planner, theta: Thresholds) -> Baseline:
+def uniform_parallelism(pl: Planner, theta: Thresholds) -> Built:
+    """One tensor-parallel size for every model: the best (by the MILP) of those every model
+    fits with."""
     p = pl.problem
     m = len(p.models)
     tps = sorted({s.tp for i in range(m) for pool in p.pools for s, _ in pl.shapes(i, pool)})
@@ -170,7 +208,7 @@ def uniform_parallelism(pl: Planner, theta: Thresholds) -> Baseline:
     if not ok:
         return Baseline(error="no tensor-parallel size serves every model within the cluster")
     _, tp, sol = min(ok, key=lambda x: (x[0], x[1]))
-    return _run(pl, pl.plan_for(theta, sol.assignment, f"baseline-uniform-tp{tp}"), tp=tp)
+    return pl, pl.plan_for(theta, sol.assignment, f"baseline-uniform-tp{tp}"), None, {"tp": tp}
 
 
 def gains(figures: CascadeFigures, capacity: Capacity | None, base: dict[str, Baseline]

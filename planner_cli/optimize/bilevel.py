@@ -32,7 +32,7 @@ from planner_cli.optimize.allocator import (
     Planner,
     finite,
 )
-from planner_cli.optimize.baselines import baselines, gains
+from planner_cli.optimize.baselines import BaselineRuns, baselines, gains
 from planner_cli.optimize.milp import InfeasibleError, Option, Solution, unit_cost
 from planner_cli.optimize.search import Point, ThresholdSearch
 from planner_cli.parallel import run_all
@@ -243,10 +243,13 @@ def _to_verify(members: list[_Member]) -> list[tuple[_Member, Point]]:
     return picked + rest[:max(0, VERIFY_MIN - len(picked))]
 
 
-def _choose_fastest(ok: list[_Member], window: int | None, say: Progress
-                    ) -> tuple[_Verified | None, list[_Verified]]:
+def _choose_fastest(ok: list[_Member], window: int | None, say: Progress,
+                    then: Callable[[_Verified], BaselineRuns] | None = None
+                    ) -> tuple[_Verified | None, list[_Verified], _Ahead | None]:
     """The latency objective: at least VERIFY_MIN candidates simulated (on the window when
-    the trace is longer), the best FINALISTS on the whole trace; the lowest p95 wins."""
+    the trace is longer), the best FINALISTS on the whole trace; the lowest p95 wins.
+    `then(v)`: the work that follows for a winner v; run for the best screened finalist
+    beside the finalists' runs (it usually wins), and returned with their results."""
     cands: list[tuple[_Member, Point, Solution]] = []
     for mem, point in _to_verify(ok):
         _, sol = mem.planner.allocate(point.thresholds, full=True)
@@ -263,15 +266,30 @@ def _choose_fastest(ok: list[_Member], window: int | None, say: Progress
         + (f" on the first {window:,} requests" if window else ""))
     verified = _all_simulated(cands, window)
     if not verified:
-        return None, verified
+        return None, verified, None
     finalists = sorted(verified, key=_score)[:FINALISTS] if window else verified
+    ahead = None
     if window:
         say(f"simulating the best {len(finalists)} on the whole trace")
-        fulls = run_all([partial(v.member.planner.simulate, v.plan) for v in finalists],
-                        [_first_stage(v.plan) for v in finalists])
-        for v, full in zip(finalists, fulls, strict=True):
+        runs = None if then is None else then(finalists[0])
+        extra = [] if runs is None else runs.tasks
+        got = run_all([partial(v.member.planner.simulate, v.plan) for v in finalists] + extra,
+                      [_first_stage(v.plan) for v in finalists]
+                      + [("ahead", k) for k in range(len(extra))])
+        for v, full in zip(finalists, got[:len(finalists)], strict=True):
             v.full = full
-    return min(finalists, key=lambda v: _score(v, v.full)), verified
+        if runs is not None:
+            ahead = _Ahead(finalists[0], runs, got[len(finalists):])
+    return min(finalists, key=lambda v: _score(v, v.full)), verified, ahead
+
+
+@dataclass
+class _Ahead:
+    """Work done ahead for the candidate expected to win: its baselines' results."""
+
+    candidate: _Verified
+    runs: BaselineRuns
+    results: list
 
 
 def _choose_most_capacity(ok: list[_Member], slo_s: float, window: int | None,
@@ -279,7 +297,7 @@ def _choose_most_capacity(ok: list[_Member], slo_s: float, window: int | None,
     """The capacity objective: the latency objective's candidates; each member's best and the
     family's best CAPACITY_CANDIDATES (by simulated p95) get a sustained-load capacity search
     within the latency SLO; the highest sustainable rate wins (then the lower p95)."""
-    _, verified = _choose_fastest(ok, window, say)
+    _, verified, _ = _choose_fastest(ok, window, say)
     if not verified:
         return None, verified
     ranked = sorted(verified, key=_score)
@@ -523,6 +541,7 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
     if not ok:
         raise _nothing_serves(members, root)
     window = SCREEN_REQUESTS if len(problem.trace) > SCREEN_REQUESTS else None
+    ahead: _Ahead | None = None
     if objective == "cost":
         win, verified = _choose_cheapest(ok, limit, window, say, slo_ttft_s)
         if win is None:
@@ -542,15 +561,21 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
         if win is None:
             raise members[0].error or root.explain(problem.best.thresholds)
     else:
-        win, verified = _choose_fastest(ok, window, say)
+        win, verified, ahead = _choose_fastest(
+            ok, window, say, lambda v: BaselineRuns(
+                root, v.member.planner, v.point.thresholds, v.plan,
+                partial(v.member.planner.plan_capacity, v.plan)))
         if win is None:
             raise members[0].error or root.explain(problem.best.thresholds)
     pl = win.member.planner
-    say("measuring capacity and simulating baselines")
-    known = win.capacity
-    base, capacity = baselines(root, pl, win.point.thresholds, win.plan, win.sim.figures,
-                               (lambda: known) if known is not None
-                               else partial(pl.plan_capacity, win.plan))
+    if ahead is not None and ahead.candidate is win:
+        base, capacity = ahead.runs.finish(ahead.results, win.sim.figures)
+    else:
+        say("measuring capacity and simulating baselines")
+        known = win.capacity
+        base, capacity = baselines(root, pl, win.point.thresholds, win.plan, win.sim.figures,
+                                   (lambda: known) if known is not None
+                                   else partial(pl.plan_capacity, win.plan))
     tables = {}
     for i in range(len(pl.problem.models)):
         for pool in problem.pools:

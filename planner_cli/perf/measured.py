@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -343,6 +344,7 @@ class MeasuredCost:
                 reasons.append(str(why))
                 self._decode.clear()
                 self._grid.clear()
+                self.__dict__.pop("_attn_curve", None)  # built from this variant's tables
                 continue
             self.source = self.coverage.label + note + (
                 f" (its {self.window}-token sliding window applied to Llama-shaped tables)"
@@ -420,12 +422,17 @@ class MeasuredCost:
             # past the window each token attends to `window` keys: the slope of A there
             w = self.window
             return self._attention(w) + (length - w) * 2.0 * self._attention(w) / w
-        grid = ATTENTION_GRID[:len(self._attn)]
         if length <= SHORT_PROMPT:
             return 0.0
-        if length >= grid[-1]:
-            return self._attn[-1] * (length / grid[-1]) ** 2
-        return _interp((SHORT_PROMPT, *grid), [0.0, *self._attn], length)
+        xs, ys = self._attn_curve
+        if length >= xs[-1]:
+            return ys[-1] * (length / xs[-1]) ** 2
+        return _interp(xs, ys, length)
+
+    @functools.cached_property
+    def _attn_curve(self) -> tuple[tuple[int, ...], list[float]]:
+        """(lengths, seconds) of one prompt's attention: zero at SHORT_PROMPT, then _attn."""
+        return (SHORT_PROMPT, *ATTENTION_GRID[:len(self._attn)]), [0.0, *self._attn]
 
     def shared(self, n: float) -> float:
         return max(_interp(SHARED_GRID, self._shared, n), 0.0)
@@ -493,8 +500,10 @@ class MeasuredCost:
         if p <= 0:
             return self.decode_time(b, k) if b > 0 else 0.0
         seqs = max(1, min(prefill_seqs, p))
-        t = (self.host_s + self.shared(p + b) + self._attn_fixed
-             + seqs * self.context(p / seqs, prefill_context))
+        # no cached prefix: A(chunk) - A(0) is A(chunk), A(0) being 0
+        attn = (self._attention(p / seqs) if prefill_context == 0.0
+                else self.context(p / seqs, prefill_context))
+        t = self.host_s + self.shared(p + b) + self._attn_fixed + seqs * attn
         if b > 0:
             ks, _, attn = self._decode_table(b)
             t += max(_interp(ks, attn, k), 0.0)
@@ -553,18 +562,37 @@ class MeasuredCost:
                                  ) -> tuple[int, float]:
         """How many whole decode iterations (at most cap) fit in budget_s, and the seconds
         they take."""
+        ks, total, _ = self._decode_table(b)
+        j = bisect.bisect_right(ks, k0) - 1
+        if cap > 0 and 0 <= j < len(ks) - 1 and k0 + (cap - 1) * b < ks[j + 1]:
+            # the common case: one linear piece, solved in closed form
+            slope_k = (total[j + 1] - total[j]) / (ks[j + 1] - ks[j])
+            t0, slope = total[j] + slope_k * (k0 - ks[j]), slope_k * b
+            x = _most_within(t0, slope, budget_s, cap)
+            return x, x * t0 + slope * x * (x - 1) / 2.0
         done, left = 0, budget_s
         for m, t0, slope in self._runs(b, k0, cap):
             whole = m * t0 + slope * m * (m - 1) / 2.0
             if whole <= left:
                 done, left = done + m, left - whole
                 continue
-            lo, hi = 0, m  # largest x in [0, m) with x·t0 + slope·x(x-1)/2 <= left
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if mid * t0 + slope * mid * (mid - 1) / 2.0 <= left:
-                    lo = mid
-                else:
-                    hi = mid
-            return done + lo, budget_s - left + lo * t0 + slope * lo * (lo - 1) / 2.0
+            x = _most_within(t0, slope, left, m)
+            return done + x, budget_s - left + x * t0 + slope * x * (x - 1) / 2.0
         return done, budget_s - left
+
+
+def _most_within(t0: float, slope: float, left: float, m: int) -> int:
+    """The largest x in [0, m] with x·t0 + slope·x(x-1)/2 <= left (t0 > 0, the sum rising
+    in x): the root of the quadratic, then corrected to the exact comparison."""
+    a, bq = slope / 2.0, t0 - slope / 2.0
+    if abs(a) <= 1e-18 * max(t0, 1e-300):
+        x = int(left // t0) if t0 > 0 else m
+    else:
+        disc = bq * bq + 4.0 * a * left
+        x = int((-bq + math.sqrt(disc)) / (2.0 * a)) if disc >= 0 else 0
+    x = max(0, min(x, m))
+    while x > 0 and x * t0 + slope * x * (x - 1) / 2.0 > left:
+        x -= 1
+    while x < m and (x + 1) * t0 + slope * (x + 1) * x / 2.0 <= left:
+        x += 1
+    return x

@@ -126,17 +126,18 @@ class Replica:
         return True
 
     def _pop_completions(self, at: float) -> None:
-        heap = self.heap
-        while heap and heap[0][0] <= self.tick:
+        heap, decoding, tick, done = self.heap, self.decoding, self.tick, self.done
+        while heap and heap[0][0] <= tick:
             _, _, epoch, r = heapq.heappop(heap)
-            if epoch != r.epoch or id(r) not in self.decoding:
+            if epoch != r.epoch or id(r) not in decoding:
                 continue  # preempted since this entry was pushed
-            ctx = self._ctx(r)
-            del self.decoding[id(r)]
+            ctx = r.target + (tick - r.joined_tick)  # _ctx
+            del decoding[id(r)]
             self.dec_ctx -= ctx
             self.used -= ctx + self.state
             r.generated = r.output
-            self._finish(r, at)
+            r.finish = at  # _finish
+            done.append(r)
 
     def submit(self, r: Req) -> None:
         """Queue a request that arrives now (call advance_until(arrival) first)."""
@@ -153,8 +154,13 @@ class Replica:
 
     def advance_until(self, t: float) -> None:
         """Run every iteration that starts before time t."""
-        while self.clock < t and self.outstanding:
-            self._step(t)
+        # _step inlined: this loop is the simulator's hottest
+        waiting, decoding = self.waiting, self.decoding
+        while self.clock < t and (waiting or self.prefilling or decoding):
+            if not self.prefilling and decoding and not self._can_admit():
+                if self._decode_run(t):
+                    continue
+            self._iteration()
 
     def step(self) -> bool:
         """One scheduling step: a run of decode iterations up to the next completion (or the
@@ -182,15 +188,19 @@ class Replica:
 
     def _decode_run(self, t: float) -> bool:
         """Advance a run of pure-decode iterations; False when a normal step is needed."""
-        b = len(self.decoding)
-        free = self.capacity - self.used
-        n_kv = free // b
+        decoding = self.decoding
+        b = len(decoding)
+        used = self.used
+        n_kv = (self.capacity - used) // b
         if n_kv < 1:
             return False
-        while self.heap and (self.heap[0][2] != self.heap[0][3].epoch
-                             or id(self.heap[0][3]) not in self.decoding):
-            heapq.heappop(self.heap)  # drop stale entries so the top is a live request
-        n = min(self.heap[0][0] - self.tick, n_kv)
+        heap = self.heap
+        top = heap[0]
+        while top[2] != top[3].epoch or id(top[3]) not in decoding:
+            heapq.heappop(heap)  # drop stale entries so the top is a live request
+            top = heap[0]
+        tick = self.tick
+        n = min(top[0] - tick, n_kv)
         cost = self.cost
         ctx = self.dec_ctx
         budget = t - self.clock
@@ -201,14 +211,15 @@ class Replica:
             if dt < budget:  # one more starts before t
                 dt += cost.decode_time(b, ctx + n * b)
                 n += 1
-        self.kv_token_seconds += dt * (self.used + b * (n + 1) / 2.0)
-        self.tick += n
-        self.dec_ctx += n * b
-        self.used += n * b
+        self.kv_token_seconds += dt * (used + b * (n + 1) / 2.0)
+        self.tick = tick = tick + n
+        self.dec_ctx = ctx + n * b
+        self.used = used + n * b
         self.clock += dt
         self.busy_s += dt
         self.iterations += n
-        self._pop_completions(self.clock)
+        if heap[0][0] <= tick:
+            self._pop_completions(self.clock)
         return True
 
     def _iteration(self) -> None:
@@ -254,7 +265,7 @@ class Replica:
             chunks.append((r, chunk))
             budget -= chunk
             free -= chunk
-        p = sum(c for _, c in chunks)
+        p = chunks[0][1] if len(chunks) == 1 else sum(c for _, c in chunks)
         if p == 0 and b == 0 and self.decoding:
             b = len(self.decoding)  # nothing could be prefilled after all: decode instead
         if p == 0 and b == 0:
@@ -263,7 +274,10 @@ class Replica:
             if self.prefilling:
                 self._preempt_latest()
             return
-        pc = sum(c * r.prefilled for r, c in chunks) / p if p else 0.0
+        # the chunks' mean cached prefix (none for a single whole prompt)
+        pc = 0.0
+        if p and (len(chunks) > 1 or chunks[0][0].prefilled):
+            pc = sum(c * r.prefilled for r, c in chunks) / p
         dt = self.cost.time(p, b, self.dec_ctx, pc, len(chunks))
         end = self.clock + dt
         self.kv_token_seconds += dt * self.used
