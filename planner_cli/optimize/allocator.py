@@ -112,6 +112,17 @@ class Planner:
         self._answered: dict[Thresholds, np.ndarray] = {}
         self.milp_solves = 0
 
+    def caches(self) -> tuple[dict, dict]:
+        """What this planner computed that another process can use: its latency tables and
+        MILP solutions (see remember)."""
+        return self._tables, self._solutions
+
+    def remember(self, tables: dict, solutions: dict) -> None:
+        """Take in the latency tables and MILP solutions a copy of this planner computed in
+        another process (the same inputs give the same figures)."""
+        self._tables.update(tables)
+        self._solutions.update(solutions)
+
     # ------------------------------------------------------------ pieces
 
     def perf(self, shape: ReplicaShape, engine: str) -> PerfModel:

@@ -164,11 +164,7 @@ def _search_member(mem: _Member, q_min: float | None) -> None:
             f"{'promises' if problem.bound else 'reaches'} {'at most' if exact else 'at least'}"
             f" quality {reach:.1f}", "lower the quality target")
         return
-    candidates = [candidate_thresholds(problem.sample.scores, i) for i in range(m - 1)]
-    # the target is held to what θ promises (the bootstrap bound), the front too
-    search = ThresholdSearch(candidates, problem.promised, pl.search_latency, problem.z1,
-                             problem.z2)
-    mem.search = search
+    search = mem.search = _new_search(pl)
     if m > 1:
         search.point(tuple(problem.best.thresholds))  # the best reachable quality, an anchor
         best = search.optimise(q_min)
@@ -193,6 +189,46 @@ def _search_member(mem: _Member, q_min: float | None) -> None:
     feasible.sort(key=lambda p: (p.latency_s, -p.quality, p.thresholds))
     # the search's own choice first: it is the member's answer for the target
     mem.feasible = [chosen] + [p for p in feasible if p.thresholds != chosen.thresholds]
+
+
+def _new_search(pl: Planner) -> ThresholdSearch:
+    """A member's threshold search (nothing evaluated yet)."""
+    problem = pl.problem
+    candidates = [candidate_thresholds(problem.sample.scores, i)
+                  for i in range(len(problem.models) - 1)]
+    # the target is held to what θ promises (the bootstrap bound), the front too
+    return ThresholdSearch(candidates, problem.promised, pl.search_latency, problem.z1,
+                           problem.z2)
+
+
+@dataclass
+class _Searched:
+    """What a member's search found, as a worker sends it back."""
+
+    feasible: list[Point]
+    evaluated: dict | None
+    quality: dict | None
+    error: PlannerError | None
+    milp_solves: int
+    caches: tuple[dict, dict]  # the planner's latency tables and MILP solutions
+
+    def into(self, mem: _Member) -> None:
+        mem.feasible, mem.error = self.feasible, self.error
+        mem.planner.milp_solves += self.milp_solves
+        mem.planner.remember(*self.caches)
+        if self.evaluated is not None:
+            mem.search = _new_search(mem.planner)
+            mem.search.evaluated, mem.search._quality = self.evaluated, self.quality or {}
+
+
+def _searched(mem: _Member, q_min: float | None) -> _Searched:
+    """_search_member, for a worker."""
+    before = mem.planner.milp_solves
+    _search_member(mem, q_min)
+    s = mem.search
+    return _Searched(mem.feasible, None if s is None else s.evaluated,
+                     None if s is None else s._quality, mem.error,
+                     mem.planner.milp_solves - before, mem.planner.caches())
 
 
 def _nothing_serves(members: list[_Member], root: Planner) -> PlannerError:
@@ -525,17 +561,19 @@ def optimize(problem: Problem, perf: PerfLookup, objective: str = DEFAULT_OBJECT
     except InfeasibleError:
         pass  # the largest model fits nowhere: the search says so, per member
     m = len(problem.models)
-    members: list[_Member] = []
     t_search = time.perf_counter()
-    for k, idx in enumerate(family(m)):
-        if len(idx) == m:
-            pl = root
-        else:
-            pl = Planner(problem.restrict(idx), perf, capacity_scale, shared=root)
-        mem = _Member(idx, pl)
-        say(f"searching {k + 1}/{2 ** m - 1}: {chain(mem.names)}")
-        _search_member(mem, q_min)
-        members.append(mem)
+    members = [_Member(idx, root if len(idx) == m else
+                       Planner(problem.restrict(idx), perf, capacity_scale, shared=root))
+               for idx in family(m)]
+    # the whole cascade first, here: it builds every model's performance tables, which the
+    # other members' searches (on every core) then share
+    say(f"searching 1/{len(members)}: {chain(members[0].names)}")
+    _search_member(members[0], q_min)
+    if len(members) > 1:
+        say(f"searching the other {len(members) - 1} members of the family")
+        for mem, got in zip(members[1:], run_all([partial(_searched, mem, q_min)
+                                                  for mem in members[1:]]), strict=True):
+            got.into(mem)
     search_s = time.perf_counter() - t_search
     ok = [mem for mem in members if mem.feasible]
     if not ok:

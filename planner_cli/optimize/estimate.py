@@ -31,11 +31,11 @@ class Workload:
     outputs: np.ndarray
     key: tuple = ()  # memo key (what it was made from)
 
-    @property
+    @cached_property
     def mean_prompt(self) -> float:
         return float(self.prompts.mean()) if self.prompts.size else 0.0
 
-    @property
+    @cached_property
     def mean_output(self) -> float:
         return float(self.outputs.mean()) if self.outputs.size else 0.0
 
