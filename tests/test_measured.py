@@ -70,6 +70,7 @@ def test_a_local_config_from_a_card_gives_the_shipped_figures(monkeypatch):
         assert local.time(*args) == pytest.approx(shipped.time(*args), rel=1e-9)
 
 
+@pytest.mark.slow  # loads another system's or engine's measured database
 def test_the_measured_source_is_the_default_where_it_covers():
     pm = perf_model(shape("llama-3.1-70b", tp=4))
     assert pm.source.startswith("measured:h100_sxm/vllm/")
@@ -197,6 +198,7 @@ def test_every_mapped_gpu_is_in_the_catalog_with_the_systems_figures():
                                                              rel=0.05), name
 
 
+@pytest.mark.slow  # loads another system's or engine's measured database
 def test_a_decode_table_that_falls_with_batch_is_not_used():
     """aiconfigurator-core 0.12.0's block-scaled fp8 tables for MiniMax-M2.5 on B200 under vLLM
     put a batch-1 step above a batch-8 one; per-tensor fp8 kernels stand in, and say so."""
@@ -208,6 +210,7 @@ def test_a_decode_table_that_falls_with_batch_is_not_used():
                                                 precision="fp8")).source
 
 
+@pytest.mark.slow  # loads another system's or engine's measured database
 def test_fp4_runs_on_blackwell_only():
     from planner_cli.errors import InputError
     from planner_cli.specs.model import BYTES_PER_LINEAR_WEIGHT, weight_bytes

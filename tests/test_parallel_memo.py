@@ -137,7 +137,7 @@ def test_the_memory_is_bounded(monkeypatch):
 
 # ---------------------------------------------------------------- stopping early
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(st.integers(0, 10_000), st.floats(0.5, 60.0), st.sampled_from([50.0, 90.0, 95.0]),
        st.booleans(), st.integers(1, 3))
 def test_a_run_stopped_early_is_one_that_fails(seed, limit, pct, by_scale, replicas):
@@ -175,7 +175,7 @@ def test_an_overloaded_run_stops_early():
 
 # ---------------------------------------------------------------- the estimate
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.lists(st.floats(0, 1e6, allow_nan=False), min_size=1, max_size=300),
        st.floats(0, 100))
 def test_the_percentile_is_numpys_to_the_bit(values, q):
