@@ -11,6 +11,7 @@ seeded synthetic model. Run: python benchmarks/bench_optimize.py [--quick]
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ import yaml
 from planner_cli import api
 from planner_cli.errors import PlannerError
 from planner_cli.parallel import workers
+from planner_cli.perf.measured import forget_costs
 from planner_cli.sim.cascade import forget_stages
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,19 +56,29 @@ def four_model_files(folder: Path) -> tuple[Path, Path]:
     return cpath, qpath
 
 
+REPEAT = 1  # --repeat: each case run this many times, the median reported
+
+
 def run(label: str, **kw):
-    forget_stages()  # each case cold, as a fresh command would run it
-    t = time.perf_counter()
-    try:
-        result = api.optimize(**kw)
-    except PlannerError as exc:  # an infeasible case is a figure too: how fast it says so
-        wall = time.perf_counter() - t
-        print(f"{label:<44s} {wall:7.2f} s  refused: {exc.message[:90]}")
-        return wall, None
-    wall = time.perf_counter() - t
+    walls = []
+    for _ in range(REPEAT):
+        # each case cold, as a fresh command would run it (but for the measured databases of
+        # the GPUs an earlier case loaded)
+        forget_stages()
+        forget_costs()
+        t = time.perf_counter()
+        try:
+            result = api.optimize(**kw)
+        except PlannerError as exc:  # an infeasible case is a figure too: how fast it says so
+            wall = time.perf_counter() - t
+            print(f"{label:<44s} {wall:7.2f} s  refused: {exc.message[:90]}")
+            return wall, None
+        walls.append(time.perf_counter() - t)
+    wall = statistics.median(walls)
+    spread = f" (of {min(walls):.2f}-{max(walls):.2f})" if REPEAT > 1 else ""
     tm = result.timings
     split = ", ".join(f"{s.model}:{s.gpus}@{s.pool}" for s in result.plan.stages)
-    print(f"{label:<44s} {wall:7.2f} s  ({tm.evaluated_thresholds} θ, "
+    print(f"{label:<44s} {wall:7.2f} s{spread}  ({tm.evaluated_thresholds} θ, "
           f"{tm.milp_solves} MILP solves, {tm.simulated_candidates} simulated, search "
           f"{tm.search_s:.2f} s)  {split}")
     return wall, result
@@ -75,7 +87,11 @@ def run(label: str, **kw):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the 1,024-GPU case")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run each case this many times and report the median")
     args = parser.parse_args()
+    global REPEAT
+    REPEAT = max(1, args.repeat)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         common = {"trace": TRACE, "quality": R1 / "judged-synthetic.csv",

@@ -224,6 +224,13 @@ _HANDLES: dict[tuple, Any] = {}
 _COSTS: dict[tuple, MeasuredCost | NotCovered] = {}
 
 
+def forget_costs() -> None:
+    """Drop every measured cost and compiled estimator built so far (aiconfigurator-core keeps
+    the databases it loaded): a benchmark measures a cold run this way."""
+    _COSTS.clear()
+    _HANDLES.clear()
+
+
 def measured_cost(shape: ReplicaShape, engine: str) -> MeasuredCost:
     """The measured cost of a shape under an engine, built once per process; NotCovered when
     the database does not hold it (remembered too: a failed compile is not retried)."""
