@@ -80,18 +80,21 @@ class BaselineRuns:
         # what is simulated: each baseline's plan, unless it deploys exactly the chosen plan
         self.runs = [name for name, b in built.items()
                      if not isinstance(b, Baseline) and not _same(b[1], plan, theta)]
-        self.tasks: list[Callable[[], object]] = [capacity]
+        # the whole-trace simulations first (the longest), then the capacity searches
+        sims, caps = [], []
         for name in self.runs:
             b_pl, b_plan, mix, _ = cast(tuple, built[name])
-            self.tasks += [partial(b_pl.simulate, b_plan, mix=mix),
-                           partial(b_pl.plan_capacity, b_plan, mix=mix)]
+            sims.append(partial(b_pl.simulate, b_plan, mix=mix))
+            caps.append(partial(b_pl.plan_capacity, b_plan, mix=mix))
+        self.tasks: list[Callable[[], object]] = [*sims, capacity, *caps]
 
     def finish(self, results: list, figures: CascadeFigures
                ) -> tuple[dict[str, Baseline], Capacity | None]:
         """The baselines and the chosen plan's capacity from the tasks' results (`figures`:
         the chosen plan's, for a baseline that deploys it)."""
-        cap, *done = results
-        got = dict(zip(self.runs, zip(done[::2], done[1::2], strict=True), strict=True))
+        k = len(self.runs)
+        cap = results[k]
+        got = dict(zip(self.runs, zip(results[:k], results[k + 1:], strict=True), strict=True))
         out: dict[str, Baseline] = {}
         for name, b in self.built.items():
             if isinstance(b, Baseline):
