@@ -157,7 +157,7 @@ class Replica:
         # _step inlined: this loop is the simulator's hottest
         waiting, decoding = self.waiting, self.decoding
         while self.clock < t and (waiting or self.prefilling or decoding):
-            if not self.prefilling and decoding and not self._can_admit():
+            if not self.prefilling and decoding and (not waiting or not self._can_admit()):
                 if self._decode_run(t):
                     continue
             self._iteration()
