@@ -53,12 +53,20 @@ class Workload:
 
 def steady_iteration_s(cost: CostModel, rate: float, mean_prompt: float, mean_output: float,
                        max_num_seqs: int, max_num_batched_tokens: int,
-                       kv_capacity_tokens: int) -> tuple[float, float] | None:
-    """(iteration time t, decode batch b) of the steady state, or None when overloaded."""
+                       kv_capacity_tokens: int, times: dict[tuple[int, int], float] | None = None
+                       ) -> tuple[float, float] | None:
+    """(iteration time t, decode batch b) of the steady state, or None when overloaded.
+    `times`: iteration times by (prefill tokens, decodes), kept by a caller that asks for one
+    cost and workload at several rates."""
     if rate <= 0:
         # no load: a request decodes alone (batch 1) over its own context
         return cost.time(0, 1, mean_prompt + mean_output / 2.0), 0.0
-    t = cost.time(max(1, int(mean_prompt)), 0, 0)
+    if times is None:
+        times = {}
+    first = (max(1, int(mean_prompt)), 0)
+    t = times.get(first)
+    if t is None:
+        t = times[first] = cost.time(first[0], 0, 0)
     for _ in range(MAX_FIXED_POINT_STEPS):
         b = rate * mean_output * t
         p = rate * mean_prompt * t
@@ -67,7 +75,10 @@ def steady_iteration_s(cost: CostModel, rate: float, mean_prompt: float, mean_ou
         if b * (mean_prompt + mean_output) > kv_capacity_tokens:
             return None
         bi = max(1, int(round(b)))
-        new = cost.time(int(round(p)), bi, bi * (mean_prompt + mean_output / 2.0))
+        key = (int(round(p)), bi)
+        new = times.get(key)
+        if new is None:
+            new = times[key] = cost.time(key[0], bi, bi * (mean_prompt + mean_output / 2.0))
         if abs(new - t) <= 1e-6 * t:
             return new, b
         if new > 1e3:
@@ -80,15 +91,17 @@ def steady_iteration_s(cost: CostModel, rate: float, mean_prompt: float, mean_ou
 
 def p95_latency(cost: CostModel, workload: Workload, replicas: int, max_num_seqs: int,
                 max_num_batched_tokens: int, kv_capacity_tokens: int,
-                percentile: float = 95.0, memo: dict[int, np.ndarray] | None = None) -> float:
+                percentile: float = 95.0, memo: dict | None = None) -> float:
     """Estimated percentile latency (s) of the workload spread over `replicas` replicas.
-    `memo`: the requests' first-token times by decode batch, kept by a caller that asks for
-    one cost, workload and limits at several replica counts."""
+    `memo`: kept by a caller that asks for one cost, workload and limits at several replica
+    counts (the requests' first-token times by decode batch, iteration times under "times").
+    """
     if workload.prompts.size == 0:
         return 0.0
     rate = workload.rate_per_s / replicas
     steady = steady_iteration_s(cost, rate, workload.mean_prompt, workload.mean_output,
-                                max_num_seqs, max_num_batched_tokens, kv_capacity_tokens)
+                                max_num_seqs, max_num_batched_tokens, kv_capacity_tokens,
+                                None if memo is None else memo.setdefault("times", {}))
     if steady is None:
         return float("inf")
     t, b = steady

@@ -8,8 +8,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from planner_cli.optimize.candidates import replica_shapes
 from planner_cli.optimize.estimate import Workload, p95_latency
 from planner_cli.perf.memory import DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS
@@ -49,7 +47,7 @@ def latency_table(card: ModelCard, pool: Pool, precision: str, workload: Workloa
     for shape, kv in shapes:
         cost = cost_factory(shape)
         per = shape.gpus
-        memo: dict[int, np.ndarray] = {}
+        memo: dict = {}
         for dp in range(1, limit // per + 1):
             lat = p95_latency(cost, workload, dp, max_num_seqs, max_num_batched_tokens, kv,
                               memo=memo)
