@@ -105,6 +105,7 @@ def test_int4_without_measured_kernels_falls_back():
     assert "int4_wo" in pm.source
 
 
+@pytest.mark.slow  # loads another system's or engine's measured database
 def test_a_671b_moe_decodes_slower_than_a_dense_70b_once_batches_grow():
     """DeepSeek-R1 (fp8, TP8, H200, SGLang) against Llama-3.1-70B (bf16, TP8, H100, vLLM): the
     analytic defaults had the MoE faster at every batch. The measured kernels put R1's step
@@ -286,6 +287,7 @@ def test_a_sibling_gpus_tables_stand_in_where_its_own_lack_the_case():
     assert measured._carried(fp4, "vllm", why) is why
 
 
+@pytest.mark.slow  # loads another system's or engine's measured database
 def test_moe_quantisation_variants_stand_in_and_say_so():
     # Kimi-K2.5 in int4: the database has int4 expert tables but no int4 GEMMs on B200
     kimi = measured.measured_cost(shape("kimi-k2.5", "b200", tp=8, precision="int4-awq"), "vllm")

@@ -149,6 +149,7 @@ def test_range_ratio_samples_lengths_as_the_benchmark_does():
     assert spread.output_throughput_tok_s == pytest.approx(1 / T)  # one token per iteration
 
 
+@pytest.mark.slow  # loads another system's or engine's measured database
 def test_perf_serve_uses_the_engines_own_batching(cli):
     def serve(*args):
         result = cli("perf", "serve", "--isl", "1024", "--osl", "16", "--concurrency", "4",
