@@ -333,7 +333,10 @@ def export(plan_path: Path, fmt: str, out: Path, force: bool = False,
         trace = load_trace(trace_file)
     warnings: list[str] = []
     files = render_exports(dep.plan, replicas, formats, trace, warnings)
-    written = write_tree(files, out, force)
+    # what the export reads: no folder holding one of them is replaced
+    inputs = [p for p in (plan_path, trace_path, _relative(plan_path, plan.inputs.trace),
+                          _relative(plan_path, plan.inputs.quality)) if p is not None]
+    written = write_tree(files, out, force, inputs, warnings)
     return ExportResult(out, written, warnings, len(replicas))
 
 
