@@ -4,6 +4,7 @@ terminal output here."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,6 +194,18 @@ def load_plan(path: Path) -> Plan:
     return load_yaml_model(path, Plan)
 
 
+def _relative_to(value: str | None, plan_file: Path) -> str | None:
+    """An input file's path as a plan at `plan_file` records it: relative to the plan's
+    folder (with forward slashes)."""
+    if value is None:
+        return None
+    target = Path(value).resolve()
+    try:
+        return Path(os.path.relpath(target, plan_file.resolve().parent)).as_posix()
+    except ValueError:  # another drive (Windows): no relative path exists
+        return str(target)
+
+
 def _relative(plan_path: Path, value: str | None) -> Path | None:
     if value is None:
         return None
@@ -284,9 +297,15 @@ def optimize(trace: Path | None = None, quality: Path | None = None,
                             capacity_scale, progress, slo_p95_s, slo_ttft_s)
 
 
-def plan_json(plan: Plan) -> str:
+def plan_json(plan: Plan, out: Path | None = None) -> str:
     """The plan as deterministic JSON text (NaN and inf written as null; the predicted figures
-    keep their null fields, so the file has the same keys whatever was measured)."""
+    keep their null fields, so the file has the same keys whatever was measured). `out`: the
+    file it goes to, whose folder its input files are recorded relative to (so a folder holding
+    the plan and its inputs can move, to another machine too)."""
+    if out is not None:
+        plan = plan.model_copy(update={"inputs": plan.inputs.model_copy(update={
+            "trace": _relative_to(plan.inputs.trace, out),
+            "quality": _relative_to(plan.inputs.quality, out)})})
     doc = plan.model_dump(mode="python", exclude_none=True, exclude={"predicted"})
     if plan.predicted is not None:
         doc["predicted"] = plan.predicted.model_dump(mode="python")

@@ -534,13 +534,13 @@ def optimize(
                               rate_scale=rate_scale, quality_confidence=quality_confidence,
                               slo_p95_s=slo_p95, slo_ttft_s=slo_ttft,
                               progress=lambda msg: status.update(msg))
-    write_text_atomic(out, [api.plan_json(result.plan)])
+    write_text_atomic(out, [api.plan_json(result.plan, out)])
     if dump_lp is not None:
         result.milp.write_lp(dump_lp)
     if plot is not None:
         render.plot_pngs(result, str(plot))
     if as_json:
-        render.emit_json({"plan": json.loads(api.plan_json(result.plan)),
+        render.emit_json({"plan": json.loads(api.plan_json(result.plan, out)),
                           "timings": result.timings.to_dict(), "out": str(out)})
     else:
         render.optimize_tables(result, str(out))

@@ -249,3 +249,30 @@ def test_the_plan_does_not_depend_on_workers_or_on_guessing_the_winner(short_tra
 
     monkeypatch.setattr(bilevel, "_choose_fastest", miss)
     assert plan_json("2") == serial and missed
+
+
+@pytest.mark.slow
+def test_a_plan_records_its_inputs_relative_to_itself_and_moves_with_them(cli, tmp_path,
+                                                                          short_trace):
+    import shutil
+
+    home = tmp_path / "project"
+    (home / "data").mkdir(parents=True)
+    (home / "plans").mkdir()
+    trace = home / "data" / "trace.jsonl"
+    shutil.copy(short_trace, trace)
+    quality = home / "data" / "judged.csv"
+    shutil.copy(EX / "arena-open-models-judged.csv", quality)
+    out = home / "plans" / "plan.json"
+    r = cli("optimize", "--trace", trace, "--quality", quality, "--out", out)
+    assert r.exit_code == 0, r.output
+    inputs = json.loads(out.read_text())["inputs"]
+    assert inputs["trace"] == "../data/trace.jsonl"
+    assert inputs["quality"] == "../data/judged.csv"
+    moved = tmp_path / "elsewhere" / "project"
+    shutil.copytree(home, moved)
+    shutil.rmtree(home)
+    sim = cli("simulate", "--plan", moved / "plans" / "plan.json", "--json")
+    assert sim.exit_code == 0, sim.output
+    assert cli("export", "--plan", moved / "plans" / "plan.json", "--format", "bench",
+               "--out", tmp_path / "bench").exit_code == 0
