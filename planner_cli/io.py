@@ -25,7 +25,8 @@ from planner_cli.workload.trace import Trace, parse_canonical
 
 def _open_text(path: Path):
     try:
-        return path.open("r", encoding="utf-8", newline="")
+        # utf-8-sig: a byte-order mark some editors put first is not part of the text
+        return path.open("r", encoding="utf-8-sig", newline="")
     except FileNotFoundError:
         raise InputError(f"{path}: no such file", "check the path") from None
     except IsADirectoryError:
@@ -37,7 +38,11 @@ def _open_text(path: Path):
 def sniff_format(path: Path) -> str:
     with _open_text(path) as handle:
         try:
-            first = handle.readline()
+            first = ""
+            for line in handle:  # the first line with text (blank ones before it are skipped)
+                if line.strip():
+                    first = line
+                    break
         except UnicodeDecodeError:
             raise InputError(f"{path}: not UTF-8 text", "pass a JSONL or CSV trace") from None
     if not first.strip():

@@ -29,7 +29,7 @@ from planner_cli.perf.engines import DEFAULT_ENGINE, ENGINES
 from planner_cli.perf.measured import NotCovered, measured_cost
 from planner_cli.perf.model import ANALYTIC_SOURCE, CPU_SPEC, PerfLookup, PerfModel
 from planner_cli.perf.shapes import ReplicaShape
-from planner_cli.specs._yaml import read_text
+from planner_cli.specs._yaml import load_yaml_data, read_text
 
 PROFILES_ENV = "CASCADIA_PROFILES_DIR"
 PROFILE_COLUMNS = ("tp", "pp", "prefill_tokens", "decode_batch", "context_tokens",
@@ -119,7 +119,7 @@ def write_calibration(root: Path, gpu: str, model: str, engine: str | None, prec
 
 def read_calibration(path: Path) -> AnalyticConstants:
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = load_yaml_data(path)
         constants = doc["constants"]
         known = {f.name for f in fields(AnalyticConstants)}
         unknown = set(constants) - known
@@ -129,7 +129,7 @@ def read_calibration(path: Path) -> AnalyticConstants:
         # a null (older files: an unfitted single-token efficiency) means "not set"
         return DEFAULT_CONSTANTS.with_(**{k: float(v) if k != "kernels_per_layer" else int(v)
                                           for k, v in constants.items() if v is not None})
-    except (yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise InputError(f"{path}: not a calibration file ({exc})",
                          "re-run cascadia-plan perf calibrate") from None
 

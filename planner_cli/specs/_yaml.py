@@ -107,16 +107,84 @@ def validation_error_line(path: Path | str, root: yaml.Node | None, cls: type[Ba
     return InputError(f"{where}: key '{key}' = {value!r}: {msg}", "fix the value")
 
 
-def parse_yaml_model(text: str, cls: type[M], path: Path | str) -> M:
-    """Validate YAML text as `cls`; every problem becomes one InputError."""
+MAX_DEPTH = 32  # nesting levels a spec file may use
+MAX_NODES = 200_000  # values in a file, aliases expanded
+MAX_INT_DIGITS = 19  # an int64
+_CORE_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map",
+                                                  "seq")}
+
+
+class _CoreLoader(yaml.SafeLoader):
+    """The YAML core schema only: strings, numbers, booleans, null, mappings and lists (a
+    date-like value stays a string; other tags are refused before anything is built)."""
+
+
+_CoreLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag in _CORE_TAGS]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+def _check_nodes(root: yaml.Node, path: Path | str) -> None:
+    """Refuse, at its line, a tag outside the core schema, nesting deeper than MAX_DEPTH, an
+    integer longer than an int64, or more than MAX_NODES values (aliases expanded)."""
+    stack: list[tuple[yaml.Node, int]] = [(root, 1)]
+    seen = 0
+    while stack:
+        node, depth = stack.pop()
+        seen += 1
+        where = f"{path}:{node.start_mark.line + 1}"
+        if seen > MAX_NODES:
+            raise InputError(f"{where}: more than {MAX_NODES:,} values (aliases counted each "
+                             "time they are used)", "a spec file is small: check the file")
+        if depth > MAX_DEPTH:
+            raise InputError(f"{where}: nested more than {MAX_DEPTH} levels deep",
+                             "check the file's indentation and brackets")
+        if node.tag not in _CORE_TAGS:
+            raise InputError(f"{where}: the tag {node.tag!r} is not allowed",
+                             "remove the tag: only plain strings, numbers, true/false, null, "
+                             "mappings and lists are read")
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag.endswith(":int") and len(node.value.strip().lstrip("+-").replace(
+                    "_", "")) > MAX_INT_DIGITS:
+                raise InputError(f"{where}: the integer {node.value[:24]}... is too large",
+                                 "use a number that fits 64 bits")
+        elif isinstance(node, yaml.MappingNode):
+            stack += [(n, depth + 1) for pair in node.value for n in pair]
+        else:
+            stack += [(n, depth + 1) for n in node.value]
+
+
+def _load(text: str, path: Path | str) -> tuple[yaml.Node | None, Any]:
+    """(the composed node tree, the data) of YAML text, through the core-schema checks."""
+    loader: _CoreLoader | None = None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        loader = _CoreLoader(text)  # its reader refuses control characters at once
+        root = loader.get_single_node()
+        if root is None:
+            return None, None
+        _check_nodes(root, path)
+        return root, loader.construct_document(root)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
         raise InputError(f"{where}: invalid YAML: {problem}", "fix the syntax") from None
+    except RecursionError:
+        raise InputError(f"{path}: nested too deeply", "check the file's indentation and "
+                         "brackets") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def load_yaml_data(path: Path) -> Any:
+    """A YAML file's data through the core-schema checks; every problem one InputError."""
+    return _load(read_text(path), path)[1]
+
+
+def parse_yaml_model(text: str, cls: type[M], path: Path | str) -> M:
+    """Validate YAML text as `cls`; every problem becomes one InputError."""
+    root, data = _load(text, path)
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a mapping of keys at the top level",
                          "see the examples/ folder for the format")
@@ -129,7 +197,7 @@ def parse_yaml_model(text: str, cls: type[M], path: Path | str) -> M:
 def read_text(path: Path, hint: str = "check the file") -> str:
     """A text file's content; a missing or unreadable file is one InputError."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # a leading byte-order mark is dropped
     except FileNotFoundError:
         raise InputError(f"{path}: no such file", "check the path") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from planner_cli.errors import InputError
-from planner_cli.workload.trace import Trace, from_columns
+from planner_cli.workload.trace import MAX_TOKENS, Trace, from_columns
 
 AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 # (input column, output column) pairs a length-only CSV may use, first match wins.
@@ -44,7 +44,9 @@ def detect_format(name: str, first_line: str) -> str:
 
 def _token_column(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
     values = pd.to_numeric(frame[column], errors="coerce")
-    bad = values.isna() | (values < 1) | (values != np.floor(values))
+    finite = np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
+    bad = (values.isna() | ~finite | (values < 1) | (values > MAX_TOKENS)
+           | (values != np.floor(values)))
     if bad.any():
         row = int(np.argmax(bad.to_numpy()))
         raise InputError(f"{source}:{row + 2}: column '{column}' = {frame[column].iloc[row]!r} "
@@ -74,7 +76,24 @@ def parse_azure_csv(handle: TextIO, source: str = "<azure>") -> Trace:
     if missing:
         raise InputError(f"{source}:1: column '{missing[0]}' missing",
                          "an Azure trace has TIMESTAMP,ContextTokens,GeneratedTokens")
-    stamps = pd.to_datetime(frame["TIMESTAMP"], format="ISO8601", errors="coerce")
+    text = frame["TIMESTAMP"].fillna("").astype(str).str.strip()
+    # a date first ("now" and the like are not a time of the trace), then one kind of zone:
+    # every stamp with an offset (compared in UTC) or none with one
+    dated = text.str.match(r"^\d{4}-\d{2}-\d{2}", na=False).astype(bool)
+    if not dated.all():
+        row = int(np.argmax(~dated.to_numpy()))
+        raise InputError(f"{source}:{row + 2}: column 'TIMESTAMP' = {text.iloc[row][:40]!r} "
+                         "is not a date-time", "use e.g. 2023-11-16 18:15:46.6805900")
+    zoned = text.str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", regex=True, na=False).astype(bool)
+    if zoned.any() and not zoned.all():
+        row = int(np.argmax((zoned != zoned.iloc[0]).to_numpy()))
+        raise InputError(f"{source}:{row + 2}: column 'TIMESTAMP' mixes times with and "
+                         "without a time zone", "give every time a zone (e.g. +00:00) or none")
+    try:
+        stamps = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=bool(zoned.all()))
+    except (ValueError, OverflowError) as exc:
+        raise InputError(f"{source}: column 'TIMESTAMP' cannot be read as date-times "
+                         f"({str(exc)[:80]})", "use e.g. 2023-11-16 18:15:46.6805900") from None
     if stamps.isna().any():
         row = int(np.argmax(stamps.isna().to_numpy()))
         raise InputError(f"{source}:{row + 2}: column 'TIMESTAMP' = "

@@ -11,7 +11,7 @@ import csv
 import dataclasses
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,6 +103,21 @@ def _normalise(value: float, scale: tuple[float, float]) -> float:
     return (value - lo) / (hi - lo) * 100.0
 
 
+def _rows(reader: Iterator[list[str]], source: str, start: int) -> Iterator[list[str]]:
+    """The CSV reader's rows; a row it cannot read (a field past its size limit, a stray
+    quote) is one InputError naming the line."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            line = start + getattr(reader, "line_num", 0)
+            raise InputError(f"{source}:{line}: unreadable CSV row ({exc})",
+                             "fix the row") from None
+        yield row
+
+
 def parse_judged_csv(lines: Iterable[str], source: str = "<judged>",
                      score_scale: tuple[float, float] | None = None,
                      quality_scale: tuple[float, float] | None = None) -> JudgedSample:
@@ -117,7 +132,10 @@ def parse_judged_csv(lines: Iterable[str], source: str = "<judged>",
         if syn:
             synthetic = syn.group(1)
         if m:
-            declared[m.group(1)] = parse_scale(m.group(2), m.group(1))
+            try:
+                declared[m.group(1)] = parse_scale(m.group(2), m.group(1))
+            except InputError as exc:  # the file and line it was declared on
+                raise InputError(f"{source}:{i + 1}: {exc.message}", exc.hint) from None
         elif raw.strip().startswith("#") or not raw.strip():
             pass
         else:
@@ -132,7 +150,7 @@ def parse_judged_csv(lines: Iterable[str], source: str = "<judged>",
                          "add a first line '# score_scale: 1-10' (or 0-100, ...) or pass "
                          "--score-scale")
     quality_scale = quality_scale or declared.get("quality_scale") or score_scale
-    reader = csv.reader(lines[body_start:])
+    reader = _rows(csv.reader(lines[body_start:]), source, body_start)
     header = [h.strip() for h in next(reader)]
     for col in REQUIRED:
         if col not in header:
@@ -168,7 +186,7 @@ def parse_judged_csv(lines: Iterable[str], source: str = "<judged>",
         tokens = -1
         if has_tokens and row[pos["output_tokens"]].strip():
             text = row[pos["output_tokens"]].strip()
-            if not text.isdigit() or int(text) < 1:
+            if not text.isdigit() or len(text) > 9 or int(text) < 1:
                 raise InputError(f"{source}:{lineno}: column 'output_tokens' = {text!r} is "
                                  "not a whole number >= 1", "fix or leave it empty")
             tokens = int(text)

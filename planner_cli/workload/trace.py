@@ -80,12 +80,21 @@ def _fail(source: str, line: int, what: str, hint: str) -> InputError:
 
 def _tokens(value: object, key: str, source: str, line: int) -> int:
     if type(value) is not int:
-        raise _fail(source, line, f"key '{key}' = {value!r} is not an integer token count",
-                    "token counts are whole numbers >= 1")
+        raise _fail(source, line, f"key '{key}' = {_short(value)} is not an integer token "
+                    "count", "token counts are whole numbers >= 1")
     if value < 1:
-        raise _fail(source, line, f"key '{key}' = {value} is not a positive token count",
-                    "token counts are whole numbers >= 1")
+        raise _fail(source, line, f"key '{key}' = {_short(value)} is not a positive token "
+                    "count", "token counts are whole numbers >= 1")
+    if value > MAX_TOKENS:
+        raise _fail(source, line, f"key '{key}' = {_short(value)} is beyond any model's "
+                    f"context ({MAX_TOKENS:,} tokens at most)", "check the token counts")
     return value
+
+
+def _short(value: object) -> str:
+    """A value as an error line shows it (a long one cut)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _model_map(value: object, key: str, source: str, line: int, integer: bool) -> dict:
@@ -99,6 +108,11 @@ def _model_map(value: object, key: str, source: str, line: int, integer: bool) -
             raise _fail(source, line, f"key 'cascadia.{key}.{model}' = {v!r} is not a number "
                         "in 0-100", "inline scores are normalised to 0-100")
     return value
+
+
+MAX_TOKENS = 100_000_000  # a token count beyond any model's context
+MAX_TIMESTAMP_MS = 1e15  # about 31,700 years
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def parse_canonical(lines: Iterable[str], source: str = "<trace>") -> Trace:
@@ -121,6 +135,9 @@ def parse_canonical(lines: Iterable[str], source: str = "<trace>") -> Trace:
         except ValueError as exc:
             raise _fail(source, lineno, f"not valid JSON ({exc.args[0].split(':')[0]})",
                         "each line must be one JSON object") from None
+        except RecursionError:
+            raise _fail(source, lineno, "JSON nested too deeply",
+                        "each line must be one flat JSON object") from None
         if type(rec) is not dict:
             raise _fail(source, lineno, "not a JSON object", "each line must be one JSON object")
         try:
@@ -130,21 +147,23 @@ def parse_canonical(lines: Iterable[str], source: str = "<trace>") -> Trace:
         except KeyError as exc:
             raise _fail(source, lineno, f"key '{exc.args[0]}' missing",
                         "each line needs timestamp (ms), input_length and output_length") from None
-        if type(ts) not in (int, float) or not math.isfinite(ts) or ts < 0:
-            raise _fail(source, lineno, f"key 'timestamp' = {ts!r} is not a time in ms >= 0",
+        if type(ts) not in (int, float) or not 0 <= ts <= MAX_TIMESTAMP_MS:
+            raise _fail(source, lineno, f"key 'timestamp' = {_short(ts)} is not a time in ms "
+                        f"from 0 to {MAX_TIMESTAMP_MS:.0e}",
                         "timestamps are milliseconds from the trace start")
         if ts < last_ts:
             raise _fail(source, lineno, f"key 'timestamp' = {ts} is earlier than the line "
                         f"before ({last_ts})", "sort the trace by timestamp")
         last_ts = ts
-        if type(i_len) is not int or i_len < 1:
+        if type(i_len) is not int or not 1 <= i_len <= MAX_TOKENS:
             _tokens(i_len, "input_length", source, lineno)
-        if type(o_len) is not int or o_len < 1:
+        if type(o_len) is not int or not 1 <= o_len <= MAX_TOKENS:
             _tokens(o_len, "output_length", source, lineno)
         hashes = rec.get("hash_ids")
         if hashes is not None:
-            if type(hashes) is not list or any(type(h) is not int for h in hashes):
-                raise _fail(source, lineno, "key 'hash_ids' is not a list of integers",
+            if type(hashes) is not list or any(type(h) is not int or not INT64_MIN <= h <= INT64_MAX
+                                               for h in hashes):
+                raise _fail(source, lineno, "key 'hash_ids' is not a list of 64-bit integers",
                             "hash_ids are prefix-block ids (integers)")
             hash_values.extend(hashes)
             any_hash = True

@@ -1,0 +1,154 @@
+"""Readers that survive hostile input: deep nesting, huge integers, byte-order marks, blank
+first lines and YAML tags each give one line naming the file (and line), never a traceback;
+arbitrary bytes and mutations of valid files give a result or that one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from planner_cli import api
+from planner_cli.errors import PlannerError
+from planner_cli.specs._yaml import MAX_DEPTH, load_yaml_model
+from planner_cli.specs.cluster import ClusterSpec
+from tests.conftest import ROOT
+from tests.util import assert_one_line_error
+
+GOOD = ('{"timestamp": 0, "input_length": 10, "output_length": 5}\n'
+        '{"timestamp": 1000, "input_length": 12, "output_length": 6}\n')
+CLUSTER = (ROOT / "examples" / "cluster-4x8-h100.yaml").read_text()
+
+
+@pytest.mark.parametrize("text,says", [
+    ("[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+    ('{"timestamp": 0, "input_length": 10, "output_length": 5, "x": '
+     + "[" * 5000 + "]" * 5000 + "}\n", "nested too deeply"),
+    ('{"timestamp": 0, "input_length": ' + "9" * 30 + ', "output_length": 5}\n',
+     "beyond any model's context"),
+    ('{"timestamp": 0, "input_length": ' + "9" * 5000 + ', "output_length": 5}\n',
+     "not valid JSON"),
+    ('{"timestamp": 1e308, "input_length": 10, "output_length": 5}\n', "not a time in ms"),
+    ('{"timestamp": 0, "input_length": 10, "output_length": 5, "hash_ids": ['
+     + "9" * 25 + "]}\n", "64-bit integers"),
+])
+def test_hostile_trace_lines_are_one_line(cli, tmp_path, text, says):
+    path = tmp_path / "t.jsonl"
+    path.write_text(text)
+    assert_one_line_error(cli("trace", "stats", path), says)
+
+
+@pytest.mark.parametrize("prefix", ["\ufeff", "\n", "  \n\n"])
+def test_a_byte_order_mark_or_blank_first_lines_are_tolerated(tmp_path, prefix):
+    path = tmp_path / "t.jsonl"
+    path.write_text(prefix + GOOD, encoding="utf-8")
+    assert len(api.load_trace(path)) == 2
+    csv = tmp_path / "azure.csv"
+    csv.write_text(prefix + "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                   "2023-11-16 18:15:46.6805900,374,44\n2023-11-16 18:15:50.9951690,396,109\n",
+                   encoding="utf-8")
+    assert len(api.load_trace(csv)) == 2
+
+
+@pytest.mark.parametrize("value,says", [
+    ("!!python/object:os.system 1", "not allowed"),
+    ("!!timestamp 2020-01-01", "not allowed"),
+    ("!!timestamp xyz", "not allowed"),
+    ("!custom 1", "not allowed"),
+    ("!!binary aGk=", "not allowed"),
+    ("9" * 5000, "too large"),
+    ("[" * 3000 + "]" * 3000, "nested"),
+    ("[" * (MAX_DEPTH + 2) + "]" * (MAX_DEPTH + 2), "nested more than"),
+])
+def test_hostile_yaml_values_are_one_line(cli, tmp_path, value, says):
+    path = tmp_path / "c.yaml"
+    path.write_text(CLUSTER.replace("schema_version: 1", f"schema_version: {value}"))
+    assert_one_line_error(cli("check", "--cluster", path), says)
+
+
+def test_a_date_is_a_string_and_aliases_cannot_explode(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("\ufeff" + CLUSTER.replace("name: h100-4x8", "name: 2020-01-01"))
+    assert load_yaml_model(path, ClusterSpec).name == "2020-01-01"
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True))
+    path.write_text(laughs)
+    with pytest.raises(PlannerError, match="more than"):
+        load_yaml_model(path, ClusterSpec)
+
+
+# ---------------------------------------------------------------- properties
+
+def _outcome(fn, path) -> None:
+    """A reader either returns or raises a PlannerError naming the file on one line."""
+    try:
+        fn(path)
+    except PlannerError as exc:
+        line = exc.one_line()
+        assert "\n" not in line and str(path.name) in line, line
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=400))
+def test_any_bytes_as_a_trace_or_a_cluster(tmp_path, data):
+    for name, fn in (("t.jsonl", api.load_trace), ("t.csv", api.load_trace),
+                     ("c.yaml", lambda p: load_yaml_model(p, ClusterSpec))):
+        path = tmp_path / name
+        path.write_bytes(data)
+        _outcome(fn, path)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(0, 10**6), st.sampled_from(["9" * 40, "-1", "1e400", "null", "[[[]]]", '"x"',
+                                               "{}", "1.5", "true", "\ufeff"]))
+def test_mutated_trace_lines(tmp_path, seed, junk):
+    lines = [json.loads(x) for x in GOOD.splitlines()]
+    text = GOOD.splitlines()
+    key = ["timestamp", "input_length", "output_length"][seed % 3]
+    row = seed % 2
+    text[row] = json.dumps(lines[row]).replace(f'"{key}": {lines[row][key]}', f'"{key}": {junk}')
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(text) + "\n")
+    _outcome(api.load_trace, path)
+
+
+AZURE = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+
+
+@pytest.mark.parametrize("rows,says", [
+    ("2023-11-16 18:15:46,374,44\n2023-11-16T13:15:50Z,396,109\n", "mixes times with and"),
+    ("now,374,44\n", "is not a date-time"),
+    ("2023-11-16 18:15:46,inf,44\n", "is not a whole token count"),
+    ("2023-11-16 18:15:46," + "9" * 40 + ",44\n", "is not a whole token count"),
+    ("\n2023-11-16 18:15:46,374\n", "is not a whole token count"),
+])
+def test_hostile_azure_rows_are_one_line(cli, tmp_path, rows, says):
+    path = tmp_path / "azure.csv"
+    path.write_text(AZURE + rows)
+    assert_one_line_error(cli("trace", "stats", path), says)
+
+
+def test_zoned_azure_times_are_compared_in_utc(tmp_path):
+    path = tmp_path / "azure.csv"
+    path.write_text(AZURE + "2023-11-16T18:15:46+05:00,374,44\n2023-11-16T13:15:50Z,396,109\n")
+    trace = api.load_trace(path)
+    assert list(trace.timestamps_ms) == [0.0, 4000.0]
+
+
+JUDGED = "# score_scale: 1-10\nrequest_id,model,score,output_tokens\n"
+
+
+@pytest.mark.parametrize("text,says", [
+    ("# score_scale: 10-1\nrequest_id,model,score\na,m,5\n", "j.csv:1: score_scale"),
+    (JUDGED + "a,m,5," + "9" * 5000 + "\n", "not a whole number"),
+    (JUDGED + "a,m,5,\"" + "x" * 140_000 + "\"\n", "unreadable CSV row"),
+])
+def test_hostile_judged_samples_are_one_line(cli, tmp_path, text, says):
+    path = tmp_path / "j.csv"
+    path.write_text(text)
+    assert_one_line_error(cli("check", "--quality", path), says)
