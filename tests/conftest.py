@@ -35,3 +35,17 @@ def short_trace(tmp_path_factory) -> Path:
         keepends=True)[:800]
     path.write_text("".join(lines))
     return path
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--fuzz", action="store_true",
+                     help="run the `fuzz` tests (long property runs of every reader)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--fuzz"):
+        return
+    skip = pytest.mark.skip(reason="a long fuzz run: pass --fuzz")
+    for item in items:
+        if "fuzz" in item.keywords:
+            item.add_marker(skip)

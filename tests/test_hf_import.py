@@ -28,6 +28,7 @@ def test_fixture_configs_present():
     assert len(CONFIGS) >= 19
 
 
+@pytest.mark.slow  # imports transformers (seconds on first use)
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_import_gives_back_the_shipped_architecture(path):
     shipped = _shipped_for(path)
@@ -36,6 +37,7 @@ def test_import_gives_back_the_shipped_architecture(path):
         assert getattr(imported, field) == getattr(shipped, field), field
 
 
+@pytest.mark.slow  # imports transformers (seconds on first use)
 def test_cli_import_writes_a_loadable_card(cli, tmp_path):
     out = tmp_path / "mixtral-test.yaml"
     src = FIXTURES / "hf_configs" / "mistralai--Mixtral-8x7B-v0.1_config.json"
@@ -50,6 +52,7 @@ def test_cli_import_writes_a_loadable_card(cli, tmp_path):
     assert_one_line_error(again, "already exists")
 
 
+@pytest.mark.slow  # imports transformers (seconds on first use)
 def test_cli_import_to_stdout(cli):
     src = FIXTURES / "hf_configs" / "Qwen--Qwen3-8B_config.json"
     result = cli("catalog", "import-hf", src)
@@ -58,6 +61,7 @@ def test_cli_import_to_stdout(cli):
     assert card["name"] == "qwen3-8b" and card["qk_norm"] is True
 
 
+@pytest.mark.slow  # imports transformers (seconds on first use)
 def test_unsupported_or_broken_config(cli, tmp_path):
     bad = tmp_path / "config.json"
     bad.write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))

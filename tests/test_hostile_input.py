@@ -5,6 +5,8 @@ arbitrary bytes and mutations of valid files give a result or that one line."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -153,3 +155,92 @@ def test_hostile_judged_samples_are_one_line(cli, tmp_path, text, says):
     path = tmp_path / "j.csv"
     path.write_text(text)
     assert_one_line_error(cli("check", "--quality", path), says)
+
+
+# ---------------------------------------------------------------- every reader, through the CLI
+
+FIX = ROOT / "tests" / "fixtures"
+# (a valid file of each kind, its name, the command that reads it)
+READERS = {
+    "canonical": ((ROOT / "examples" / "azure-conv-10min.jsonl"), "t.jsonl", ["trace", "stats"]),
+    "mooncake": (FIX / "mooncake_first100.jsonl", "m.jsonl", ["trace", "stats"]),
+    "azure": (FIX / "azure_conv_2023.csv", "a.csv", ["trace", "stats"]),
+    "lengths": (FIX / "sharegpt_lengths_first200.csv", "l.csv",
+                ["trace", "synth", "--rate", "2", "--duration-s", "5", "--out", "{out}",
+                 "--lengths"]),
+    "judged": (ROOT / "examples" / "arena-open-models-judged.csv", "j.csv",
+               ["check", "--quality"]),
+    "cluster": (ROOT / "examples" / "cluster-4x8-h100.yaml", "c.yaml", ["check", "--cluster"]),
+    "cascade": (ROOT / "examples" / "cascade-arena-open.yaml", "k.yaml", ["check", "--cascade"]),
+    "plan": (FIX / "plans" / "single-node.yaml", "p.yaml",
+             ["export", "--format", "vllm", "--out", "{out}", "--plan"]),
+}
+HEAD = {name: path.read_text().splitlines(keepends=True)[:12]
+        for name, (path, _, _) in READERS.items()}
+JUNK = ["9" * 30, "9" * 5000, "-1", "1e400", "nan", "null", "[[[[", "]]", "{", "\ufeff", "\x00",
+        "!!python/object:x", "!!timestamp 2020-01-01", "&a [*a]", "0x" + "f" * 30, "  ", "\t",
+        ":", "-", "'", '"', "\\", "2023-13-45 25:61:61", "2023-11-16T18:15:46+05:00", ".inf",
+        "~", "*x", "x" * 140_000, "# score_scale: 10-1"]
+
+
+def _cli_outcome(cli, tmp_path, reader: str, data: bytes) -> None:
+    """Exit 0 with a result, or exit 2 with exactly one `error:` line naming the file."""
+    _, name, command = READERS[reader]
+    path = tmp_path / name
+    path.write_bytes(data)
+    out = tmp_path / f"out-{reader}"
+    if out.is_dir():  # hypothesis reuses the folder: each example writes afresh
+        shutil.rmtree(out)
+    else:
+        out.unlink(missing_ok=True)
+    args = [a.replace("{out}", str(out)) for a in command] + [path]
+    result = cli(*args)
+    if result.exit_code == 0:
+        return
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, (reader, data[:200], result.stderr[-2000:])
+    assert lines[0].startswith("error: ") and name in lines[0], (reader, lines[0])
+    assert "Traceback" not in result.stderr
+    assert not out.exists(), "a failed command left output behind"
+
+
+@st.composite
+def mutated(draw, reader: str) -> bytes:
+    lines = list(HEAD[reader])
+    for _ in range(draw(st.integers(1, 3))):
+        i = draw(st.integers(0, len(lines) - 1))
+        line = lines[i]
+        op = draw(st.sampled_from(["replace", "insert", "delete", "bytes"]))
+        if op == "replace" and len(line) > 1:
+            j = draw(st.integers(0, len(line) - 1))
+            lines[i] = line[:j] + draw(st.sampled_from(JUNK)) + line[j + draw(st.integers(1, 8)):]
+        elif op == "insert":
+            lines.insert(i, draw(st.sampled_from(JUNK)) + "\n")
+        elif op == "delete" and len(lines) > 1:
+            del lines[i]
+        else:
+            lines[i] = draw(st.binary(max_size=20)).decode("latin-1")
+    return "".join(lines).encode("utf-8", "surrogatepass")
+
+
+def _property(examples: int):
+    return settings(max_examples=examples, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                           HealthCheck.too_slow])
+
+
+@pytest.mark.parametrize("reader", list(READERS))
+@_property(4)
+@given(data=st.data())
+def test_every_reader_through_the_cli(cli, tmp_path, reader, data):
+    blob = data.draw(st.one_of(mutated(reader), st.binary(max_size=300)))
+    _cli_outcome(cli, tmp_path, reader, blob)
+
+
+@pytest.mark.fuzz
+@pytest.mark.parametrize("reader", list(READERS))
+@_property(int(os.environ.get("CASCADIA_FUZZ_EXAMPLES", "1500")))
+@given(data=st.data())
+def test_every_reader_through_the_cli_at_length(cli, tmp_path, reader, data):
+    blob = data.draw(st.one_of(mutated(reader), st.binary(max_size=2000)))
+    _cli_outcome(cli, tmp_path, reader, blob)
