@@ -228,13 +228,18 @@ def test_the_plan_does_not_depend_on_workers_or_on_guessing_the_winner(short_tra
     # together (the best screened finalist's baselines are computed beside them)
     monkeypatch.setattr(bilevel, "SCREEN_REQUESTS", 300)
 
+    solves: dict[str, int] = {}
+
     def plan_json(workers: str) -> str:
         monkeypatch.setenv(WORKERS_ENV, workers)
         forget_stages()
-        return api.optimize(trace=short_trace).plan.model_dump_json()
+        result = api.optimize(trace=short_trace)
+        solves[workers] = result.timings.milp_solves
+        return result.plan.model_dump_json()
 
     serial, spread = plan_json("1"), plan_json("2")
     assert serial == spread
+    assert solves["1"] == solves["2"]  # each member's solves counted once, however run
     assert '"simulated_requests":300' in serial.replace(" ", "")  # it did screen
     # a guess that misses: the baselines are computed for the real winner afterwards
     real = bilevel._choose_fastest

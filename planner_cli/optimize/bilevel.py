@@ -209,12 +209,13 @@ class _Searched:
     evaluated: dict | None
     quality: dict | None
     error: PlannerError | None
-    milp_solves: int
+    milp_solves: int  # the member planner's count (set, not added: a serial run searched
+    # the very planner it is applied to)
     caches: tuple[dict, dict]  # the planner's latency tables and MILP solutions
 
     def into(self, mem: _Member) -> None:
         mem.feasible, mem.error = self.feasible, self.error
-        mem.planner.milp_solves += self.milp_solves
+        mem.planner.milp_solves = self.milp_solves
         mem.planner.remember(*self.caches)
         if self.evaluated is not None:
             mem.search = _new_search(mem.planner)
@@ -223,12 +224,11 @@ class _Searched:
 
 def _searched(mem: _Member, q_min: float | None) -> _Searched:
     """_search_member, for a worker."""
-    before = mem.planner.milp_solves
     _search_member(mem, q_min)
     s = mem.search
     return _Searched(mem.feasible, None if s is None else s.evaluated,
                      None if s is None else s._quality, mem.error,
-                     mem.planner.milp_solves - before, mem.planner.caches())
+                     mem.planner.milp_solves, mem.planner.caches())
 
 
 def _nothing_serves(members: list[_Member], root: Planner) -> PlannerError:

@@ -76,7 +76,13 @@ class _Memo(OrderedDict):
     """Stage results by what determines them, the least recently used dropped first once
     they hold more than MEMO_REQUESTS requests."""
 
-    held = 0
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = 0
+
+    def clear(self) -> None:
+        super().clear()
+        self.held = 0
 
     def __setitem__(self, key: tuple, value: StageResult) -> None:
         if key in self:
@@ -97,7 +103,6 @@ _MEMO: _Memo = shared(_Memo())
 def forget_stages() -> None:
     """Drop every remembered stage result (a benchmark measures a cold run this way)."""
     _MEMO.clear()
-    _MEMO.held = 0
 
 
 def _memo_key(config: StageConfig, rids: np.ndarray, arrivals: np.ndarray,

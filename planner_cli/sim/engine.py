@@ -154,13 +154,8 @@ class Replica:
 
     def advance_until(self, t: float) -> None:
         """Run every iteration that starts before time t."""
-        # _step inlined: this loop is the simulator's hottest
-        waiting, decoding = self.waiting, self.decoding
-        while self.clock < t and (waiting or self.prefilling or decoding):
-            if not self.prefilling and decoding and (not waiting or not self._can_admit()):
-                if self._decode_run(t):
-                    continue
-            self._iteration()
+        while self.clock < t and self.outstanding:
+            self._step(t)
 
     def step(self) -> bool:
         """One scheduling step: a run of decode iterations up to the next completion (or the
@@ -171,7 +166,8 @@ class Replica:
         return True
 
     def _step(self, t: float) -> None:
-        if not self.prefilling and self.decoding and not self._can_admit():
+        # a run of decodes needs no look at the queue when nobody waits
+        if not self.prefilling and self.decoding and (not self.waiting or not self._can_admit()):
             if self._decode_run(t):
                 return
         self._iteration()

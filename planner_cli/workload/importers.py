@@ -44,9 +44,9 @@ def detect_format(name: str, first_line: str) -> str:
 
 def _token_column(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
     values = pd.to_numeric(frame[column], errors="coerce")
+    # not a number (NaN) is not finite either
     finite = np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
-    bad = (values.isna() | ~finite | (values < 1) | (values > MAX_TOKENS)
-           | (values != np.floor(values)))
+    bad = ~finite | (values < 1) | (values > MAX_TOKENS) | (values != np.floor(values))
     if bad.any():
         row = int(np.argmax(bad.to_numpy()))
         raise InputError(f"{source}:{row + 2}: column '{column}' = {frame[column].iloc[row]!r} "
