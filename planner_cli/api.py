@@ -338,10 +338,7 @@ def export(plan_path: Path, fmt: str, out: Path, force: bool = False,
     catalog = load_catalog(catalog_dir)
     # exports need the placement, not the costs: resolve with the analytic model (no profiles)
     dep = resolve_deployment(plan, catalog, str(plan_path), analytic_lookup)
-    weights = {m.name: m.weights for m in dep.models}
-    if dep.judge is not None:
-        weights.setdefault(dep.judge.model, dep.judge.card.hf_id)
-    replicas = place(dep.plan, weights)
+    replicas = place(dep)
     formats = list(FORMATS) if fmt == "all" else [fmt]
     trace = None
     if "bench" in formats:

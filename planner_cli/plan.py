@@ -22,7 +22,7 @@ from planner_cli.sim.figures import (
     Figures,
     Percentiles,
 )
-from planner_cli.specs._yaml import StrictModel
+from planner_cli.specs._yaml import PlainText, StrictModel
 from planner_cli.specs.cascade import CascadeModel, CascadeSpec
 from planner_cli.specs.cluster import ClusterSpec
 from planner_cli.specs.model import Precision
@@ -261,7 +261,7 @@ class Predicted(Figures):
 
 class Plan(StrictModel):
     schema_version: Literal[1]
-    name: str = "plan"
+    name: PlainText = "plan"
     inputs: PlanInputs = PlanInputs()
     cascade: CascadeSpec
     cluster: ClusterSpec

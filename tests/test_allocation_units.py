@@ -155,7 +155,7 @@ def test_capacity_search_reports_a_bound_at_its_request_limit():
 def _placed(name: str):
     plan = load_yaml_model(FIXTURES / "plans" / name, Plan)
     dep = resolve_deployment(plan, CATALOG, name, analytic_lookup)
-    return dep, place(dep.plan, {m.name: m.weights for m in dep.models})
+    return dep, place(dep)
 
 
 def test_placement_packs_replicas_without_sharing_a_gpu():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,8 @@ PLANS = FIXTURES / "plans"
 GOLDEN = Path(__file__).parent / "golden"
 FLAGS = {name: {line.strip() for line in (FIXTURES / "engine_flags" / f"{name}.txt")
                 .read_text().splitlines() if line.startswith("--")}
-         for name in ("vllm-0.33.0", "sglang-0.5.23")}
+         for name in ("vllm-0.33.0", "sglang-0.5.23", "vllm-bench-serve-0.33.0",
+                      "aiperf-0.13.0")}
 UPDATE = os.environ.get("CASCADIA_UPDATE_GOLDENS") == "1"
 
 
@@ -237,6 +239,26 @@ def test_bench_export(cli, tmp_path):
                  "--timed-trace-sec-multiplier 0.001", "--goodput ttft:2000 e2el:60000",
                  "--custom-dataset-type mooncake_trace", "--fixed-schedule"):
         assert flag in replay
+    # each benchmark replays exactly the trace (vLLM's stops at 1,000 prompts by default),
+    # and every flag is one its own parser lists
+    commands = {}
+    for line in replay.splitlines():
+        line = line.removeprefix("# ")
+        if not line.startswith(("vllm ", "aiperf ")):
+            continue
+        words = shlex.split(line)
+        if words[:3] == ["vllm", "bench", "serve"]:
+            commands["vllm-bench-serve-0.33.0"] = words[3:]
+        elif words[:2] == ["aiperf", "profile"]:
+            commands["aiperf-0.13.0"] = words[2:]
+    assert set(commands) == {"vllm-bench-serve-0.33.0", "aiperf-0.13.0"}
+    for name, words in commands.items():
+        flags = {w for w in words if w.startswith("--")}
+        assert flags <= FLAGS[name], (name, sorted(flags - FLAGS[name]))
+    assert commands["vllm-bench-serve-0.33.0"][
+        commands["vllm-bench-serve-0.33.0"].index("--num-prompts") + 1] == str(len(lines))
+    assert commands["aiperf-0.13.0"][
+        commands["aiperf-0.13.0"].index("--request-count") + 1] == str(len(lines))
     assert subprocess.run(["bash", "-n", str(out / "bench" / "replay.sh")]).returncode == 0
     assert "note" in json.loads((out / "bench" / "predicted.json").read_text())
 

@@ -38,7 +38,9 @@ def mooncake_lines(trace: Trace) -> list[str]:
     return out
 
 
-def commands(cfg: RouterConfig, slo: SloSpec | None) -> str:
+def commands(cfg: RouterConfig, slo: SloSpec | None, requests: int) -> str:
+    """The replay commands; both benchmarks are told the trace's request count (vLLM's
+    otherwise stops at its default 1,000 prompts)."""
     first = cfg.tiers[0]
     url = first.endpoints[0].removesuffix("/v1")
     goodput = []
@@ -52,7 +54,7 @@ def commands(cfg: RouterConfig, slo: SloSpec | None) -> str:
     vllm_cmd = ["vllm", "bench", "serve", "--backend", "openai-chat", "--base-url", q(url),
                 "--endpoint", "/v1/chat/completions", "--model", q(first.hf_id),
                 "--served-model-name", q(first.model), "--dataset-name", "timed_trace",
-                "--dataset-path", '"$HERE"/trace.mooncake.jsonl',
+                "--dataset-path", '"$HERE"/trace.mooncake.jsonl', "--num-prompts", str(requests),
                 "--timed-trace-chunk-hash-size", str(BLOCK),
                 "--timed-trace-sec-multiplier", "0.001", "--save-result",
                 "--result-dir", '"$HERE"/results']
@@ -61,6 +63,7 @@ def commands(cfg: RouterConfig, slo: SloSpec | None) -> str:
     aiperf_cmd = ["aiperf", "profile", "--model", q(first.model), "--url", q(url),
                   "--endpoint-type", "chat", "--input-file", '"$HERE"/trace.mooncake.jsonl',
                   "--custom-dataset-type", "mooncake_trace", "--fixed-schedule",
+                  "--request-count", str(requests),
                   "--artifact-dir", '"$HERE"/results/aiperf']
     lines = ["#!/usr/bin/env bash",
              "# Replay the planned trace against tier 1 of the deployment (cascadia-plan "

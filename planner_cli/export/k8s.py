@@ -1,6 +1,10 @@
 """Kubernetes manifests (vLLM): a Deployment and a Service per tier whose replicas fit one node,
 a LeaderWorkerSet (and Service) per tier whose replicas span nodes. Commands are argument lists
-(no shell), so interpolated values stay inert; LWS fills $(LWS_*) from its environment."""
+(no shell), and every `$` of a value is doubled so Kubernetes does not expand `$(VAR)` in it;
+only the LWS variables the manifests themselves reference are expanded. Each pod selects its
+pool's nodes (the cluster file's `node_selector`, else the label `cascadia-plan/pool=<pool>`)
+and asks for its vendor's GPUs (`nvidia.com/gpu` with vLLM's CUDA image, `amd.com/gpu` with its
+ROCm image)."""
 
 from __future__ import annotations
 
@@ -8,31 +12,52 @@ import re
 
 import yaml
 
+from planner_cli.errors import InputError
 from planner_cli.export.engines import replica_config
 from planner_cli.export.flags import DIST_PORT, ENGINES
 from planner_cli.export.placement import Replica
+from planner_cli.specs.cluster import is_label_value
 
-IMAGE = f"vllm/vllm-openai:v{ENGINES['vllm']['version']}"
+VERSION = ENGINES["vllm"]["version"]
+IMAGES = {"nvidia": f"vllm/vllm-openai:v{VERSION}", "amd": f"vllm/vllm-openai-rocm:v{VERSION}"}
+GPU_RESOURCE = {"nvidia": "nvidia.com/gpu", "amd": "amd.com/gpu"}
+POOL_LABEL = "cascadia-plan/pool"
 PORT = 8000
 SHM = "16Gi"
 
 
 def dns(name: str) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63]
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63].rstrip("-")
+
+
+def inert(value: str) -> str:
+    """A value Kubernetes passes through unchanged: `$$` is its escape for a literal `$`, so
+    `$(VAR)` in a user's string is not expanded."""
+    return value.replace("$", "$$")
 
 
 def _args(r: Replica) -> list[str]:
-    args = ["serve", r.hf_id]
+    args = ["serve", inert(r.hf_id)]
     for key, value in replica_config("vllm", r).items():
         if key == "port":
             value = PORT  # one pod per replica: every pod listens on the same port
-        args += [f"--{key}", str(value)]
+        args += [f"--{key}", inert(str(value))]
     return args
 
 
+def node_selector(r: Replica) -> dict[str, str]:
+    if r.node_selector is not None:
+        return dict(r.node_selector)
+    if not is_label_value(r.pool):
+        raise InputError(f"pool {r.pool!r} is not a Kubernetes label value, so it cannot be "
+                         f"the default node selector {POOL_LABEL}=<pool>",
+                         "set node_selector on the pool in the cluster file")
+    return {POOL_LABEL: r.pool}
+
+
 def _container(r: Replica, args: list[str], gpus: int, leader: bool) -> dict:
-    c = {"name": "vllm", "image": IMAGE, "command": ["vllm"], "args": args,
-         "resources": {"limits": {"nvidia.com/gpu": gpus}},
+    c = {"name": "vllm", "image": IMAGES[r.vendor], "command": ["vllm"], "args": args,
+         "resources": {"limits": {GPU_RESOURCE[r.vendor]: gpus}},
          "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}]}
     if leader:
         c["ports"] = [{"containerPort": PORT, "name": "http"}]
@@ -44,7 +69,11 @@ def _container(r: Replica, args: list[str], gpus: int, leader: bool) -> dict:
 
 def _pod(r: Replica, labels: dict, containers: list[dict]) -> dict:
     return {"metadata": {"labels": labels},
-            "spec": {"containers": containers,
+            "spec": {"nodeSelector": node_selector(r),
+                     # GPU nodes are often tainted with their resource name
+                     "tolerations": [{"key": GPU_RESOURCE[r.vendor], "operator": "Exists",
+                                      "effect": "NoSchedule"}],
+                     "containers": containers,
                      "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory",
                                                                 "sizeLimit": SHM}}]}}
 
@@ -98,7 +127,12 @@ def render_k8s(replicas: list[Replica]) -> dict[str, str]:
     for r in replicas:
         tiers.setdefault(r.tier, []).append(r)
     for tier, reps in tiers.items():
-        files[f"k8s/{dns(f'{tier}-{reps[0].model}')}.yaml"] = (
-            f"# {tier}: {len(reps)} replica(s) of {reps[0].model} (cascadia-plan export; "
-            f"{IMAGE})\n" + tier_manifests(reps))
+        r = reps[0]
+        selector = ", ".join(f"{k}={v}" for k, v in node_selector(r).items())
+        files[f"k8s/{dns(f'{tier}-{r.model}')}.yaml"] = (
+            f"# {tier}: {len(reps)} replica(s) of {r.model} (cascadia-plan export; "
+            f"{IMAGES[r.vendor]})\n"
+            f"# pool {r.pool}: its nodes must carry the label(s) {selector}"
+            + (f" (kubectl label node NODE {selector})" if r.node_selector is None else "")
+            + "\n" + tier_manifests(reps))
     return files

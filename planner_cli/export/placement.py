@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from planner_cli.errors import InputError
 from planner_cli.export.flags import BASE_PORT
-from planner_cli.plan import Plan
+from planner_cli.problem import Deployment
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ class Replica:
     pp: int
     precision: str
     pool: str
+    vendor: str  # the pool's GPU vendor: nvidia or amd
+    node_selector: tuple[tuple[str, str], ...] | None  # the pool's node labels, if given
     nodes: tuple[NodeSlot, ...]  # one per node the replica spans; nodes[0] is the head
     port: int
     max_model_len: int
@@ -47,9 +49,14 @@ def host_name(pool: str, node: int) -> str:
     return f"{pool}-{node}"
 
 
-def place(plan: Plan, hf_ids: dict[str, str]) -> list[Replica]:
+def place(dep: Deployment) -> list[Replica]:
     """Every replica of every stage (and of a served judge) with its hosts, GPUs and port, for
     a plan resolved by `problem.resolve_deployment` (node sizes and context lengths set)."""
+    plan = dep.plan
+    hf_ids = {m.name: m.weights for m in dep.models}
+    if dep.judge is not None:
+        hf_ids.setdefault(dep.judge.model, dep.judge.card.hf_id)
+    vendors = {p.name: p.gpu.vendor for p in dep.pools}
     pools = {p.name: p for p in plan.cluster.pools}
     free: dict[str, list[list[int]]] = {}
     ports: dict[str, int] = {}
@@ -95,6 +102,9 @@ def place(plan: Plan, hf_ids: dict[str, str]) -> list[Replica]:
             out.append(Replica(
                 stage=i, tier=tier, model=stage.model, hf_id=hf_ids[stage.model], index=r,
                 tp=stage.tp, pp=stage.pp, precision=stage.precision, pool=pool.name,
+                vendor=vendors[pool.name],
+                node_selector=(None if pool.node_selector is None
+                               else tuple(sorted(pool.node_selector.items()))),
                 nodes=tuple(slots), port=port, max_model_len=stage.max_model_len,
                 max_num_seqs=stage.max_num_seqs,
                 max_num_batched_tokens=stage.max_num_batched_tokens,

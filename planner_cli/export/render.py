@@ -32,7 +32,7 @@ def render(plan, replicas: list[Replica], formats: list[str], trace: Trace | Non
             if trace is None:
                 raise ValueError("bench needs the trace")
             files["bench/trace.mooncake.jsonl"] = "".join(bench.mooncake_lines(trace))
-            files["bench/replay.sh"] = bench.commands(cfg, plan.cascade.slo)
+            files["bench/replay.sh"] = bench.commands(cfg, plan.cascade.slo, len(trace))
             files["bench/predicted.json"] = bench.predictions(plan.predicted)
     files["plan-summary.json"] = json.dumps(
         {"plan": plan.name, "formats": formats,

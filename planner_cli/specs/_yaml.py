@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import typing
+import unicodedata
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from planner_cli.errors import InputError, did_you_mean
 
@@ -18,6 +19,37 @@ class StrictModel(BaseModel):
     """Frozen, unknown keys rejected: the base of every file-backed spec."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# Unicode categories no name, id or path needs: controls (newline, escape, NUL), format
+# characters (bidirectional overrides that make a name read differently than it runs) and the
+# line and paragraph separators.
+_INVISIBLE = {"Cc", "Cf", "Zl", "Zp"}
+
+
+def _plain(value: str) -> str:
+    if not value.strip():
+        raise ValueError("is empty")
+    bad = next((c for c in value if unicodedata.category(c) in _INVISIBLE), None)
+    if bad is not None:
+        raise ValueError(f"holds the invisible character U+{ord(bad):04X} (a control or "
+                         "format character); remove it")
+    return value
+
+
+def _engine_arg(value: str) -> str:
+    _plain(value)
+    if value.startswith("-"):
+        raise ValueError("starts with '-', which an engine would read as an option; "
+                         "use ./ before a relative path")
+    return value
+
+
+# A string shown or written into exported files (names): no control characters.
+PlainText = Annotated[str, AfterValidator(_plain)]
+# A string an engine receives as an argument (a model id or weights path): plain, and not
+# starting with '-'.
+EngineArg = Annotated[str, AfterValidator(_engine_arg)]
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:

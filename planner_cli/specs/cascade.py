@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
-from planner_cli.specs._yaml import StrictModel
+from planner_cli.specs._yaml import EngineArg, PlainText, StrictModel
 from planner_cli.specs.model import Precision
 
 
@@ -15,7 +15,7 @@ class CascadeModel(StrictModel):
     precision: Precision = "bf16"
     judged_name: str | None = None  # the model's name in the judged sample, if it differs
     max_model_len: PositiveInt | None = None  # serving context limit; default: the card's
-    weights: str | None = None  # HF repo id or path to serve; default: the card's hf_id
+    weights: EngineArg | None = None  # HF repo id or path to serve; default: the card's hf_id
     engine: Literal["vllm", "sglang"] | None = None  # serving engine; default: --engine, vllm
 
 
@@ -45,7 +45,7 @@ class SloSpec(StrictModel):
 
 class CascadeSpec(StrictModel):
     schema_version: Literal[1]
-    name: str = "cascade"
+    name: PlainText = "cascade"
     models: list[CascadeModel] = Field(min_length=1)
     judger: Judger
     quality_target: Annotated[float, Field(ge=0, le=100)] | None = None  # 0-100 scale

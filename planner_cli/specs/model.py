@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
-from planner_cli.specs._yaml import StrictModel
+from planner_cli.specs._yaml import EngineArg, StrictModel
 
 Precision = Literal["bf16", "fp8", "int4-awq", "fp4", "mxfp4"]
 PRECISIONS: tuple[str, ...] = ("bf16", "fp8", "int4-awq", "fp4", "mxfp4")
@@ -117,7 +117,7 @@ class IndexerSpec(StrictModel):
 class ModelCard(StrictModel):
     schema_version: Literal[1]
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]*$")
-    hf_id: str
+    hf_id: EngineArg
     aliases: tuple[str, ...] = ()
     architecture: str
     model_type: str

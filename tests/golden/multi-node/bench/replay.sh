@@ -6,7 +6,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 mkdir -p "$HERE"/results
 
 # vLLM's benchmark (timed_trace replays the timestamps)
-vllm bench serve --backend openai-chat --base-url http://h100-0:8000 --endpoint /v1/chat/completions --model meta-llama/Llama-3.1-70B-Instruct --served-model-name llama-3.1-70b --dataset-name timed_trace --dataset-path "$HERE"/trace.mooncake.jsonl --timed-trace-chunk-hash-size 512 --timed-trace-sec-multiplier 0.001 --save-result --result-dir "$HERE"/results --goodput ttft:2000 e2el:60000
+vllm bench serve --backend openai-chat --base-url http://h100-0:8000 --endpoint /v1/chat/completions --model meta-llama/Llama-3.1-70B-Instruct --served-model-name llama-3.1-70b --dataset-name timed_trace --dataset-path "$HERE"/trace.mooncake.jsonl --num-prompts 20 --timed-trace-chunk-hash-size 512 --timed-trace-sec-multiplier 0.001 --save-result --result-dir "$HERE"/results --goodput ttft:2000 e2el:60000
 
 # or AIPerf (mooncake_trace with a fixed schedule)
-# aiperf profile --model llama-3.1-70b --url http://h100-0:8000 --endpoint-type chat --input-file "$HERE"/trace.mooncake.jsonl --custom-dataset-type mooncake_trace --fixed-schedule --artifact-dir "$HERE"/results/aiperf
+# aiperf profile --model llama-3.1-70b --url http://h100-0:8000 --endpoint-type chat --input-file "$HERE"/trace.mooncake.jsonl --custom-dataset-type mooncake_trace --fixed-schedule --request-count 20 --artifact-dir "$HERE"/results/aiperf
