@@ -19,7 +19,8 @@ from pydantic import ValidationError
 
 from planner_cli.specs.cascade import CascadeModel, CascadeSpec
 from planner_cli.specs.cluster import Pool
-from tests.conftest import FIXTURES
+from planner_cli.specs.model import ModelCard
+from tests.conftest import FIXTURES, ROOT
 from tests.k8s_schemas import names_are_valid, validate
 from tests.util import assert_one_line_error
 
@@ -253,12 +254,13 @@ def test_names_and_ids_refuse_control_characters_and_leading_dashes():
     with pytest.raises(ValidationError, match=r"U\+0007"):
         CascadeSpec(schema_version=1, name="bell\x07", models=[{"model": "x"}],
                     judger={"kind": "external", "latency_s": 0})
-    card = yaml.safe_load((Path(__file__).parent.parent / "model_cards"
-                           / "llama-3.1-8b.yaml").read_text())
-    from planner_cli.specs.model import ModelCard
+    card = yaml.safe_load((ROOT / "model_cards" / "llama-3.1-8b.yaml").read_text())
     ModelCard.model_validate(card)
     with pytest.raises(ValidationError, match="starts with '-'"):
         ModelCard.model_validate(card | {"hf_id": "--help"})
+    for served in ("-x", "x\ny", "x y", "X"):  # the card name is the served model name
+        with pytest.raises(ValidationError, match="name"):
+            ModelCard.model_validate(card | {"name": served})
     assert Pool(name="a", gpu="h100", nodes=1, node_selector={"a.b/c": ""}).node_selector
 
 
