@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from planner_cli import api
 from planner_cli.errors import PlannerError
 from planner_cli.specs._yaml import MAX_DEPTH, load_yaml_model
+from planner_cli.specs.cascade import CascadeSpec
 from planner_cli.specs.cluster import ClusterSpec
 from tests.conftest import ROOT
 from tests.util import assert_one_line_error
@@ -244,3 +245,25 @@ def test_every_reader_through_the_cli(cli, tmp_path, reader, data):
 def test_every_reader_through_the_cli_at_length(cli, tmp_path, reader, data):
     blob = data.draw(st.one_of(mutated(reader), st.binary(max_size=2000)))
     _cli_outcome(cli, tmp_path, reader, blob)
+
+
+@pytest.mark.parametrize("judger,says", [
+    # a key of the other judger kind: named where it is, with the kind it goes with
+    ("kind: model\n  model: llama-3.1-8b\n  latency_s: 0.5",
+     "unknown key 'judger.latency_s' (= 0.5) — 'latency_s' goes with kind: external"),
+    ("kind: external\n  latency_s: 0.5\n  model: llama-3.1-8b",
+     "unknown key 'judger.model' (= 'llama-3.1-8b') — 'model' goes with kind: model"),
+    ("kind: model\n  modle: llama-3.1-8b", "unknown key 'judger.modle' (= 'llama-3.1-8b') — "
+     "did you mean 'model'?"),
+    ("kind: model\n  model: x\n  latency_ms: 1",
+     "unknown key 'judger.latency_ms' (= 1) — allowed keys: kind, model, output_tokens, "
+     "precision"),
+    ("kind: model", "missing key 'judger.model'"),
+])
+def test_a_misplaced_judger_key_is_named_where_it_is(tmp_path, judger, says):
+    path = tmp_path / "cascade.yaml"
+    path.write_text("schema_version: 1\nmodels:\n  - model: llama-3.1-8b\njudger:\n  "
+                    + judger + "\n")
+    with pytest.raises(PlannerError) as err:
+        load_yaml_model(path, CascadeSpec)
+    assert says in err.value.one_line()

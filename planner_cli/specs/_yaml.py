@@ -5,7 +5,7 @@ from __future__ import annotations
 import typing
 import unicodedata
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
@@ -84,19 +84,46 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     return out
 
 
-def _fields_at(cls: type[BaseModel], loc: tuple[Any, ...]) -> set[str]:
-    """Field names allowed at `loc` (the keys of the mapping that holds the bad key)."""
+def _tags(model: type[BaseModel]) -> dict[str, str]:
+    """{tag: field} by which pydantic names a union member in an error's location: its class
+    name, and the value of each single-string Literal field (a discriminator like `kind`)."""
+    tags = {model.__name__: ""}
+    for name, field in model.model_fields.items():
+        args = typing.get_args(field.annotation)
+        if typing.get_origin(field.annotation) is Literal and len(args) == 1 and isinstance(
+                args[0], str):
+            tags[args[0]] = name
+    return tags
+
+
+def _walk(cls: type[BaseModel], loc: tuple[Any, ...]
+          ) -> tuple[tuple[Any, ...], list[type[BaseModel]]]:
+    """(the location as keys of the file, the models that can hold the mapping there): a part
+    that names a union member (pydantic adds its tag) narrows the models and is not a key."""
     models: list[type[BaseModel]] = [cls]
+    keys: list[Any] = []
     for part in loc:
         if isinstance(part, int):
-            continue  # list items share the list's model
-        nxt: list[type[BaseModel]] = []
-        for model in models:
-            field = model.model_fields.get(part)
-            if field is not None:
-                nxt += _models_in(field.annotation)
-        models = nxt
-    return {name for model in models for name in model.model_fields}
+            keys.append(part)  # list items share the list's model
+            continue
+        # in a union of models, pydantic's location names the member first
+        members = [m for m in models if part in _tags(m)] if len(models) > 1 else []
+        if members:
+            models = members
+            continue
+        if any(part in m.model_fields for m in models):
+            models = [held for m in models if part in m.model_fields
+                      for held in _models_in(m.model_fields[part].annotation)]
+            keys.append(part)
+            continue
+        keys.append(part)
+        models = []
+    return tuple(keys), models
+
+
+def _fields_at(cls: type[BaseModel], loc: tuple[Any, ...]) -> set[str]:
+    """Field names allowed at `loc` (the keys of the mapping that holds the bad key)."""
+    return {name for model in _walk(cls, loc)[1] for name in model.model_fields}
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:
@@ -112,19 +139,28 @@ def validation_error_line(path: Path | str, root: yaml.Node | None, cls: type[Ba
     errors = exc.errors()
     # a typo shows as an unknown key and a missing one: report the unknown key, it has the hint
     err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    # pydantic adds the union member tag (e.g. 'ExternalJudger') to the location; drop it
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p[:1].isupper()))
+    # pydantic adds the union member's tag (e.g. 'model' for kind: model) to the location
+    raw = tuple(err["loc"])
+    loc = _walk(cls, raw)[0]
     key = _dotted(loc) or "(top level)"
     line = _line_of(root, loc)
     where = f"{path}:{line}" if line else str(path)
     kind = err["type"]
     if kind == "extra_forbidden":
         bad = str(loc[-1]) if loc else key
-        allowed = _fields_at(cls, loc[:-1])
+        holders = _walk(cls, raw[:-1])[1]  # the union member the mapping was read as
+        allowed = {name for model in holders for name in model.model_fields}
         nested = [name for name in sorted(allowed)
-                  if bad in _fields_at(cls, (*loc[:-1], name))]
+                  if bad in _fields_at(cls, (*raw[:-1], name))]
+        # the key of another member of the same union (latency_s under a judger of kind model)
+        siblings = [(field, tag) for m in _walk(cls, loc[:-1])[1]
+                    if m not in holders and bad in m.model_fields
+                    for tag, field in _tags(m).items() if field]
         if nested:
             hint = f"'{bad}' belongs under '{nested[0]}:'"
+        elif siblings:
+            field, tag = siblings[0]
+            hint = f"'{bad}' goes with {field}: {tag}; remove it or change {field}"
         else:
             hint = did_you_mean(bad, allowed) or ("allowed keys: " + ", ".join(sorted(allowed)))
         value = err.get("input")
