@@ -310,3 +310,14 @@ def test_mistrals_sliding_window_is_applied_to_llama_shaped_tables():
     assert a[2] - a[1] == pytest.approx(a[1] - a[0], rel=1e-9)
     # each token past the window pays what the window's last token does: 2·A(w)/w
     assert a[0] == pytest.approx(3 * cost.context(4096, 0.0), rel=1e-9)
+
+
+def test_version_slots_are_remembered_and_handed_out_as_copies():
+    db = measured._perf_database()
+    assert db is measured._perf_database() and db.get_version_slots.cascadia_remembered
+    first = db.get_version_slots("h100_sxm", "vllm")
+    assert first and "current" in first
+    first["current"] = "mutated"
+    assert db.get_version_slots("h100_sxm", "vllm")["current"] != "mutated"
+    assert db.get_version_slots("h100_sxm", "vllm", systems_paths=None) == db.get_version_slots(
+        "h100_sxm", "vllm")

@@ -154,6 +154,34 @@ class Coverage:
         return f"measured:{self.system}/{self.engine}/{self.version}"
 
 
+@functools.cache
+def _perf_database() -> Any:
+    """aiconfigurator-core's database module, its version-slot lookup remembered.
+
+    It resolves (system, engine) -> data versions by parsing the system's YAML spec and
+    listing its data folders on every call, about 10-25 ms, and a compile calls it several
+    times: a third of an optimize's time went there. Those files do not change while we run,
+    so each answer is kept (a copy is handed out: callers own what they get)."""
+    from aiconfigurator_core.sdk import perf_database
+
+    lookup = perf_database.get_version_slots
+    if getattr(lookup, "cascadia_remembered", False):
+        return perf_database
+
+    @functools.cache
+    def remembered(system: str, backend: str, paths: Any) -> Any:
+        return lookup(system, backend, list(paths) if isinstance(paths, tuple) else paths)
+
+    def get_version_slots(system: str, backend: str, systems_paths: Any = None) -> Any:
+        key = tuple(systems_paths) if isinstance(systems_paths, list) else systems_paths
+        slots = remembered(system, backend, key)
+        return dict(slots) if slots is not None else None
+
+    get_version_slots.cascadia_remembered = True  # type: ignore[attr-defined]
+    perf_database.get_version_slots = get_version_slots
+    return perf_database
+
+
 def coverage(shape: ReplicaShape, engine: str) -> Coverage:
     """What measured data would serve `shape` under `engine` (one of ENGINES: the caller
     checks, perf.profiles.check_engine), or NotCovered with why."""
@@ -161,7 +189,7 @@ def coverage(shape: ReplicaShape, engine: str) -> Coverage:
     if system is None:
         raise NotCovered(f"aiconfigurator-core has no tables for {shape.gpu.name}")
     model = model_path(shape.card)
-    from aiconfigurator_core.sdk import perf_database
+    perf_database = _perf_database()
 
     with _quiet():
         try:
@@ -292,6 +320,8 @@ def _handle(cov: Coverage, shape: ReplicaShape, quant: Quant) -> Any:
     key = (cov, shape.tp, shape.pp, shape.ep, shape.precision, shape.kv_dtype, quant)
     if key not in _HANDLES:
         from aiconfigurator_core.sdk.engine import EngineHandle
+
+        _perf_database()
 
         moe = ({"moe_tp_size": shape.tp // shape.ep, "moe_ep_size": shape.ep}
                if shape.card.moe else {})
