@@ -16,6 +16,7 @@ from planner_cli.export.placement import place
 from planner_cli.export.render import FORMATS
 from planner_cli.export.render import render as render_exports
 from planner_cli.export.router import RouterConfig
+from planner_cli.export.router import router_config as build_router_config
 from planner_cli.export.writer import write_tree
 from planner_cli.optimize import bilevel
 from planner_cli.optimize.allocator import DEFAULT_OBJECTIVE
@@ -329,6 +330,46 @@ class ExportResult:
                 "warnings": self.warnings, "replicas": self.replicas}
 
 
+def _score_scale(plan_path: Path, plan: Plan) -> str | None:
+    """The scale the plan's judge answers on: the plan's own, else its judged sample's
+    declared one (None when the sample is not at hand)."""
+    if plan.inputs.score_scale:
+        return plan.inputs.score_scale
+    sample = _relative(plan_path, plan.inputs.quality)
+    if sample is None or not sample.is_file():
+        return None
+    lo, hi = io.read_judged(sample).score_scale
+    return f"{lo:g}-{hi:g}"
+
+
+def router_config(plan_path: Path | None = None, config_path: Path | None = None,
+                  catalog_dir: Path | None = None) -> RouterConfig:
+    """What `route` runs: a cascade.yaml as exported (edited or not), or the router config of
+    a plan, placed as its exports are."""
+    if (plan_path is None) == (config_path is None):
+        raise InputError("route takes --plan or --config (one of them)",
+                         "pass the plan, or the cascade.yaml that export wrote")
+    if config_path is not None:
+        cfg, where = load_yaml_model(config_path, RouterConfig), str(config_path)
+    else:
+        plan = load_plan(plan_path)
+        dep = resolve_deployment(plan, load_catalog(catalog_dir), str(plan_path),
+                                 analytic_lookup)
+        cfg = build_router_config(dep.plan, place(dep), _score_scale(plan_path, plan))
+        where = str(plan_path)
+    j = cfg.judger
+    if j.kind == "llm" and not (j.endpoints and j.model):
+        raise InputError(f"{where}: the judger has no endpoints or model to call",
+                         "export --format router and fill in judger.endpoints and "
+                         "judger.model of cascade.yaml (or set judger.kind: logprob)")
+    for tier in cfg.tiers[:-1]:
+        if tier.threshold is None:
+            raise InputError(f"{where}: tier {tier.name} has no threshold",
+                             "give every tier but the last a threshold (0-100)")
+    parse_scale(j.score_scale, "judger.score_scale")
+    return cfg
+
+
 def export(plan_path: Path, fmt: str, out: Path, force: bool = False,
            trace_path: Path | None = None, catalog_dir: Path | None = None) -> ExportResult:
     """Render the plan's launch files and write them to `out` in one move."""
@@ -348,7 +389,11 @@ def export(plan_path: Path, fmt: str, out: Path, force: bool = False,
                              "pass --trace or set inputs.trace")
         trace = load_trace(trace_file)
     warnings: list[str] = []
-    files = render_exports(dep.plan, replicas, formats, trace, warnings)
+    scale = _score_scale(plan_path, plan)
+    if scale is None and "router" in formats:
+        warnings.append("router/cascade.yaml: the plan's judged sample is not at hand, so "
+                        "judger.score_scale is 0-100; set it to the scale your judge answers on")
+    files = render_exports(dep.plan, replicas, formats, trace, warnings, scale)
     # what the export reads: no folder holding one of them is replaced
     inputs = [p for p in (plan_path, trace_path, _relative(plan_path, plan.inputs.trace),
                           _relative(plan_path, plan.inputs.quality)) if p is not None]

@@ -579,6 +579,35 @@ def export(
                                f"replicas under {result.out}")
 
 
+@app.command("route")
+@handles_errors
+def route(
+    plan: Annotated[Path | None, typer.Option(help="The plan to run (placed as its exports).")]
+    = None,
+    config: Annotated[Path | None, typer.Option(
+        help="A router config: the cascade.yaml of export --format router.")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+) -> None:
+    """Run the cascade: an OpenAI-compatible router (/v1/chat/completions, /v1/completions,
+    /v1/models, /health, /metrics) that asks tier 1, scores its answer with the judger,
+    returns it when the score reaches the tier's threshold and asks the next tier otherwise.
+
+    Needs the router extra (pip install 'cascadia-plan[router]'). It starts while the
+    engines are still loading; /health says which tier has no reachable replica. With
+    CASCADIA_API_KEY set, clients must send it as a Bearer token (and the engines receive it).
+    """
+    cfg = api.router_config(plan, config, _catalog_dir())
+    try:
+        from planner_cli.router import server
+    except ImportError as exc:
+        raise MissingDependencyError(f"the router needs {exc.name}",
+                                     "pip install 'cascadia-plan[router]'") from None
+    typer.echo(f"routing {cfg.name} ({' -> '.join(t.model for t in cfg.tiers)}) on "
+               f"http://{host}:{port}/v1; Ctrl-C stops", err=True)
+    server.serve(cfg, host, port)
+
+
 schema_app = typer.Typer(no_args_is_help=True, help="JSON Schemas of the files the tool writes.")
 app.add_typer(schema_app, name="schema")
 

@@ -12,9 +12,10 @@ FORMATS = ("vllm", "sglang", "k8s", "router", "bench")
 
 
 def render(plan, replicas: list[Replica], formats: list[str], trace: Trace | None = None,
-           warnings: list[str] | None = None) -> dict[str, str]:
+           warnings: list[str] | None = None, score_scale: str | None = None
+           ) -> dict[str, str]:
     files: dict[str, str] = {}
-    cfg = router.router_config(plan, replicas)
+    cfg = router.router_config(plan, replicas, score_scale)
     for fmt in formats:
         if fmt in ("vllm", "sglang"):
             files |= engines.render_engine(fmt, replicas)

@@ -1,19 +1,29 @@
-"""Router configs: the plan's own cascade.yaml (schema: `cascadia-plan schema cascade`), its
-translation to the vLLM Semantic Router (v0.3 config, a `confidence` decision), and a LiteLLM
-proxy config with one load-balancing group per tier. API keys are referenced by environment
-variable, never written."""
+"""Router configs: the plan's own cascade.yaml (schema: `cascadia-plan schema cascade`; what
+`cascadia-plan route` runs), its translation to the vLLM Semantic Router (v0.3 config, a
+`confidence` decision), and a LiteLLM proxy config with one load-balancing group per tier. API
+keys are referenced by environment variable, never written."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import Field, PositiveFloat
+from pydantic import AfterValidator, Field, PositiveFloat, PositiveInt
 
 from planner_cli.export.placement import Replica
 from planner_cli.specs._yaml import StrictModel
 
-ROUTER_SCHEMA_VERSION = 1
+ROUTER_SCHEMA_VERSION = 2
+
+
+def _endpoint(url: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url):
+        raise ValueError(f"{url!r} is not an http(s) base URL such as http://host:8000/v1")
+    return url
+
+
+Endpoint = Annotated[str, AfterValidator(_endpoint)]
 SEMANTIC_ROUTER_VERSION = "v0.3"
 SEMANTIC_ROUTER_WARNING = (
     "the vLLM Semantic Router's confidence decision escalates on one threshold for every "
@@ -24,39 +34,64 @@ class RouterTier(StrictModel):
     name: str
     model: str  # served model name
     hf_id: str
-    endpoints: list[str] = Field(min_length=1)  # OpenAI-compatible base URLs
+    endpoints: list[Endpoint] = Field(min_length=1)  # OpenAI-compatible base URLs
     threshold: Annotated[float, Field(ge=0, le=101)] | None  # None: the last tier answers
 
 
 class RouterJudger(StrictModel):
-    kind: Literal["external", "model"]
-    latency_s: Annotated[float, Field(ge=0)] | None = None  # external: measured latency
-    model: str | None = None  # served judge
-    endpoints: list[str] = []
+    """How the router scores a tier's answer (on 0-100, the plan's threshold scale).
+
+    `llm`: a judge model behind an OpenAI-compatible endpoint is asked to grade the answer with
+    the scoring prompt (`planner_cli.router.judge.DEFAULT_PROMPT` unless `prompt` is given) and
+    must reply with one number on `score_scale`, which is mapped to 0-100 as the judged sample
+    was. `served: true` when the judge is the plan's own served model (its replicas are
+    `endpoints`); an external judge's `endpoints` and `model` are the user's to fill in.
+    `logprob`: the answer's own confidence, 100 x exp(mean token log-probability), the signal
+    the vLLM Semantic Router uses; it costs no call, but it is not the judge the plan's
+    thresholds were chosen with."""
+
+    kind: Literal["llm", "logprob"]
+    served: bool = False
+    model: str | None = None  # llm: the judge's model name at its endpoints
+    endpoints: list[Endpoint] = []  # llm: OpenAI-compatible base URLs
+    score_scale: str = "0-100"  # llm: the scale of its replies (the judged sample's)
+    prompt: str | None = None  # llm: the scoring prompt with {question}, {answer}, {low}, {high}
+    max_tokens: PositiveInt = 8  # llm: tokens the judge may generate
+    latency_s: Annotated[float, Field(ge=0)] | None = None  # the latency the plan assumed
+    api_key_env: str | None = None  # the judge endpoint's key variable; default: the config's
 
 
 class Escalation(StrictModel):
+    """The router's fault policy: a tier call that times out or errors is retried `retries`
+    times on another replica of the tier, then the request goes on to the next tier (the last
+    tier's failure is the client's error, 502); a judge that fails or replies off-scale counts
+    as a low score (the request escalates)."""
+
     policy: Literal["score-below-threshold"] = "score-below-threshold"
-    score_scale: Literal["0-100"] = "0-100"
-    timeout_s: PositiveFloat | None = None
+    timeout_s: PositiveFloat = 600.0  # one upstream call (tier or judge)
+    retries: Annotated[int, Field(ge=0, le=8)] = 1
 
 
 class RouterConfig(StrictModel):
     """The cascade a router runs: tiers in order, their endpoints and thresholds, the judger."""
 
-    schema_version: Literal[1]
+    schema_version: Literal[ROUTER_SCHEMA_VERSION]  # type: ignore[valid-type]
     name: str
     tiers: list[RouterTier] = Field(min_length=1)
     judger: RouterJudger
     escalation: Escalation = Escalation()
     api_key_env: str = "CASCADIA_API_KEY"  # the variable that holds the endpoints' API key
+    max_request_bytes: Annotated[int, Field(ge=1024)] = 1 << 20  # larger bodies: 413
 
 
 def endpoints(replicas: list[Replica], stage: int) -> list[str]:
     return [f"http://{r.nodes[0].host}:{r.port}/v1" for r in replicas if r.stage == stage]
 
 
-def router_config(plan, replicas: list[Replica]) -> RouterConfig:
+def router_config(plan, replicas: list[Replica], score_scale: str | None = None
+                  ) -> RouterConfig:
+    """The router config of a plan placed as `replicas` (the export's placement);
+    `score_scale`: the judged sample's, which the live judge answers on."""
     tiers = []
     for i, stage in enumerate(plan.stages):
         head = next(r for r in replicas if r.stage == i)
@@ -65,12 +100,15 @@ def router_config(plan, replicas: list[Replica]) -> RouterConfig:
             endpoints=endpoints(replicas, i),
             threshold=plan.thresholds[i] if i < len(plan.thresholds) else None))
     j = plan.cascade.judger
+    scale = score_scale or "0-100"
     if j.kind == "external":
-        judger = RouterJudger(kind="external", latency_s=j.latency_s)
+        judger = RouterJudger(kind="llm", latency_s=j.latency_s, score_scale=scale)
     else:
-        judger = RouterJudger(kind="model", model=plan.judge.model,
-                              endpoints=endpoints(replicas, -1))
-    return RouterConfig(schema_version=1, name=plan.cascade.name, tiers=tiers, judger=judger)
+        judger = RouterJudger(kind="llm", served=True, model=plan.judge.model,
+                              endpoints=endpoints(replicas, -1), score_scale=scale,
+                              max_tokens=j.output_tokens)
+    return RouterConfig(schema_version=ROUTER_SCHEMA_VERSION, name=plan.cascade.name,
+                        tiers=tiers, judger=judger)
 
 
 def litellm_config(cfg: RouterConfig) -> str:
@@ -91,8 +129,12 @@ def litellm_config(cfg: RouterConfig) -> str:
 
 
 def cascade_yaml(cfg: RouterConfig) -> str:
+    note = ("# The judge is external: fill in judger.endpoints (its OpenAI-compatible base "
+            "URL) and judger.model\n# before `cascadia-plan route --config` this file.\n"
+            if cfg.judger.kind == "llm" and not cfg.judger.endpoints else "")
     return ("# The cascade this plan deploys (cascadia-plan export); schema: "
-            "cascadia-plan schema cascade\n"
+            "cascadia-plan schema cascade\n# Run it: cascadia-plan route --config "
+            "cascade.yaml\n" + note
             + yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
 

@@ -1,0 +1,1 @@
+"""The cascade router (`cascadia-plan route`): needs the `router` extra."""
