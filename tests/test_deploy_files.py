@@ -17,6 +17,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from planner_cli.export.router import RouterConfig
 from planner_cli.specs.cascade import CascadeModel, CascadeSpec
 from planner_cli.specs.cluster import Pool
 from planner_cli.specs.model import ModelCard
@@ -39,7 +40,10 @@ def manifests(out: Path) -> list[dict]:
 
 
 def pods(doc: dict) -> list[dict]:
-    spec = doc["spec"]
+    """The engine pods a manifest makes (not the router's)."""
+    if doc["metadata"]["labels"].get("cascadia/tier") == "router":
+        return []
+    spec = doc.get("spec", {})
     if doc["kind"] == "Deployment":
         return [spec["template"]]
     if doc["kind"] == "LeaderWorkerSet":
@@ -77,8 +81,8 @@ def test_k8s_manifests_pass_the_official_strict_schemas(cli, tmp_path, case):
     export(cli, PLANS / f"{case}.yaml", out, "k8s")
     docs = manifests(out)
     kinds = {d["kind"] for d in docs}
-    assert kinds == ({"Deployment", "Service"} if case == "single-node"
-                     else {"Deployment", "Service", "LeaderWorkerSet"})
+    assert kinds == ({"Deployment", "Service", "ConfigMap"} if case == "single-node"
+                     else {"Deployment", "Service", "ConfigMap", "LeaderWorkerSet"})
     for doc in docs:
         validate(doc)
         assert names_are_valid(doc) == [], doc["metadata"]["name"]
@@ -117,6 +121,38 @@ def test_the_schema_check_refuses_what_the_server_refuses(cli, tmp_path):
         breakage(broken)
         with pytest.raises(jsonschema.ValidationError):
             validate(broken)
+
+
+def test_the_router_runs_in_the_cluster_in_front_of_the_services(cli, tmp_path):
+    """k8s/router.yaml: the router's config reaches every tier (and a served judge) through
+    its Service, and its Deployment runs `cascadia-plan route` on that config."""
+    plan = yaml.safe_load((PLANS / "single-node.yaml").read_text())
+    plan["cascade"]["judger"] = {"kind": "model", "model": "llama-3.1-8b"}
+    plan["stages"][1]["replicas"] = 11
+    plan["judge"] = {"model": "llama-3.1-8b", "pool": "h100", "tp": 1, "replicas": 2,
+                     "max_model_len": 8192}
+    out = tmp_path / "out"
+    export(cli, write_plan(tmp_path, plan), out, "k8s")
+    docs = manifests(out)
+    services = {d["metadata"]["name"] for d in docs if d["kind"] == "Service"}
+    (config_map,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    cfg = RouterConfig.model_validate(yaml.safe_load(config_map["data"]["cascade.yaml"]))
+    urls = [t.endpoints for t in cfg.tiers] + [cfg.judger.endpoints]
+    assert [len(u) for u in urls] == [1, 1, 1]
+    for (url,) in urls:
+        host, port = url.removeprefix("http://").removesuffix("/v1").split(":")
+        assert host in services and port == "8000"
+    router = next(d for d in docs if d["kind"] == "Deployment"
+                  and d["metadata"]["name"] == "cascadia-router")
+    (c,) = router["spec"]["template"]["spec"]["containers"]
+    assert c["command"] == ["cascadia-plan"] and c["args"][:3] == ["route", "--config",
+                                                                   "/etc/cascadia/cascade.yaml"]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert "cascadia-router" in services
+    dockerfile = (out / "k8s" / "router.Dockerfile").read_text()
+    assert "[router]" in dockerfile and "cascadia_plan-0.1.0-py3-none-any.whl" in dockerfile
+    for doc in docs:
+        validate(doc)
 
 
 # ------------------------------------------------------------------ pools and vendors

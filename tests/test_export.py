@@ -79,7 +79,7 @@ def test_every_engine_flag_is_in_the_engine_flag_list(cli, tmp_path, case):
         assert seen, engine
         assert seen <= flags, (engine, sorted(seen - flags))
     k8s_flags = set()
-    for path in (out / "k8s").iterdir():
+    for path in (out / "k8s").glob("*.yaml"):
         for doc in yaml.safe_load_all(path.read_text()):
             for container in _containers(doc):
                 k8s_flags |= {a for a in container["args"] if a.startswith("--")}
@@ -88,6 +88,9 @@ def test_every_engine_flag_is_in_the_engine_flag_list(cli, tmp_path, case):
 
 
 def _containers(doc: dict) -> list[dict]:
+    """The engine containers of a manifest (the router's runs cascadia-plan)."""
+    if doc["metadata"].get("labels", {}).get("cascadia/tier") == "router":
+        return []
     spec = doc.get("spec", {})
     pods = []
     if "template" in spec:
@@ -259,6 +262,11 @@ def test_bench_export(cli, tmp_path):
         commands["vllm-bench-serve-0.33.0"].index("--num-prompts") + 1] == str(len(lines))
     assert commands["aiperf-0.13.0"][
         commands["aiperf-0.13.0"].index("--request-count") + 1] == str(len(lines))
+    # through the cascade router, asking for the cascade by name
+    vllm = commands["vllm-bench-serve-0.33.0"]
+    assert vllm[vllm.index("--base-url") + 1] == "$ROUTER_URL"
+    assert vllm[vllm.index("--served-model-name") + 1] == "llama-405b-cascade"
+    assert 'ROUTER_URL="${ROUTER_URL:-http://127.0.0.1:8080}"' in replay
     assert subprocess.run(["bash", "-n", str(out / "bench" / "replay.sh")]).returncode == 0
     assert "note" in json.loads((out / "bench" / "predicted.json").read_text())
 

@@ -38,11 +38,15 @@ def mooncake_lines(trace: Trace) -> list[str]:
     return out
 
 
+ROUTER_URL = "http://127.0.0.1:8080"  # where `cascadia-plan route` listens by default
+
+
 def commands(cfg: RouterConfig, slo: SloSpec | None, requests: int) -> str:
-    """The replay commands; both benchmarks are told the trace's request count (vLLM's
-    otherwise stops at its default 1,000 prompts)."""
+    """The replay commands, against the cascade router (ROUTER_URL, default the router's own
+    address); both benchmarks are told the trace's request count (vLLM's otherwise stops at
+    its default 1,000 prompts)."""
     first = cfg.tiers[0]
-    url = first.endpoints[0].removesuffix("/v1")
+    url = '"$ROUTER_URL"'
     goodput = []
     if slo is not None:
         if slo.ttft_s:
@@ -51,25 +55,27 @@ def commands(cfg: RouterConfig, slo: SloSpec | None, requests: int) -> str:
             goodput.append(f"tpot:{slo.tpot_s * 1000:g}")
         if slo.e2e_s:
             goodput.append(f"e2el:{slo.e2e_s * 1000:g}")
-    vllm_cmd = ["vllm", "bench", "serve", "--backend", "openai-chat", "--base-url", q(url),
+    vllm_cmd = ["vllm", "bench", "serve", "--backend", "openai-chat", "--base-url", url,
                 "--endpoint", "/v1/chat/completions", "--model", q(first.hf_id),
-                "--served-model-name", q(first.model), "--dataset-name", "timed_trace",
+                "--served-model-name", q(cfg.name), "--dataset-name", "timed_trace",
                 "--dataset-path", '"$HERE"/trace.mooncake.jsonl', "--num-prompts", str(requests),
                 "--timed-trace-chunk-hash-size", str(BLOCK),
                 "--timed-trace-sec-multiplier", "0.001", "--save-result",
                 "--result-dir", '"$HERE"/results']
     if goodput:
         vllm_cmd += ["--goodput", *goodput]
-    aiperf_cmd = ["aiperf", "profile", "--model", q(first.model), "--url", q(url),
+    aiperf_cmd = ["aiperf", "profile", "--model", q(cfg.name), "--url", url,
                   "--endpoint-type", "chat", "--input-file", '"$HERE"/trace.mooncake.jsonl',
                   "--custom-dataset-type", "mooncake_trace", "--fixed-schedule",
                   "--request-count", str(requests),
                   "--artifact-dir", '"$HERE"/results/aiperf']
     lines = ["#!/usr/bin/env bash",
-             "# Replay the planned trace against tier 1 of the deployment (cascadia-plan "
-             "export). The router escalates;",
-             "# point the URL at your cascade router instead of tier 1 to measure end to end.",
+             "# Replay the planned trace through the cascade router (cascadia-plan export): "
+             "start it first,",
+             "#   cascadia-plan route --config ../router/cascade.yaml",
+             "# and set ROUTER_URL when it listens elsewhere. The tokenizer is tier 1's.",
              "set -euo pipefail", 'HERE="$(cd "$(dirname "$0")" && pwd)"',
+             f'ROUTER_URL="${{ROUTER_URL:-{ROUTER_URL}}}"',
              'mkdir -p "$HERE"/results', "",
              "# vLLM's benchmark (timed_trace replays the timestamps)",
              " ".join(vllm_cmd), "",

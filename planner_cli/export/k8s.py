@@ -16,6 +16,7 @@ from planner_cli.errors import InputError
 from planner_cli.export.engines import replica_config
 from planner_cli.export.flags import DIST_PORT, ENGINES
 from planner_cli.export.placement import Replica
+from planner_cli.export.router import RouterConfig
 from planner_cli.specs.cluster import is_label_value
 
 VERSION = ENGINES["vllm"]["version"]
@@ -79,10 +80,19 @@ def _pod(r: Replica, labels: dict, containers: list[dict]) -> dict:
 
 
 class _Dumper(yaml.SafeDumper):
-    """No &anchors: every manifest spells out its labels."""
+    """No &anchors: every manifest spells out its labels; text of several lines (a ConfigMap's
+    file) as a literal block."""
 
     def ignore_aliases(self, data: object) -> bool:
         return True
+
+
+def _text(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _text)
 
 
 def tier_manifests(replicas: list[Replica]) -> str:
@@ -121,7 +131,82 @@ def tier_manifests(replicas: list[Replica]) -> str:
     return "---\n".join(yaml.dump(d, Dumper=_Dumper, sort_keys=False) for d in docs)
 
 
-def render_k8s(replicas: list[Replica]) -> dict[str, str]:
+ROUTER_NAME = "cascadia-router"
+ROUTER_PORT = 8080
+ROUTER_CONFIG = "/etc/cascadia/cascade.yaml"
+
+
+def service_url(tier: str, model: str) -> str:
+    """A tier's Service inside the cluster (it balances the tier's replicas)."""
+    return f"http://{dns(f'{tier}-{model}')}:{PORT}/v1"
+
+
+def in_cluster(cfg: RouterConfig, replicas: list[Replica]) -> RouterConfig:
+    """The router config with each tier (and a served judge) reached through its Service."""
+    tiers = [t.model_copy(update={"endpoints": [service_url(t.name, t.model)]})
+             for t in cfg.tiers]
+    judger = cfg.judger
+    judge = next((r for r in replicas if r.stage < 0), None)
+    if judger.served and judge is not None:
+        judger = judger.model_copy(update={"endpoints": [service_url(judge.tier,
+                                                                      judge.model)]})
+    return cfg.model_copy(update={"tiers": tiers, "judger": judger})
+
+
+def router_manifests(cfg: RouterConfig, image: str) -> str:
+    """A ConfigMap with the router's cascade.yaml, a Deployment running `cascadia-plan route`
+    on it and a Service in front. Ready when /health says every tier is reachable."""
+    labels = {"app.kubernetes.io/name": ROUTER_NAME, "cascadia/tier": "router"}
+    config_text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    probe = {"httpGet": {"path": "/health", "port": ROUTER_PORT}, "periodSeconds": 10}
+    container = {
+        "name": "router", "image": image, "command": ["cascadia-plan"],
+        "args": ["route", "--config", ROUTER_CONFIG, "--host", "0.0.0.0", "--port",
+                 str(ROUTER_PORT)],
+        "ports": [{"containerPort": ROUTER_PORT, "name": "http"}],
+        "env": [{"name": cfg.api_key_env, "valueFrom": {"secretKeyRef": {
+            "name": "cascadia-api-key", "key": "key", "optional": True}}}]
+        + ([{"name": "CASCADIA_API_KEY", "valueFrom": {"secretKeyRef": {
+            "name": "cascadia-api-key", "key": "key", "optional": True}}}]
+           if cfg.api_key_env != "CASCADIA_API_KEY" else []),
+        "readinessProbe": probe,
+        "livenessProbe": {"tcpSocket": {"port": ROUTER_PORT}, "periodSeconds": 10},
+        "volumeMounts": [{"name": "config", "mountPath": "/etc/cascadia", "readOnly": True}],
+    }
+    docs = [
+        {"apiVersion": "v1", "kind": "ConfigMap",
+         "metadata": {"name": f"{ROUTER_NAME}-config", "labels": labels},
+         "data": {"cascade.yaml": config_text}},
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": ROUTER_NAME, "labels": labels},
+         "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                  "template": {"metadata": {"labels": labels},
+                               "spec": {"containers": [container],
+                                        "volumes": [{"name": "config", "configMap": {
+                                            "name": f"{ROUTER_NAME}-config"}}]}}}},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": ROUTER_NAME, "labels": labels},
+         "spec": {"selector": labels,
+                  "ports": [{"name": "http", "port": ROUTER_PORT,
+                             "targetPort": ROUTER_PORT}]}},
+    ]
+    return "---\n".join(yaml.dump(d, Dumper=_Dumper, sort_keys=False) for d in docs)
+
+
+def router_dockerfile(version: str) -> str:
+    return (f"# The router's image: build it beside the project's wheel, e.g.\n"
+            f"#   pip wheel --no-deps -w k8s/ /path/to/cascadia-plan && docker build -t "
+            f"cascadia-plan-router:{version} -f k8s/router.Dockerfile k8s/\n"
+            "FROM python:3.11-slim\n"
+            f"COPY cascadia_plan-{version}-py3-none-any.whl /tmp/\n"
+            f"RUN pip install --no-cache-dir '/tmp/cascadia_plan-{version}-py3-none-any.whl"
+            "[router]' && rm /tmp/*.whl\n"
+            "USER 65534\n"
+            f"EXPOSE {ROUTER_PORT}\n")
+
+
+def render_k8s(replicas: list[Replica], cfg: RouterConfig | None = None,
+               version: str = "0") -> dict[str, str]:
     files = {}
     tiers: dict[str, list[Replica]] = {}
     for r in replicas:
@@ -135,4 +220,17 @@ def render_k8s(replicas: list[Replica]) -> dict[str, str]:
             f"# pool {r.pool}: its nodes must carry the label(s) {selector}"
             + (f" (kubectl label node NODE {selector})" if r.node_selector is None else "")
             + "\n" + tier_manifests(reps))
+    if cfg is not None:
+        routed = in_cluster(cfg, replicas)
+        image = f"cascadia-plan-router:{version}"
+        note = ("# the judge is external: fill in judger.endpoints and judger.model in the "
+                "ConfigMap below\n" if routed.judger.kind == "llm"
+                and not routed.judger.endpoints else "")
+        files["k8s/router.yaml"] = (
+            f"# The cascade router (cascadia-plan route) in front of the tiers' Services; "
+            f"image {image} from router.Dockerfile.\n# Clients: http://{ROUTER_NAME}:"
+            f"{ROUTER_PORT}/v1 with model {cfg.name!r}; an API key from the Secret "
+            "cascadia-api-key (key: key), if it exists.\n" + note
+            + router_manifests(routed, image))
+        files["k8s/router.Dockerfile"] = router_dockerfile(version)
     return files

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from planner_cli import __version__
 from planner_cli.export import bench, engines, k8s, router
 from planner_cli.export.placement import Replica
 from planner_cli.workload.trace import Trace
@@ -20,7 +21,7 @@ def render(plan, replicas: list[Replica], formats: list[str], trace: Trace | Non
         if fmt in ("vllm", "sglang"):
             files |= engines.render_engine(fmt, replicas)
         elif fmt == "k8s":
-            files |= k8s.render_k8s(replicas)
+            files |= k8s.render_k8s(replicas, cfg, __version__)
         elif fmt == "router":
             files["router/cascade.yaml"] = router.cascade_yaml(cfg)
             files["router/litellm-config.yaml"] = router.litellm_config(cfg)
