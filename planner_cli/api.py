@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,6 +50,7 @@ from planner_cli.problem import (
     resolve_specs,
 )
 from planner_cli.sim.figures import clean
+from planner_cli.sim.metrics import percentiles
 from planner_cli.sim.run import PlanSimulation, simulate_deployment
 from planner_cli.specs._yaml import load_yaml_model
 from planner_cli.specs.catalog import Catalog, data_root, load_catalog
@@ -58,7 +61,7 @@ from planner_cli.workload.mix import RequestMix
 from planner_cli.workload.routing import route
 from planner_cli.workload.stats import TraceStats, trace_stats
 from planner_cli.workload.synth import Arrival, synth_trace
-from planner_cli.workload.trace import Trace, canonical_lines
+from planner_cli.workload.trace import Trace, canonical_lines, scaled
 
 
 @dataclass(frozen=True)
@@ -255,6 +258,64 @@ def simulate_plan(plan_path: Path, trace_path: Path | None = None,
     scale = plan.simulation.rate_scale if rate_scale is None else rate_scale
     return simulate_deployment(dep, trace, mix, scale, balancer, capacity_at_scale,
                                slo_reference=reference), trace_file
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """A trace replayed through a running cascade, beside the plan's simulation of the same
+    requests at the same rate."""
+
+    url: str
+    trace: Path
+    rate_scale: float
+    tiers: list[str]
+    predicted: PlanSimulation
+    measured: Any  # router.replay.Measured
+
+    def to_dict(self) -> dict:
+        pred, meas = self.predicted.figures, self.measured
+        n = len(meas.sent)
+        tiers_seen = Counter(s.tier for s in meas.ok)
+        slo = pred.slo
+        good = np.array([s.status == 200
+                         and (slo.e2e_s is None or s.e2e_s <= slo.e2e_s)
+                         and (slo.ttft_s is None or s.ttft_s <= slo.ttft_s)
+                         for s in meas.sent], dtype=bool)
+        predicted_good = (pred.goodput_rps / pred.throughput_rps * pred.completed / n
+                          if pred.throughput_rps > 0 and n else 0.0)
+        return clean({
+            "url": self.url, "trace": str(self.trace), "rate_scale": self.rate_scale,
+            "requests": n, "completed": len(meas.ok), "failed": dict(meas.failures),
+            "duration_s": meas.duration_s,
+            "answer_share": {"predicted": [c / n for c in pred.answered_by_stage],
+                             "measured": [tiers_seen.get(t, 0) / n for t in self.tiers]},
+            "e2e_latency_s": {"predicted": pred.e2e_latency_s.model_dump(),
+                              "measured": percentiles(meas.e2e()).model_dump()},
+            "ttft_s": {"predicted": pred.ttft_s.model_dump(),
+                       "measured": percentiles(meas.ttft()).model_dump()},
+            "slo": {"targets": slo.model_dump(),
+                    "share_meeting": {"predicted": predicted_good,
+                                      "measured": float(good.mean()) if n else 0.0}},
+        })
+
+
+def replay_plan(plan_path: Path, url: str, trace_path: Path | None = None,
+                quality_path: Path | None = None,
+                rate_scale: float | None = None, api_key: str | None = None,
+                timeout_s: float = 600.0, progress: Any = None,
+                catalog_dir: Path | None = None, profiles_dir: Path | None = None
+                ) -> ReplayReport:
+    """Send the plan's trace (or `trace_path`) through the cascade at `url` at its timestamps
+    (`rate_scale` times faster), and simulate the same requests through the plan."""
+    from planner_cli.router.replay import replay
+
+    predicted, trace_file = simulate_plan(plan_path, trace_path, quality_path, rate_scale,
+                                          catalog_dir=catalog_dir, profiles_dir=profiles_dir)
+    plan = load_plan(plan_path)
+    trace = scaled(load_trace(trace_file), predicted.rate_scale)
+    measured = replay(url, trace, plan.cascade.name, api_key, timeout_s, progress)
+    return ReplayReport(url, trace_file, predicted.rate_scale,
+                        [f"tier{i + 1}" for i in range(len(plan.stages))], predicted, measured)
 
 
 def _mix_for(plan: Plan, models: tuple[StageModel, ...], trace: Trace,

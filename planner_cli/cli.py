@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -606,6 +607,47 @@ def route(
     typer.echo(f"routing {cfg.name} ({' -> '.join(t.model for t in cfg.tiers)}) on "
                f"http://{host}:{port}/v1; Ctrl-C stops", err=True)
     server.serve(cfg, host, port)
+
+
+@app.command("replay")
+@handles_errors
+def replay(
+    plan: Annotated[Path, typer.Option(help="The plan whose predictions to compare with.")],
+    url: Annotated[str, typer.Option(help="The running cascade: the router's base URL.")],
+    trace: Annotated[Path | None, typer.Option(help="Trace to send (default: the plan's).")]
+    = None,
+    quality: Annotated[Path | None, typer.Option(
+        help="Judged sample for the plan's prediction (default: the plan's).")] = None,
+    rate_scale: Annotated[float | None, typer.Option(
+        help="Send the arrivals this many times faster (default: the plan's).")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds one request may take.")] = 600.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure a running cascade against its plan: send the trace's requests to the router at
+    their timestamps (completions of the trace's lengths, streamed), then print the share each
+    tier answered, end-to-end and first-token latency percentiles and the share meeting the
+    SLO, beside what the plan's simulation predicts for the same requests.
+
+    Needs the router extra. The API key, when the router wants one, comes from
+    CASCADIA_API_KEY.
+    """
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError("replay needs aiohttp",
+                                     "pip install 'cascadia-plan[router]'") from None
+    out = render.console()
+    with out.status("replaying ...") as status:
+        def progress(done: int) -> None:
+            status.update(f"replaying: {done:,} answered")
+
+        report = api.replay_plan(plan, url, trace, quality, rate_scale,
+                                 os.environ.get("CASCADIA_API_KEY"), timeout, progress,
+                                 _catalog_dir())
+    if as_json:
+        render.emit_json(report.to_dict())
+    else:
+        render.replay_table(report.to_dict())
 
 
 schema_app = typer.Typer(no_args_is_help=True, help="JSON Schemas of the files the tool writes.")

@@ -207,6 +207,36 @@ def serve_table(result: dict) -> None:
     out.print(f"source: {result['source']}")
 
 
+def replay_table(report: dict) -> None:
+    """A replay through the running cascade beside the plan's simulation of it."""
+    out = console()
+    failed = sum(report["failed"].values())
+    out.print(f"replayed {report['requests']:,} requests of {report['trace']} "
+              f"(rate x{report['rate_scale']:g}) through {report['url']} in "
+              f"{report['duration_s']:,.1f} s: {report['completed']:,} answered"
+              + (f", {failed:,} failed ({', '.join(f'{k}: {v}' for k, v in sorted(report['failed'].items()))})"  # noqa: E501
+                 if failed else ""))
+    t = Table()
+    t.add_column("")
+    t.add_column("plan predicts", justify="right")
+    t.add_column("measured", justify="right")
+    shares = report["answer_share"]
+    for i, (p, m) in enumerate(zip(shares["predicted"], shares["measured"], strict=True)):
+        t.add_row(f"answered by tier {i + 1}", f"{100 * p:.1f} %", f"{100 * m:.1f} %")
+    for key, label in (("e2e_latency_s", "end-to-end"), ("ttft_s", "time to first token")):
+        for q in ("p50", "p90", "p95", "p99"):
+            t.add_row(f"{label} {q}", _fmt(report[key]["predicted"][q], 3) + " s",
+                      _fmt(report[key]["measured"][q], 3) + " s")
+    slo = report["slo"]
+    targets = ", ".join(f"{k.removesuffix('_s')} <= {v:g} s"
+                        for k, v in slo["targets"].items() if v is not None)
+    if targets:
+        meet = slo["share_meeting"]
+        t.add_row(f"requests meeting {targets}", f"{100 * meet['predicted']:.1f} %",
+                  f"{100 * meet['measured']:.1f} %")
+    out.print(t)
+
+
 def profile_table(result: dict) -> None:
     out = console()
     meta = result["metadata"]

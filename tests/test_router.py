@@ -550,3 +550,37 @@ def test_the_route_command_serves(serve, tmp_path):
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=15)
     assert "routing arena-open (model-1 -> model-2)" in err
+
+
+@pytest.mark.slow
+def test_replay_measures_the_running_cascade_beside_the_plan(serve, cli, tmp_path):
+    """`replay` sends the plan's trace through the router at its (scaled) timestamps and
+    reports what tier answered and how long it took, beside the plan's simulation."""
+    seen: list = []
+    url = cascade(serve, [[engine(TIERS[0], seen=seen)], [engine(TIERS[1])]],
+                  judge({}, reply="9"))
+    plan = FIXTURES / "plans" / "single-node.yaml"
+    result = cli("replay", "--plan", plan, "--url", url, "--rate-scale", "20", "--quality",
+                 SAMPLE, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["requests"] == 20 and report["completed"] == 20 and report["failed"] == {}
+    assert report["answer_share"]["measured"] == [1.0, 0.0]  # the judge says 9 of 10
+    assert len(report["answer_share"]["predicted"]) == 2
+    assert report["e2e_latency_s"]["measured"]["p50"] > 0
+    assert report["e2e_latency_s"]["predicted"]["p50"] > 0
+    assert report["rate_scale"] == 20.0
+    # the requests are the trace's: its prompt and output lengths, in its order of arrival
+    lines = [json.loads(x) for x in (FIXTURES / "plans" / "trace-20.jsonl").read_text()
+             .splitlines()]
+    bodies = [b for b in seen if isinstance(b, dict)]
+    assert sorted(b["max_tokens"] for b in bodies) == sorted(x["output_length"] for x in lines)
+    assert sorted(len(b["prompt"].split()) for b in bodies) == sorted(
+        x["input_length"] for x in lines)
+    assert all(b["model"] == "model-1" and b["ignore_eos"] for b in bodies)
+    # a cascade that is down: every request is counted as failed, none dropped
+    down = cli("replay", "--plan", plan, "--url", closed_port(), "--rate-scale", "50",
+               "--quality", SAMPLE, "--json")
+    assert down.exit_code == 0
+    failed = json.loads(down.stdout)
+    assert failed["completed"] == 0 and sum(failed["failed"].values()) == 20
