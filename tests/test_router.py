@@ -29,7 +29,7 @@ from starlette.routing import Route
 from planner_cli import api
 from planner_cli.export.router import RouterConfig
 from planner_cli.router.judge import JudgeError, logprob_confidence, parse_score
-from planner_cli.router.server import create_app
+from planner_cli.router.server import Replicas, create_app
 from tests.conftest import FIXTURES, ROOT
 from tests.util import assert_one_line_error
 
@@ -457,6 +457,15 @@ def test_the_logprob_judger(serve):
     url = cascade(serve, [[engine(TIERS[0], logprob=-2.0)], [engine(TIERS[1])]], None,
                   judger={"kind": "logprob"})
     assert ask(url, "x").headers["x-cascadia-tier"] == "tier2"
+
+
+def test_replicas_are_balanced_by_least_outstanding_requests():
+    pool = Replicas(["a", "b", "c"])
+    assert pool.pick(set()) == 0
+    pool.outstanding[:] = [2, 1, 1]
+    pool.served[:] = [0, 5, 3]
+    assert pool.pick(set()) == 2  # fewest outstanding, then fewest served
+    assert pool.pick({2}) == 1 and pool.pick({1, 2}) == 0 and pool.pick({0, 1, 2}) is None
 
 
 def test_scores_are_read_strictly():
