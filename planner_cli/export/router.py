@@ -124,7 +124,8 @@ def litellm_config(cfg: RouterConfig) -> str:
            "router_settings": {"routing_strategy": "least-busy"},
            "general_settings": {"master_key": "os.environ/LITELLM_MASTER_KEY"}}
     return ("# LiteLLM proxy config (cascadia-plan export): one load-balancing group per "
-            "cascade tier;\n# the cascade's escalation itself runs in the caller or router.\n"
+            "cascade tier;\n# the escalation between tiers (judge, thresholds) is the cascade "
+            "router's: cascadia-plan route.\n"
             + yaml.safe_dump(doc, sort_keys=False))
 
 
