@@ -103,15 +103,25 @@ def _definitions() -> Resource:
     return Resource.from_contents(json.loads(text))
 
 
+@cache
+def _validator(kind: str, api_version: str) -> jsonschema.Draft202012Validator:
+    """kubernetes-validate's strict schema of a kind, as its own validate() builds it (its
+    file naming: `<kind>-<group>-<version>.json`), compiled once per kind."""
+    registry = Registry().with_resource("https://kubernetes.io/api/_definitions.json",
+                                        _definitions())
+    if kind == "LeaderWorkerSet":
+        return jsonschema.Draft202012Validator(LWS_SCHEMA, registry=registry)
+    group = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+    root = resources.files(kubernetes_validate) / "kubernetes-json-schema"
+    text = (root / f"v{K8S_VERSION}-local-strict" / f"{kind.lower()}-{group}.json").read_text()
+    schema = json.loads(text)
+    return jsonschema.Draft202012Validator(schema, registry=registry.with_resource(
+        schema["$id"], Resource.from_contents(schema)))
+
+
 def validate(doc: dict) -> None:
-    """Raise (jsonschema.ValidationError or kubernetes_validate.ValidationError) unless `doc`
-    passes the strict schema of its kind."""
-    if doc.get("kind") == "LeaderWorkerSet":
-        registry = Registry().with_resource("https://kubernetes.io/api/_definitions.json",
-                                            _definitions())
-        jsonschema.Draft202012Validator(LWS_SCHEMA, registry=registry).validate(doc)
-    else:
-        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    """Raise jsonschema.ValidationError unless `doc` passes the strict schema of its kind."""
+    _validator(doc["kind"], doc["apiVersion"]).validate(doc)
 
 
 _DNS1035 = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")

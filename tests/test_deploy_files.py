@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import jsonschema
+import kubernetes_validate
 import pytest
 import yaml
 from pydantic import ValidationError
@@ -22,7 +23,7 @@ from planner_cli.specs.cascade import CascadeModel, CascadeSpec
 from planner_cli.specs.cluster import Pool
 from planner_cli.specs.model import ModelCard
 from tests.conftest import FIXTURES, ROOT
-from tests.k8s_schemas import names_are_valid, validate
+from tests.k8s_schemas import K8S_VERSION, names_are_valid, validate
 from tests.util import assert_one_line_error
 
 PLANS = FIXTURES / "plans"
@@ -86,6 +87,24 @@ def test_k8s_manifests_pass_the_official_strict_schemas(cli, tmp_path, case):
     for doc in docs:
         validate(doc)
         assert names_are_valid(doc) == [], doc["metadata"]["name"]
+
+
+@pytest.mark.slow
+def test_the_schema_check_is_kubernetes_validates_own(cli, tmp_path):
+    """The compiled check (tests/k8s_schemas.py) passes and fails where the package's own
+    validate() does."""
+    out = tmp_path / "out"
+    export(cli, PLANS / "multi-node.yaml", out, "k8s")
+    for doc in manifests(out):
+        if doc["kind"] == "LeaderWorkerSet":
+            continue
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        broken = copy.deepcopy(doc)
+        broken["metadata"]["labelz"] = {}
+        with pytest.raises(jsonschema.ValidationError):
+            kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+        with pytest.raises(jsonschema.ValidationError):
+            validate(broken)
 
 
 def test_two_vendor_manifests_pass_the_schemas(cli, tmp_path):
