@@ -561,8 +561,7 @@ def export(
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Write the files that launch the plan: engine scripts and configs, Kubernetes manifests,
-    router configs, a replay benchmark.
+    """Write the files that launch the plan: engine scripts, manifests, router, benchmark.
 
     vLLM and SGLang: one YAML config and one script per replica (per node for a replica that
     spans nodes); k8s: Deployments, Services and LeaderWorkerSets; router: the cascade's own
@@ -590,9 +589,11 @@ def route(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
 ) -> None:
-    """Run the cascade: an OpenAI-compatible router (/v1/chat/completions, /v1/completions,
-    /v1/models, /health, /metrics) that asks tier 1, scores its answer with the judger,
-    returns it when the score reaches the tier's threshold and asks the next tier otherwise.
+    """Run the cascade: an OpenAI-compatible router in front of the tiers.
+
+    /v1/chat/completions and /v1/completions ask tier 1, score its answer with the judger,
+    return it when the score reaches the tier's threshold and ask the next tier otherwise;
+    /v1/models, /health and /metrics (Prometheus) beside them.
 
     Needs the router extra (pip install 'cascadia-plan[router]'). It starts while the
     engines are still loading; /health says which tier has no reachable replica. With
@@ -623,10 +624,12 @@ def replay(
     timeout: Annotated[float, typer.Option(help="Seconds one request may take.")] = 600.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Measure a running cascade against its plan: send the trace's requests to the router at
-    their timestamps (completions of the trace's lengths, streamed), then print the share each
-    tier answered, end-to-end and first-token latency percentiles and the share meeting the
-    SLO, beside what the plan's simulation predicts for the same requests.
+    """Measure a running cascade against its plan's predictions for the same trace.
+
+    Sends the trace's requests to the router at their timestamps (completions of the trace's
+    lengths, streamed), then prints the share each tier answered, end-to-end and first-token
+    latency percentiles and the share meeting the SLO, beside what the plan's simulation
+    predicts for the same requests.
 
     Needs the router extra. The API key, when the router wants one, comes from
     CASCADIA_API_KEY.
