@@ -290,6 +290,10 @@ def test_streaming_buffers_judged_tiers_and_streams_the_last(serve, chat):
         assert r.headers["x-cascadia-tier"] == tier
         text, done = _events(r)
         assert done and text == f"{TIERS[0] if tier == 'tier1' else TIERS[1]}|{rid}"
+    # every replica slot a stream held is given back
+    outstanding = [line for line in httpx.get(url + "/metrics").text.splitlines()
+                   if line.startswith("cascadia_router_outstanding{")]
+    assert len(outstanding) == 3 and all(line.endswith(" 0") for line in outstanding)
 
 
 # ------------------------------------------------------------------ faults

@@ -30,8 +30,9 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from starlette.applications import Starlette
@@ -105,7 +106,7 @@ class Metrics:
         self.seconds_sum = 0.0
         self.seconds_count = 0
 
-    def render(self) -> str:
+    def render(self, pools: dict[str, Replicas] | None = None) -> str:
         lines = []
 
         def family(name: str, kind: str, help_text: str, rows: list[tuple[str, float]]) -> None:
@@ -127,6 +128,11 @@ class Metrics:
                [(f'{{reason="{r}"}}', n) for r, n in sorted(self.failed.items())])
         family("cascadia_router_in_flight", "gauge", "Requests being served.",
                [("", self.in_flight)])
+        family("cascadia_router_outstanding", "gauge",
+               "Upstream calls open, by tier (or judge) and replica.",
+               [(f'{{tier="{name}",replica="{url}"}}', n)
+                for name, pool in (pools or {}).items()
+                for url, n in zip(pool.urls, pool.outstanding, strict=True)])
         family("cascadia_router_request_seconds", "summary",
                "Time from a request's arrival to its answer.",
                [("_sum", self.seconds_sum), ("_count", self.seconds_count)])
@@ -336,6 +342,22 @@ def _sse(kind: str, answer: dict, model: str) -> AsyncIterator[bytes]:
     return events()
 
 
+class _Relay(StreamingResponse):
+    """A streamed upstream answer whose replica slot is released however the response ends,
+    a client that leaves before the first chunk included."""
+
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None],
+                 **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+
+
 async def _read_body(request: Request, limit: int) -> bytes | None:
     """The request body, or None when it is over `limit` bytes."""
     declared = request.headers.get("content-length")
@@ -424,17 +446,21 @@ def create_app(cfg: RouterConfig, env: Mapping[str, str] | None = None) -> Starl
         if outcome.stream is not None:
             upstream = outcome.stream
             tier_index, slot = outcome.release or (0, 0)
+            held = [True]
+
+            def release() -> None:  # once, however the stream ends (or never starts)
+                if held.pop() if held else False:
+                    upstream.release()
+                    r.tiers[tier_index].outstanding[slot] -= 1
 
             async def relay() -> AsyncIterator[bytes]:
                 try:
                     async for chunk in upstream.content.iter_any():
                         yield chunk
                 finally:
-                    upstream.release()
-                    r.tiers[tier_index].outstanding[slot] -= 1
+                    release()
 
-            return StreamingResponse(relay(), media_type="text/event-stream",
-                                     headers=headers)
+            return _Relay(relay(), release, media_type="text/event-stream", headers=headers)
         if body.get("stream"):
             tier = next(t for t in cfg.tiers if t.name == outcome.tier)
             return StreamingResponse(_sse(kind, outcome.body or {}, tier.model),
@@ -460,7 +486,10 @@ def create_app(cfg: RouterConfig, env: Mapping[str, str] | None = None) -> Starl
         return JSONResponse({"status": "ok"})
 
     async def metrics(request: Request) -> Response:
-        return PlainTextResponse(router().metrics.render(),
+        r = router()
+        pools = {t.name: p for t, p in zip(cfg.tiers, r.tiers, strict=True)} | {
+            "judge": r.judge}
+        return PlainTextResponse(r.metrics.render(pools),
                                  media_type="text/plain; version=0.0.4")
 
     @contextlib.asynccontextmanager
