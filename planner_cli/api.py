@@ -8,13 +8,13 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from planner_cli import io, summaries
 from planner_cli.errors import InputError
-from planner_cli.export.placement import place
+from planner_cli.export.placement import Replica, place
 from planner_cli.export.render import FORMATS
 from planner_cli.export.render import render as render_exports
 from planner_cli.export.router import RouterConfig
@@ -62,6 +62,9 @@ from planner_cli.workload.routing import route
 from planner_cli.workload.stats import TraceStats, trace_stats
 from planner_cli.workload.synth import Arrival, synth_trace
 from planner_cli.workload.trace import Trace, canonical_lines, scaled
+
+if TYPE_CHECKING:  # the router extra (aiohttp) is imported only when replay runs
+    from planner_cli.router.replay import Measured
 
 
 @dataclass(frozen=True)
@@ -270,7 +273,7 @@ class ReplayReport:
     rate_scale: float
     tiers: list[str]
     predicted: PlanSimulation
-    measured: Any  # router.replay.Measured
+    measured: Measured
 
     def to_dict(self) -> dict:
         pred, meas = self.predicted.figures, self.measured
@@ -391,6 +394,15 @@ class ExportResult:
                 "warnings": self.warnings, "replicas": self.replicas}
 
 
+def _placed(plan_path: Path, catalog_dir: Path | None
+            ) -> tuple[Plan, Deployment, list[Replica]]:
+    """The plan, resolved and its replicas placed on the nodes, as every export and the router
+    see it (placement needs no costs: the analytic model resolves it, no profiles read)."""
+    plan = load_plan(plan_path)
+    dep = resolve_deployment(plan, load_catalog(catalog_dir), str(plan_path), analytic_lookup)
+    return plan, dep, place(dep)
+
+
 def _score_scale(plan_path: Path, plan: Plan) -> str | None:
     """The scale the plan's judge answers on: the plan's own, else its judged sample's
     declared one (None when the sample is not at hand)."""
@@ -413,10 +425,8 @@ def router_config(plan_path: Path | None = None, config_path: Path | None = None
     if config_path is not None:
         cfg, where = load_yaml_model(config_path, RouterConfig), str(config_path)
     else:
-        plan = load_plan(plan_path)
-        dep = resolve_deployment(plan, load_catalog(catalog_dir), str(plan_path),
-                                 analytic_lookup)
-        cfg = build_router_config(dep.plan, place(dep), _score_scale(plan_path, plan))
+        plan, dep, replicas = _placed(plan_path, catalog_dir)
+        cfg = build_router_config(dep.plan, replicas, _score_scale(plan_path, plan))
         where = str(plan_path)
     j = cfg.judger
     if j.kind == "llm" and not (j.endpoints and j.model):
@@ -436,11 +446,7 @@ def export(plan_path: Path, fmt: str, out: Path, force: bool = False,
     """Render the plan's launch files and write them to `out` in one move."""
     if fmt not in EXPORT_FORMATS:
         raise InputError(f"--format {fmt!r} is not known", "use " + ", ".join(EXPORT_FORMATS))
-    plan = load_plan(plan_path)
-    catalog = load_catalog(catalog_dir)
-    # exports need the placement, not the costs: resolve with the analytic model (no profiles)
-    dep = resolve_deployment(plan, catalog, str(plan_path), analytic_lookup)
-    replicas = place(dep)
+    plan, dep, replicas = _placed(plan_path, catalog_dir)
     formats = list(FORMATS) if fmt == "all" else [fmt]
     trace = None
     if "bench" in formats:

@@ -14,6 +14,7 @@ import typer
 
 from planner_cli import __version__, api, render
 from planner_cli.errors import MissingDependencyError, PlannerError
+from planner_cli.export.router import ROUTER_PORT
 from planner_cli.io import refuse_existing, write_text_atomic
 from planner_cli.perf.memory import DEFAULT_GPU_MEMORY_UTILIZATION
 from planner_cli.perf.profiles import PROFILES_ENV
@@ -587,7 +588,7 @@ def route(
     config: Annotated[Path | None, typer.Option(
         help="A router config: the cascade.yaml of export --format router.")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = ROUTER_PORT,
 ) -> None:
     """Run the cascade: an OpenAI-compatible router in front of the tiers.
 

@@ -24,7 +24,7 @@ from planner_cli.specs.cluster import Pool
 from planner_cli.specs.model import ModelCard
 from tests.conftest import FIXTURES, ROOT
 from tests.k8s_schemas import K8S_VERSION, names_are_valid, validate
-from tests.util import assert_one_line_error
+from tests.util import assert_one_line_error, plan_with_served_judge
 
 PLANS = FIXTURES / "plans"
 
@@ -51,6 +51,16 @@ def pods(doc: dict) -> list[dict]:
         lws = spec["leaderWorkerTemplate"]
         return [lws["leaderTemplate"], lws["workerTemplate"]]
     return []
+
+
+def refused(cli, tmp_path: Path, plan: dict, fmt: str, needle: str):
+    """Export `plan`: it must fail with one error line holding `needle` and write nothing."""
+    result = cli("export", "--plan", write_plan(tmp_path, plan), "--format", fmt,
+                 "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert_one_line_error(result, needle)
+    assert not (tmp_path / "out").exists()
+    return result
 
 
 def write_plan(tmp_path: Path, plan: dict) -> Path:
@@ -145,13 +155,8 @@ def test_the_schema_check_refuses_what_the_server_refuses(cli, tmp_path):
 def test_the_router_runs_in_the_cluster_in_front_of_the_services(cli, tmp_path):
     """k8s/router.yaml: the router's config reaches every tier (and a served judge) through
     its Service, and its Deployment runs `cascadia-plan route` on that config."""
-    plan = yaml.safe_load((PLANS / "single-node.yaml").read_text())
-    plan["cascade"]["judger"] = {"kind": "model", "model": "llama-3.1-8b"}
-    plan["stages"][1]["replicas"] = 11
-    plan["judge"] = {"model": "llama-3.1-8b", "pool": "h100", "tp": 1, "replicas": 2,
-                     "max_model_len": 8192}
     out = tmp_path / "out"
-    export(cli, write_plan(tmp_path, plan), out, "k8s")
+    export(cli, write_plan(tmp_path, plan_with_served_judge()), out, "k8s")
     docs = manifests(out)
     services = {d["metadata"]["name"] for d in docs if d["kind"] == "Service"}
     (config_map,) = [d for d in docs if d["kind"] == "ConfigMap"]
@@ -211,11 +216,7 @@ def test_a_pool_name_that_is_no_label_value_asks_for_a_selector(cli, tmp_path):
     plan["cluster"]["pools"][0]["name"] = "h100_"
     for stage in plan["stages"]:
         stage["pool"] = "h100_"
-    result = cli("export", "--plan", write_plan(tmp_path, plan), "--format", "k8s",
-                 "--out", tmp_path / "out")
-    assert result.exit_code == 2
-    assert_one_line_error(result, "node_selector")
-    assert not (tmp_path / "out").exists()
+    refused(cli, tmp_path, plan, "k8s", "node_selector")
 
 
 @pytest.mark.parametrize("selector,needle", [
@@ -227,10 +228,7 @@ def test_a_pool_name_that_is_no_label_value_asks_for_a_selector(cli, tmp_path):
 def test_bad_node_selectors_are_refused(cli, tmp_path, selector, needle):
     plan = yaml.safe_load((PLANS / "single-node.yaml").read_text())
     plan["cluster"]["pools"][0]["node_selector"] = selector
-    result = cli("export", "--plan", write_plan(tmp_path, plan), "--format", "k8s",
-                 "--out", tmp_path / "out")
-    assert result.exit_code == 2
-    assert_one_line_error(result, needle)
+    refused(cli, tmp_path, plan, "k8s", needle)
 
 
 # ------------------------------------------------------------------ $ and names
@@ -293,12 +291,8 @@ def test_dollars_in_user_strings_survive_kubernetes_expansion(cli, tmp_path, cas
 def test_engine_arguments_are_validated(cli, tmp_path, weights, needle):
     plan = yaml.safe_load((PLANS / "single-node.yaml").read_text())
     plan["cascade"]["models"][0]["weights"] = weights
-    result = cli("export", "--plan", write_plan(tmp_path, plan), "--format", "vllm",
-                 "--out", tmp_path / "out")
-    assert result.exit_code == 2
-    assert_one_line_error(result, needle)
+    result = refused(cli, tmp_path, plan, "vllm", needle)
     assert "cascade.models[0].weights" in result.stderr
-    assert not (tmp_path / "out").exists()
 
 
 def test_names_and_ids_refuse_control_characters_and_leading_dashes():

@@ -31,7 +31,7 @@ from planner_cli.export.router import RouterConfig
 from planner_cli.router.judge import JudgeError, logprob_confidence, parse_score
 from planner_cli.router.server import Replicas, create_app
 from tests.conftest import FIXTURES, ROOT
-from tests.util import assert_one_line_error
+from tests.util import assert_one_line_error, plan_with_served_judge
 
 SAMPLE = ROOT / "examples" / "arena-open-models-judged.csv"
 TIERS = ("mistralai/Mistral-7B-Instruct-v0.1", "mistralai/Mixtral-8x7B-Instruct-v0.1")
@@ -511,13 +511,8 @@ def test_route_needs_a_judge_it_can_call(cli, tmp_path):
 @pytest.mark.slow
 def test_route_from_a_plan_takes_the_exported_placement(cli, tmp_path):
     """A served judge's replicas are the judger's endpoints, as the exports place them."""
-    plan = yaml.safe_load((FIXTURES / "plans" / "single-node.yaml").read_text())
-    plan["cascade"]["judger"] = {"kind": "model", "model": "llama-3.1-8b"}
-    plan["stages"][1]["replicas"] = 11
-    plan["judge"] = {"model": "llama-3.1-8b", "pool": "h100", "tp": 1, "replicas": 2,
-                     "max_model_len": 8192}
     path = tmp_path / "plan.yaml"
-    path.write_text(yaml.safe_dump(plan))
+    path.write_text(yaml.safe_dump(plan_with_served_judge()))
     cfg = api.router_config(plan_path=path)
     assert cfg.judger.served and cfg.judger.model == "llama-3.1-8b"
     assert len(cfg.judger.endpoints) == 2 and cfg.tiers[0].threshold == 44.4

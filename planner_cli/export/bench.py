@@ -8,7 +8,7 @@ import json
 import math
 import shlex
 
-from planner_cli.export.router import RouterConfig
+from planner_cli.export.router import ROUTER_PORT, RouterConfig
 from planner_cli.plan import Predicted
 from planner_cli.specs.cascade import SloSpec
 from planner_cli.workload.trace import Trace
@@ -38,7 +38,7 @@ def mooncake_lines(trace: Trace) -> list[str]:
     return out
 
 
-ROUTER_URL = "http://127.0.0.1:8080"  # where `cascadia-plan route` listens by default
+ROUTER_URL = f"http://127.0.0.1:{ROUTER_PORT}"  # where `cascadia-plan route` listens
 
 
 def commands(cfg: RouterConfig, slo: SloSpec | None, requests: int) -> str:

@@ -16,7 +16,7 @@ from planner_cli.errors import InputError
 from planner_cli.export.engines import replica_config
 from planner_cli.export.flags import DIST_PORT, ENGINES
 from planner_cli.export.placement import Replica
-from planner_cli.export.router import RouterConfig
+from planner_cli.export.router import CLIENT_KEY_ENV, ROUTER_PORT, RouterConfig
 from planner_cli.specs.cluster import is_label_value
 
 VERSION = ENGINES["vllm"]["version"]
@@ -29,6 +29,11 @@ SHM = "16Gi"
 
 def dns(name: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63].rstrip("-")
+
+
+def service_name(tier: str, model: str) -> str:
+    """A tier's objects (and its manifest file) are named after it and its model."""
+    return dns(f"{tier}-{model}")
 
 
 def inert(value: str) -> str:
@@ -98,7 +103,7 @@ _Dumper.add_representer(str, _text)
 def tier_manifests(replicas: list[Replica]) -> str:
     """All replicas of one tier (same shape) as YAML documents."""
     r = replicas[0]
-    name = dns(f"{r.tier}-{r.model}")
+    name = service_name(r.tier, r.model)
     labels = {"app.kubernetes.io/name": name, "cascadia/tier": r.tier}
     docs = []
     per_node = len(r.nodes[0].gpus)
@@ -132,13 +137,12 @@ def tier_manifests(replicas: list[Replica]) -> str:
 
 
 ROUTER_NAME = "cascadia-router"
-ROUTER_PORT = 8080
 ROUTER_CONFIG = "/etc/cascadia/cascade.yaml"
 
 
 def service_url(tier: str, model: str) -> str:
     """A tier's Service inside the cluster (it balances the tier's replicas)."""
-    return f"http://{dns(f'{tier}-{model}')}:{PORT}/v1"
+    return f"http://{service_name(tier, model)}:{PORT}/v1"
 
 
 def in_cluster(cfg: RouterConfig, replicas: list[Replica]) -> RouterConfig:
@@ -164,11 +168,10 @@ def router_manifests(cfg: RouterConfig, image: str) -> str:
         "args": ["route", "--config", ROUTER_CONFIG, "--host", "0.0.0.0", "--port",
                  str(ROUTER_PORT)],
         "ports": [{"containerPort": ROUTER_PORT, "name": "http"}],
-        "env": [{"name": cfg.api_key_env, "valueFrom": {"secretKeyRef": {
-            "name": "cascadia-api-key", "key": "key", "optional": True}}}]
-        + ([{"name": "CASCADIA_API_KEY", "valueFrom": {"secretKeyRef": {
-            "name": "cascadia-api-key", "key": "key", "optional": True}}}]
-           if cfg.api_key_env != "CASCADIA_API_KEY" else []),
+        # the clients' key and the engines' (one variable unless the config names another)
+        "env": [{"name": name, "valueFrom": {"secretKeyRef": {
+            "name": "cascadia-api-key", "key": "key", "optional": True}}}
+            for name in dict.fromkeys((cfg.api_key_env, CLIENT_KEY_ENV))],
         "readinessProbe": probe,
         "livenessProbe": {"tcpSocket": {"port": ROUTER_PORT}, "periodSeconds": 10},
         "volumeMounts": [{"name": "config", "mountPath": "/etc/cascadia", "readOnly": True}],
@@ -205,8 +208,9 @@ def router_dockerfile(version: str) -> str:
             f"EXPOSE {ROUTER_PORT}\n")
 
 
-def render_k8s(replicas: list[Replica], cfg: RouterConfig | None = None,
-               version: str = "0") -> dict[str, str]:
+def render_k8s(replicas: list[Replica], cfg: RouterConfig, version: str) -> dict[str, str]:
+    """Every tier's manifests, and the router's in front of them (`version`: this package's,
+    the router image's tag)."""
     files = {}
     tiers: dict[str, list[Replica]] = {}
     for r in replicas:
@@ -214,23 +218,22 @@ def render_k8s(replicas: list[Replica], cfg: RouterConfig | None = None,
     for tier, reps in tiers.items():
         r = reps[0]
         selector = ", ".join(f"{k}={v}" for k, v in node_selector(r).items())
-        files[f"k8s/{dns(f'{tier}-{r.model}')}.yaml"] = (
+        files[f"k8s/{service_name(tier, r.model)}.yaml"] = (
             f"# {tier}: {len(reps)} replica(s) of {r.model} (cascadia-plan export; "
             f"{IMAGES[r.vendor]})\n"
             f"# pool {r.pool}: its nodes must carry the label(s) {selector}"
             + (f" (kubectl label node NODE {selector})" if r.node_selector is None else "")
             + "\n" + tier_manifests(reps))
-    if cfg is not None:
-        routed = in_cluster(cfg, replicas)
-        image = f"cascadia-plan-router:{version}"
-        note = ("# the judge is external: fill in judger.endpoints and judger.model in the "
-                "ConfigMap below\n" if routed.judger.kind == "llm"
-                and not routed.judger.endpoints else "")
-        files["k8s/router.yaml"] = (
-            f"# The cascade router (cascadia-plan route) in front of the tiers' Services; "
-            f"image {image} from router.Dockerfile.\n# Clients: http://{ROUTER_NAME}:"
-            f"{ROUTER_PORT}/v1 with model {cfg.name!r}; an API key from the Secret "
-            "cascadia-api-key (key: key), if it exists.\n" + note
-            + router_manifests(routed, image))
-        files["k8s/router.Dockerfile"] = router_dockerfile(version)
+    routed = in_cluster(cfg, replicas)
+    image = f"cascadia-plan-router:{version}"
+    note = ("# the judge is external: fill in judger.endpoints and judger.model in the "
+            "ConfigMap below\n" if routed.judger.kind == "llm"
+            and not routed.judger.endpoints else "")
+    files["k8s/router.yaml"] = (
+        f"# The cascade router (cascadia-plan route) in front of the tiers' Services; "
+        f"image {image} from router.Dockerfile.\n# Clients: http://{ROUTER_NAME}:"
+        f"{ROUTER_PORT}/v1 with model {cfg.name!r}; an API key from the Secret "
+        "cascadia-api-key (key: key), if it exists.\n" + note
+        + router_manifests(routed, image))
+    files["k8s/router.Dockerfile"] = router_dockerfile(version)
     return files

@@ -15,6 +15,8 @@ from planner_cli.export.placement import Replica
 from planner_cli.specs._yaml import StrictModel
 
 ROUTER_SCHEMA_VERSION = 2
+CLIENT_KEY_ENV = "CASCADIA_API_KEY"  # the key the router asks its clients for, when set
+ROUTER_PORT = 8080  # where `cascadia-plan route` listens unless told otherwise
 
 
 def _endpoint(url: str) -> str:
@@ -80,7 +82,7 @@ class RouterConfig(StrictModel):
     tiers: list[RouterTier] = Field(min_length=1)
     judger: RouterJudger
     escalation: Escalation = Escalation()
-    api_key_env: str = "CASCADIA_API_KEY"  # the variable that holds the endpoints' API key
+    api_key_env: str = CLIENT_KEY_ENV  # the variable that holds the endpoints' API key
     max_request_bytes: Annotated[int, Field(ge=1024)] = 1 << 20  # larger bodies: 413
 
 

@@ -26,8 +26,9 @@ WORD = " hi"  # one token in the common tokenizers; the prompt is input_length o
 
 @dataclass
 class Sent:
-    tier: str | None = None
-    status: int | None = None
+    tier: str | None = None  # the router's x-cascadia-tier
+    status: int | None = None  # None: no HTTP answer (`error` says why)
+    error: str | None = None
     ttft_s: float = float("nan")
     e2e_s: float = float("nan")
 
@@ -71,8 +72,7 @@ async def _one(session: aiohttp.ClientSession, url: str, body: dict, headers: di
                     out.ttft_s, first = time.perf_counter() - started, False
             out.e2e_s = time.perf_counter() - started
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        out.status = None
-        out.tier = type(exc).__name__
+        out.status, out.error = None, type(exc).__name__
 
 
 async def _replay(url: str, trace: Trace, model: str, headers: dict, timeout_s: float,
@@ -100,7 +100,7 @@ async def _replay(url: str, trace: Trace, model: str, headers: dict, timeout_s: 
     failures: Counter[str] = Counter()
     for s in sent:
         if s.status != 200:
-            failures[f"HTTP {s.status}" if s.status is not None else str(s.tier)] += 1
+            failures[f"HTTP {s.status}" if s.status is not None else str(s.error)] += 1
     return Measured(sent, duration, failures)
 
 

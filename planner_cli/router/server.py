@@ -30,7 +30,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from planner_cli.export.router import RouterConfig, RouterTier
+from planner_cli.export.router import CLIENT_KEY_ENV, RouterConfig, RouterTier
 from planner_cli.router.judge import (
     JudgeError,
     answer_of,
@@ -50,7 +50,6 @@ from planner_cli.router.judge import (
     question_of,
 )
 
-CLIENT_KEY_ENV = "CASCADIA_API_KEY"
 HEALTH_TIMEOUT_S = 2.0
 _RETRYABLE = {408, 429}
 PATHS = {"chat": "/chat/completions", "completions": "/completions"}
@@ -80,8 +79,8 @@ class Replicas:
     """One tier's (or the judge's) endpoints, balanced by least outstanding requests."""
 
     urls: list[str]
-    outstanding: list[int] = field(default_factory=list)
-    served: list[int] = field(default_factory=list)
+    outstanding: list[int] = field(init=False)  # calls open, per replica
+    served: list[int] = field(init=False)  # calls answered, per replica
 
     def __post_init__(self) -> None:
         self.outstanding = [0] * len(self.urls)
@@ -106,7 +105,7 @@ class Metrics:
         self.seconds_sum = 0.0
         self.seconds_count = 0
 
-    def render(self, pools: dict[str, Replicas] | None = None) -> str:
+    def render(self, pools: dict[str, Replicas]) -> str:
         lines = []
 
         def family(name: str, kind: str, help_text: str, rows: list[tuple[str, float]]) -> None:
@@ -131,7 +130,7 @@ class Metrics:
         family("cascadia_router_outstanding", "gauge",
                "Upstream calls open, by tier (or judge) and replica.",
                [(f'{{tier="{name}",replica="{url}"}}', n)
-                for name, pool in (pools or {}).items()
+                for name, pool in pools.items()
                 for url, n in zip(pool.urls, pool.outstanding, strict=True)])
         family("cascadia_router_request_seconds", "summary",
                "Time from a request's arrival to its answer.",
@@ -146,8 +145,16 @@ class Outcome:
     tier: str
     score: float | None
     body: dict | None = None
-    stream: aiohttp.ClientResponse | None = None
-    release: tuple[int, int] | None = None  # (tier, replica) a stream holds until it ends
+    stream: aiohttp.ClientResponse | None = None  # holds a replica of `pool` until released
+    pool: Replicas | None = None
+    slot: int = 0
+
+    def release(self) -> None:
+        """Close a streamed answer and free its replica slot (once; later calls do nothing)."""
+        if self.stream is not None and self.pool is not None:
+            self.stream.release()
+            self.pool.outstanding[self.slot] -= 1
+            self.pool = None
 
 
 class Router:
@@ -158,6 +165,9 @@ class Router:
         self.metrics = Metrics()
         self.tiers = [Replicas(list(t.endpoints)) for t in cfg.tiers]
         self.judge = Replicas(list(cfg.judger.endpoints))
+        # every pool by the name the metrics give it
+        self.pools = {t.name: p for t, p in zip(cfg.tiers, self.tiers, strict=True)} | {
+            "judge": self.judge}
         key = env.get(cfg.api_key_env)
         self.tier_headers = {"Authorization": f"Bearer {key}"} if key else {}
         judge_key = env.get(cfg.judger.api_key_env or cfg.api_key_env)
@@ -261,7 +271,7 @@ class Router:
             if last and stream:
                 response, slot = await self._post(self.tiers[i], tier.name, path, upstream,
                                                   self.tier_headers, stream=True)
-                return Outcome(tier.name, None, stream=response, release=(i, slot))
+                return Outcome(tier.name, None, stream=response, pool=self.tiers[i], slot=slot)
             try:
                 answer = await self._json(self.tiers[i], tier.name, path, upstream,
                                           self.tier_headers)
@@ -346,16 +356,15 @@ class _Relay(StreamingResponse):
     """A streamed upstream answer whose replica slot is released however the response ends,
     a client that leaves before the first chunk included."""
 
-    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None],
-                 **kwargs: Any) -> None:
-        super().__init__(content, **kwargs)
-        self._release = release
+    def __init__(self, outcome: Outcome, stream: aiohttp.ClientResponse, **kwargs: Any) -> None:
+        super().__init__(stream.content.iter_any(), **kwargs)
+        self._outcome = outcome
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self._release()
+            self._outcome.release()
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:
@@ -444,23 +453,8 @@ def create_app(cfg: RouterConfig, env: Mapping[str, str] | None = None) -> Starl
         if outcome.score is not None:
             headers["x-cascadia-score"] = f"{outcome.score:.2f}"
         if outcome.stream is not None:
-            upstream = outcome.stream
-            tier_index, slot = outcome.release or (0, 0)
-            held = [True]
-
-            def release() -> None:  # once, however the stream ends (or never starts)
-                if held.pop() if held else False:
-                    upstream.release()
-                    r.tiers[tier_index].outstanding[slot] -= 1
-
-            async def relay() -> AsyncIterator[bytes]:
-                try:
-                    async for chunk in upstream.content.iter_any():
-                        yield chunk
-                finally:
-                    release()
-
-            return _Relay(relay(), release, media_type="text/event-stream", headers=headers)
+            return _Relay(outcome, outcome.stream, media_type="text/event-stream",
+                          headers=headers)
         if body.get("stream"):
             tier = next(t for t in cfg.tiers if t.name == outcome.tier)
             return StreamingResponse(_sse(kind, outcome.body or {}, tier.model),
@@ -487,9 +481,7 @@ def create_app(cfg: RouterConfig, env: Mapping[str, str] | None = None) -> Starl
 
     async def metrics(request: Request) -> Response:
         r = router()
-        pools = {t.name: p for t, p in zip(cfg.tiers, r.tiers, strict=True)} | {
-            "judge": r.judge}
-        return PlainTextResponse(r.metrics.render(pools),
+        return PlainTextResponse(r.metrics.render(r.pools),
                                  media_type="text/plain; version=0.0.4")
 
     @contextlib.asynccontextmanager
