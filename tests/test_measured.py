@@ -321,3 +321,16 @@ def test_version_slots_are_remembered_and_handed_out_as_copies():
     assert db.get_version_slots("h100_sxm", "vllm")["current"] != "mutated"
     assert db.get_version_slots("h100_sxm", "vllm", systems_paths=None) == db.get_version_slots(
         "h100_sxm", "vllm")
+
+
+def test_a_loaded_database_is_looked_up_without_rereading_its_spec(monkeypatch):
+    db = measured._perf_database()
+    version = db.get_version_slots("h100_sxm", "vllm")["current"]
+    loaded = db.get_database("h100_sxm", "vllm", version)
+    assert loaded is not None
+
+    def reread(*_a, **_k):
+        raise AssertionError("the system spec was read again")
+
+    monkeypatch.setattr(db.yaml, "load", reread)
+    assert db.get_database("h100_sxm", "vllm", version) is loaded

@@ -168,3 +168,12 @@ def test_the_sizing_milp_is_the_cheapest_allocation_within_a_latency_bound(seed)
         assert again.gpus == min(sum(o.gpus for o in c) for c in nxt)
     with pytest.raises(InfeasibleError):
         solve(build_cost_problem(within, pools, below=cheapest), phases=1)
+
+
+def test_cbc_solves_even_where_highs_is_installed(monkeypatch):
+    # HiGHS keeps a thread pool that forked workers inherit locked: their solves hang
+    from planner_cli.optimize import milp
+
+    monkeypatch.setattr(milp.pulp, "listSolvers",
+                        lambda onlyAvailable=False: ["PULP_CBC_CMD", "HiGHS"])
+    assert isinstance(milp._solver(5.0), milp.pulp.PULP_CBC_CMD)

@@ -211,9 +211,10 @@ def _exclude(lp: pulp.LpProblem, x: Mapping[tuple[int, str, int], pulp.LpVariabl
 
 
 def _solver(time_limit_s: float | None) -> pulp.LpSolver:
-    available = pulp.listSolvers(onlyAvailable=True)
-    if "HiGHS" in available:
-        return pulp.getSolver("HiGHS", msg=False, timeLimit=time_limit_s)
+    """CBC, the solver PuLP ships, even where HiGHS (highspy) is installed: HiGHS runs in
+    this process with a thread pool that a forked worker (parallel.run_all) inherits
+    locked, so the worker's first solve hangs for ever; it also prints its banner to stdout
+    whatever msg says, and on these small MILPs it is no faster."""
     return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s)
 
 

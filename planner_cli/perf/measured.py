@@ -156,29 +156,48 @@ class Coverage:
 
 @functools.cache
 def _perf_database() -> Any:
-    """aiconfigurator-core's database module, its version-slot lookup remembered.
+    """aiconfigurator-core's database module, with its version-slot and database lookups
+    remembered.
 
-    It resolves (system, engine) -> data versions by parsing the system's YAML spec and
-    listing its data folders on every call, about 10-25 ms, and a compile calls it several
-    times: a third of an optimize's time went there. Those files do not change while we run,
-    so each answer is kept (a copy is handed out: callers own what they get)."""
+    Both re-read the system's YAML spec (and list its data folders) on every call, about
+    10-25 ms, even when the database itself is already loaded; a compile calls them several
+    times, and an optimize compiles dozens of shapes: a third of its time went there. Those
+    files do not change while we run, so each answer is kept (the version slots are handed
+    out as copies: callers own what they get; a database is the library's own cached, shared
+    object either way)."""
     from aiconfigurator_core.sdk import perf_database
 
-    lookup = perf_database.get_version_slots
-    if getattr(lookup, "cascadia_remembered", False):
+    if getattr(perf_database.get_version_slots, "cascadia_remembered", False):
         return perf_database
+    slots_of, database_of = perf_database.get_version_slots, perf_database.get_database
+
+    def frozen(paths: Any) -> Any:
+        return tuple(paths) if isinstance(paths, list) else paths
+
+    def thawed(paths: Any) -> Any:
+        return list(paths) if isinstance(paths, tuple) else paths
 
     @functools.cache
-    def remembered(system: str, backend: str, paths: Any) -> Any:
-        return lookup(system, backend, list(paths) if isinstance(paths, tuple) else paths)
+    def remembered_slots(system: str, backend: str, paths: Any) -> Any:
+        return slots_of(system, backend, thawed(paths))
+
+    @functools.cache
+    def remembered_database(system: str, backend: str, version: str, paths: Any,
+                            options: tuple) -> Any:
+        return database_of(system, backend, version, thawed(paths), **dict(options))
 
     def get_version_slots(system: str, backend: str, systems_paths: Any = None) -> Any:
-        key = tuple(systems_paths) if isinstance(systems_paths, list) else systems_paths
-        slots = remembered(system, backend, key)
+        slots = remembered_slots(system, backend, frozen(systems_paths))
         return dict(slots) if slots is not None else None
+
+    def get_database(system: str, backend: str, version: str, systems_paths: Any = None,
+                     **options: Any) -> Any:
+        return remembered_database(system, backend, version, frozen(systems_paths),
+                                   tuple(sorted(options.items())))
 
     get_version_slots.cascadia_remembered = True  # type: ignore[attr-defined]
     perf_database.get_version_slots = get_version_slots
+    perf_database.get_database = get_database
     return perf_database
 
 
