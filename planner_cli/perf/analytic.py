@@ -20,6 +20,7 @@ sampling, input preparation) is added once. P, BW and the links are the GPU card
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import asdict, dataclass, field, replace
 
 from planner_cli.perf.shapes import ReplicaShape
@@ -282,15 +283,19 @@ INT4_WO_RATIO = ((1, 0.367), (2, 0.367), (4, 0.395), (8, 0.395), (16, 0.407), (3
                  (768, 1.055), (1024, 1.055), (2048, 1.055), (4096, 1.055), (8192, 1.055))
 
 
+_WO_TOKENS = tuple(m for m, _ in INT4_WO_RATIO)
+
+
 def weight_only_ratio(m: float) -> float:
     """INT4_WO_RATIO at m tokens (linear between its points, its end values beyond)."""
     points = INT4_WO_RATIO
     if m <= points[0][0]:
         return points[0][1]
-    for (m0, r0), (m1, r1) in zip(points, points[1:], strict=False):
-        if m <= m1:
-            return r0 + (r1 - r0) * (m - m0) / (m1 - m0)
-    return points[-1][1]
+    j = bisect.bisect_left(_WO_TOKENS, m)  # the first point at or past m
+    if j == len(points):
+        return points[-1][1]
+    (m0, r0), (m1, r1) = points[j - 1], points[j]
+    return r0 + (r1 - r0) * (m - m0) / (m1 - m0)
 
 
 def gemm_twin(shape: ReplicaShape) -> ReplicaShape:

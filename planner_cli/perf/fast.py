@@ -46,6 +46,7 @@ class IterationCost:
         self.layers = dense + moe
         self.attn = attention_coeffs(shape)
         self.head_params = card.vocab_size * card.hidden_size / shape.tp
+        self.twin = gemm_twin(shape)  # what the GEMMs are timed against (built once)
         self.fixed = self.layers * c.kernels_per_layer * c.kernel_latency_s + c.iteration_overhead_s
         self._by_tokens: dict[int, float] = {}
         self._decode_cache: dict[int, tuple[float, float, float, float | None, float,
@@ -65,7 +66,7 @@ class IterationCost:
         c, shape = self.constants, self.shape
         eb = self._bandwidth_eff(n)
         total = 0.0
-        twin = gemm_twin(shape)
+        twin = self.twin
         for count, is_moe in self.kinds:
             flops, by = gemm_work(twin, is_moe, n)
             total += count * gemm_scale(shape, is_moe, n) * max(

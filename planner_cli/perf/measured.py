@@ -385,7 +385,7 @@ class MeasuredCost:
         # a window on every layer that the database's (Llama) tables do not apply themselves
         self.window = (shape.card.sliding_window
                        if shape.card.architecture in AS_LLAMA else None)
-        self._decode: dict[int, tuple[list[float], list[float], list[float]]] = {}
+        self._decode: dict[int, _DecodeTable] = {}
         self._grid: dict[int, tuple[list[float], list[float]]] = {}
         reasons: list[str] = []
         for quant, note in _variants(shape):
@@ -523,10 +523,10 @@ class MeasuredCost:
             return DECODE_CONTEXT_GRID
         return tuple(sorted(set(DECODE_CONTEXT_GRID) | {self.window}))
 
-    def _decode_table(self, b: int) -> tuple[list[float], list[float], list[float]]:
-        """(total context k at the grid, step seconds, attention seconds) for batch b: the
-        measured grid rows of the batch sizes around b, blended linearly in b (at a fixed
-        context per sequence), so the step stays piecewise linear in k."""
+    def _decode_table(self, b: int) -> _DecodeTable:
+        """The decode step of batch b, piecewise linear in its total context k: the measured
+        grid rows of the batch sizes around b, blended linearly in b (at a fixed context per
+        sequence)."""
         table = self._decode.get(b)
         if table is None:
             grid = DECODE_BATCH_GRID
@@ -539,15 +539,14 @@ class MeasuredCost:
             else:
                 total = [(1 - w) * x + w * y for x, y in zip(t0, t1, strict=True)]
                 attn = [(1 - w) * x + w * y for x, y in zip(a0, a1, strict=True)]
-            table = ([float(b * ctx) for ctx in self._contexts()], total, attn)
+            table = _DecodeTable([float(b * ctx) for ctx in self._contexts()], total, attn)
             self._decode[b] = table
         return table
 
     # ------------------------------------------------------------ the cost interface
 
     def decode_time(self, b: int, k: float) -> float:
-        ks, total, _ = self._decode_table(b)
-        return _interp(ks, total, k)
+        return (self._decode.get(b) or self._decode_table(b)).step(k)
 
     def time(self, p: int, b: int, k: float, prefill_context: float = 0.0,
              prefill_seqs: int = 1) -> float:
@@ -561,8 +560,8 @@ class MeasuredCost:
                 else self.context(p / seqs, prefill_context))
         t = self.host_s + self.shared(p + b) + self._attn_fixed + seqs * attn
         if b > 0:
-            ks, _, attn = self._decode_table(b)
-            t += max(_interp(ks, attn, k), 0.0)
+            table = self._decode_table(b)
+            t += max(_interp(table.ks, table.attn, k), 0.0)
         return t
 
     def breakdown(self, p: int, b: int, k: float, prefill_context: float = 0.0,
@@ -574,60 +573,44 @@ class MeasuredCost:
                if p > 0 else 0.0)
         dec = 0.0
         if b > 0:
-            ks, total, attn = self._decode_table(b)
-            dec = max(_interp(ks, attn, k), 0.0)
+            table = self._decode_table(b)
+            dec = max(_interp(table.ks, table.attn, k), 0.0)
             if p == 0:
-                shared = _interp(ks, total, k) - dec - self.host_s
+                shared = table.step(k) - dec - self.host_s
         return {"shared_s": shared, "context_attention_s": ctx, "decode_attention_s": dec,
                 "host_s": self.host_s if p > 0 or b > 0 else 0.0,
                 "total_s": self.time(p, b, k, prefill_context, prefill_seqs)}
-
-    def _runs(self, b: int, k0: float, n: int) -> list[tuple[int, float, float]]:
-        """[(iterations m, time of the first, slope per iteration)] covering n decode
-        iterations from context k0, each piece linear in the iteration index."""
-        ks, total, _ = self._decode_table(b)
-        out = []
-        i = 0
-        while i < n:
-            k = k0 + i * b
-            j = min(max(bisect.bisect_right(ks, k) - 1, 0), len(ks) - 2)
-            slope_k = (total[j + 1] - total[j]) / (ks[j + 1] - ks[j])
-            if j == len(ks) - 2:
-                m = n - i
-            else:
-                m = min(n - i, max(1, math.ceil((ks[j + 1] - k) / b)))
-            out.append((m, total[j] + slope_k * (k - ks[j]), slope_k * b))
-            i += m
-        return out
 
     def decode_run(self, b: int, k0: float, n: int) -> float:
         """Total seconds of n decode iterations of batch b starting at context k0 (exact over
         the piecewise-linear table)."""
         if n <= 0 or b <= 0:
             return 0.0
-        ks, total, _ = self._decode_table(b)
+        table = self._decode.get(b) or self._decode_table(b)
+        ks = table.ks
         j = bisect.bisect_right(ks, k0) - 1
-        if 0 <= j < len(ks) - 1 and k0 + (n - 1) * b < ks[j + 1]:
+        if 0 <= j < table.last and k0 + (n - 1) * b < ks[j + 1]:
             # the common case: the whole run inside one linear piece
-            slope = (total[j + 1] - total[j]) / (ks[j + 1] - ks[j])
-            t0 = total[j] + slope * (k0 - ks[j])
+            slope = table.slope[j]
+            t0 = table.total[j] + slope * (k0 - ks[j])
             return n * t0 + slope * b * n * (n - 1) / 2.0
-        return sum(m * t0 + slope * m * (m - 1) / 2.0 for m, t0, slope in self._runs(b, k0, n))
+        return sum(m * t0 + slope * m * (m - 1) / 2.0 for m, t0, slope in table.runs(b, k0, n))
 
     def decode_iterations_within(self, b: int, k0: float, budget_s: float, cap: int
                                  ) -> tuple[int, float]:
         """How many whole decode iterations (at most cap) fit in budget_s, and the seconds
         they take."""
-        ks, total, _ = self._decode_table(b)
+        table = self._decode.get(b) or self._decode_table(b)
+        ks = table.ks
         j = bisect.bisect_right(ks, k0) - 1
-        if cap > 0 and 0 <= j < len(ks) - 1 and k0 + (cap - 1) * b < ks[j + 1]:
+        if cap > 0 and 0 <= j < table.last and k0 + (cap - 1) * b < ks[j + 1]:
             # the common case: one linear piece, solved in closed form
-            slope_k = (total[j + 1] - total[j]) / (ks[j + 1] - ks[j])
-            t0, slope = total[j] + slope_k * (k0 - ks[j]), slope_k * b
+            slope_k = table.slope[j]
+            t0, slope = table.total[j] + slope_k * (k0 - ks[j]), slope_k * b
             x = _most_within(t0, slope, budget_s, cap)
             return x, x * t0 + slope * x * (x - 1) / 2.0
         done, left = 0, budget_s
-        for m, t0, slope in self._runs(b, k0, cap):
+        for m, t0, slope in table.runs(b, k0, cap):
             whole = m * t0 + slope * m * (m - 1) / 2.0
             if whole <= left:
                 done, left = done + m, left - whole
@@ -635,6 +618,46 @@ class MeasuredCost:
             x = _most_within(t0, slope, left, m)
             return done + x, budget_s - left + x * t0 + slope * x * (x - 1) / 2.0
         return done, budget_s - left
+
+
+class _DecodeTable:
+    """A decode step's seconds against the batch's total context k: grid points ks with the
+    step (total) and attention seconds at each; each piece's slope kept (the simulator asks
+    millions of times)."""
+
+    __slots__ = ("ks", "total", "attn", "slope", "last")
+
+    def __init__(self, ks: list[float], total: list[float], attn: list[float]) -> None:
+        self.ks, self.total, self.attn = ks, total, attn
+        self.slope = [(total[j + 1] - total[j]) / (ks[j + 1] - ks[j])
+                      for j in range(len(ks) - 1)]
+        self.last = len(ks) - 1  # pieces: 0 .. last - 1
+
+    def step(self, k: float) -> float:
+        """The step at context k: _interp over (ks, total), the same arithmetic."""
+        ks, total = self.ks, self.total
+        j = bisect.bisect_right(ks, k) - 1
+        j = 0 if j < 0 else (self.last - 1 if j >= self.last else j)
+        x0 = ks[j]
+        return total[j] + (total[j + 1] - total[j]) * (k - x0) / (ks[j + 1] - x0)
+
+    def runs(self, b: int, k0: float, n: int) -> list[tuple[int, float, float]]:
+        """[(iterations m, time of the first, slope per iteration)] covering n decode
+        iterations of batch b from context k0, each piece linear in the iteration index."""
+        ks, total, slopes, last = self.ks, self.total, self.slope, self.last
+        out = []
+        i = 0
+        while i < n:
+            k = k0 + i * b
+            j = min(max(bisect.bisect_right(ks, k) - 1, 0), last - 1)
+            slope_k = slopes[j]
+            if j == last - 1:
+                m = n - i
+            else:
+                m = min(n - i, max(1, math.ceil((ks[j + 1] - k) / b)))
+            out.append((m, total[j] + slope_k * (k - ks[j]), slope_k * b))
+            i += m
+        return out
 
 
 def _most_within(t0: float, slope: float, left: float, m: int) -> int:

@@ -161,11 +161,14 @@ def _simulate_stage(config: StageConfig, rids: np.ndarray, arrivals: np.ndarray,
     order = np.argsort(arrivals, kind="stable")
     rr = 0
     missed = _Missed(late, replicas, config.frontend_s) if late is not None else None
+    # plain Python numbers, read once (indexing numpy arrays one element at a time is slow)
+    rid_l, arr_l = rids.tolist(), arrivals.astype(float).tolist()
+    prompt_l, out_l = prompts.astype(np.int64).tolist(), outputs.astype(np.int64).tolist()
     for count, j in enumerate(order.tolist()):
         if missed is not None and count % LATE_CHECK_EVERY == 0:
             missed.check()
-        t = float(arrivals[j])
-        r = Req(int(rids[j]), t, int(prompts[j]), int(outputs[j]))
+        t = arr_l[j]
+        r = Req(int(rid_l[j]), t, prompt_l[j], out_l[j])
         if balancer == "least-outstanding":
             for rep in replicas:
                 rep.advance_until(t)

@@ -154,8 +154,14 @@ class Replica:
 
     def advance_until(self, t: float) -> None:
         """Run every iteration that starts before time t."""
-        while self.clock < t and self.outstanding:
-            self._step(t)
+        # _step inlined (this loop is the simulator's hottest): the queues are only ever
+        # changed in place, so they are looked up once
+        waiting, prefilling, decoding = self.waiting, self.prefilling, self.decoding
+        while self.clock < t and (waiting or prefilling or decoding):
+            if (not prefilling and decoding and (not waiting or not self._can_admit())
+                    and self._decode_run(t)):
+                continue
+            self._iteration()
 
     def step(self) -> bool:
         """One scheduling step: a run of decode iterations up to the next completion (or the
