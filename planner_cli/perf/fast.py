@@ -51,6 +51,7 @@ class IterationCost:
         self._by_tokens: dict[int, float] = {}
         self._decode_cache: dict[int, tuple[float, float, float, float | None, float,
                                             float]] = {}
+        self._bends: dict[int, list[float]] = {}  # per batch size, filled with _decode_cache
 
     def _bandwidth_eff(self, n: int) -> float:
         c = self.constants
@@ -111,7 +112,26 @@ class IterationCost:
             b0 = self.layers * a.seq_bytes * b / (self.bw * c.attention_bandwidth_efficiency)
             parts = (const, la, lb, cap, a0, b0)
             self._decode_cache[b] = parts
+            # the contexts where t(k) bends: where the two lines cross, if they do at a
+            # positive span, and the window's cap
+            bends = []
+            if la != lb:
+                cross = (lb * b + b0 - a0) / (la - lb)
+                if cross > 0:
+                    bends.append(cross)
+            if cap is not None:
+                bends.append(cap)
+            self._bends[b] = sorted(bends)
         return parts
+
+    def _one_piece(self, b: int, k0: float, n: int) -> bool:
+        """Whether n decode iterations from context k0 lie on one linear piece of t (what
+        _pieces would return as [(0, n - 1)])."""
+        for kp in self._bends[b]:
+            x = (kp - k0) / b
+            if 0 <= x < n - 1:
+                return False
+        return True
 
     def _decode_time(self, b: int, k: float) -> float:
         const, la, lb, cap, a0, b0 = self._decode_parts(b)
@@ -143,6 +163,9 @@ class IterationCost:
         """Total seconds of n decode iterations of batch b starting at context k0 (exact)."""
         if n <= 0:
             return 0.0
+        if b in self._decode_cache and self._one_piece(b, k0, n):
+            # the common case, with _pieces' arithmetic for its one piece
+            return n * (self._decode_time(b, k0) + self._decode_time(b, k0 + (n - 1) * b)) / 2.0
         total = 0.0
         for first, last in self._pieces(b, k0, n):
             total += (last - first + 1) * (self._decode_time(b, k0 + first * b)
@@ -159,7 +182,8 @@ class IterationCost:
         and the seconds they take."""
         done = 0
         left = budget_s
-        for first, last in self._pieces(b, k0, cap):
+        one = cap > 0 and b in self._decode_cache and self._one_piece(b, k0, cap)
+        for first, last in [(0, cap - 1)] if one else self._pieces(b, k0, cap):
             count = last - first + 1
             t0 = self._decode_time(b, k0 + first * b)
             slope = (self._decode_time(b, k0 + last * b) - t0) / (count - 1) if count > 1 else 0.0
