@@ -145,7 +145,7 @@ class Replica:
             r.replica = self.index
             self.rejected.append(r)  # can never fit the KV cache
             return
-        if not self.outstanding:
+        if not (self.waiting or self.prefilling or self.decoding):
             self.clock = max(self.clock, r.arrival)
         r.replica = self.index
         self.waiting.append(r)
@@ -226,54 +226,56 @@ class Replica:
 
     def _iteration(self) -> None:
         """One general iteration: decodes, prefill chunks, admissions."""
+        decoding, prefilling, waiting = self.decoding, self.prefilling, self.waiting
+        capacity, state = self.capacity, self.state
         # the running decodes need one KV token each; preempt until they fit
-        while self.decoding and self.used + len(self.decoding) > self.capacity:
+        while decoding and self.used + len(decoding) > capacity:
             if not self._preempt_latest():
                 break
-        b = len(self.decoding)
-        if self.prefill_first and (self.prefilling or self._can_admit()):
+        b = len(decoding)
+        if self.prefill_first and (prefilling or self._can_admit()):
             b = 0  # a prefill batch: the decodes wait for it
         budget = self.budget - b
-        free = self.capacity - self.used - b
+        free = capacity - self.used - b
         chunks: list[tuple[Req, int]] = []
-        for r in self.prefilling:
+        for r in prefilling:
             if budget <= 0 or free <= 0:
                 break
             chunk = min(r.target - r.prefilled, budget, free)
             chunks.append((r, chunk))
             budget -= chunk
             free -= chunk
-        while (self.waiting and budget > 0 and free > 0
-               and len(self.prefilling) + len(self.decoding) < self.max_seqs):
-            r = self.waiting[0]
-            if r.target + self.state > self.capacity - b:
+        while (waiting and budget > 0 and free > 0
+               and len(prefilling) + len(decoding) < self.max_seqs):
+            r = waiting[0]
+            if r.target + state > capacity - b:
                 # it cannot fit even alone beside the decodes; wait for completions
-                if self.decoding or self.prefilling:
+                if decoding or prefilling:
                     break
-                self.waiting.popleft()
+                waiting.popleft()
                 self.rejected.append(r)
                 continue
-            if r.target + self.state > free:
+            if r.target + state > free:
                 break  # wait until its prompt fits beside the running requests
-            self.waiting.popleft()
-            free -= self.state  # its fixed-size state, held while it runs
-            self.used += self.state
+            waiting.popleft()
+            free -= state  # its fixed-size state, held while it runs
+            self.used += state
             self.admitted += 1
             r.order = self.admitted
             if r.scheduled == INF:
                 r.scheduled = self.clock
-            self.prefilling.append(r)
+            prefilling.append(r)
             chunk = min(r.target, budget, free)
             chunks.append((r, chunk))
             budget -= chunk
             free -= chunk
         p = chunks[0][1] if len(chunks) == 1 else sum(c for _, c in chunks)
-        if p == 0 and b == 0 and self.decoding:
-            b = len(self.decoding)  # nothing could be prefilled after all: decode instead
+        if p == 0 and b == 0 and decoding:
+            b = len(decoding)  # nothing could be prefilled after all: decode instead
         if p == 0 and b == 0:
             # prefilling requests hold all the KV: recompute the latest later, so the
             # others can go on (the waiting ones that could never fit were rejected above)
-            if self.prefilling:
+            if prefilling:
                 self._preempt_latest()
             return
         # the chunks' mean cached prefix (none for a single whole prompt)
@@ -294,12 +296,12 @@ class Replica:
             r.prefilled += chunk
             self.used += chunk
             if r.prefilled >= r.target:
-                self.prefilling.remove(r)
+                prefilling.remove(r)
                 r.generated += 1  # the iteration that completes the prompt samples a token
                 if r.first_token == INF:
                     r.first_token = end
                 if r.generated >= r.output:
-                    self.used -= r.target + self.state
+                    self.used -= r.target + state
                     self._finish(r, end)
                 else:
                     self._join_decode(r)
