@@ -364,6 +364,9 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:160]
 
 
+PREFILL_MEMO = 250_000  # prefill iterations whose time a MeasuredCost remembers (~30 MB)
+
+
 def _interp(xs: tuple[float, ...] | list[float], ys: list[float], x: float) -> float:
     """Piecewise-linear through (xs, ys), extended linearly past both ends."""
     j = bisect.bisect_right(xs, x) - 1
@@ -387,6 +390,7 @@ class MeasuredCost:
                        if shape.card.architecture in AS_LLAMA else None)
         self._decode: dict[int, _DecodeTable] = {}
         self._grid: dict[int, tuple[list[float], list[float]]] = {}
+        self._prefill: dict[tuple[int, int, int], float] = {}  # see time()
         reasons: list[str] = []
         for quant, note in _variants(shape):
             try:
@@ -400,6 +404,7 @@ class MeasuredCost:
                 reasons.append(str(why))
                 self._decode.clear()
                 self._grid.clear()
+                self._prefill.clear()
                 self.__dict__.pop("_attn_curve", None)  # built from this variant's tables
                 continue
             self.source = self.coverage.label + note + (
@@ -555,10 +560,19 @@ class MeasuredCost:
         if p <= 0:
             return self.decode_time(b, k) if b > 0 else 0.0
         seqs = max(1, min(prefill_seqs, p))
-        # no cached prefix: A(chunk) - A(0) is A(chunk), A(0) being 0
-        attn = (self._attention(p / seqs) if prefill_context == 0.0
-                else self.context(p / seqs, prefill_context))
-        t = self.host_s + self.shared(p + b) + self._attn_fixed + seqs * attn
+        if prefill_context == 0.0:
+            # no cached prefix: A(chunk) - A(0) is A(chunk), A(0) being 0; what depends on
+            # the token counts alone is remembered (the simulator asks again and again)
+            key = (p, b, seqs)
+            t = self._prefill.get(key)
+            if t is None:
+                if len(self._prefill) >= PREFILL_MEMO:
+                    self._prefill.clear()  # bounded: a long trace has many (p, b) pairs
+                t = self._prefill[key] = (self.host_s + self.shared(p + b) + self._attn_fixed
+                                          + seqs * self._attention(p / seqs))
+        else:
+            t = (self.host_s + self.shared(p + b) + self._attn_fixed
+                 + seqs * self.context(p / seqs, prefill_context))
         if b > 0:
             table = self._decode_table(b)
             t += max(_interp(table.ks, table.attn, k), 0.0)
