@@ -164,17 +164,19 @@ def _simulate_stage(config: StageConfig, rids: np.ndarray, arrivals: np.ndarray,
     # plain Python numbers, read once (indexing numpy arrays one element at a time is slow)
     rid_l, arr_l = rids.tolist(), arrivals.astype(float).tolist()
     prompt_l, out_l = prompts.astype(np.int64).tolist(), outputs.astype(np.int64).tolist()
+    least = balancer == "least-outstanding"
+    count_r = len(replicas)
     for count, j in enumerate(order.tolist()):
         if missed is not None and count % LATE_CHECK_EVERY == 0:
             missed.check()
         t = arr_l[j]
         r = Req(int(rid_l[j]), t, prompt_l[j], out_l[j])
-        if balancer == "least-outstanding":
+        if least:
             for rep in replicas:
                 rep.advance_until(t)
             target = min(replicas, key=lambda x: (x.outstanding, x.index))
         else:
-            target = replicas[rr % len(replicas)]
+            target = replicas[rr % count_r]
             rr += 1
             target.advance_until(t)
         target.submit(r)
