@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import os
 import sys
@@ -596,7 +597,7 @@ def route(
     return it when the score reaches the tier's threshold and ask the next tier otherwise;
     /v1/models, /health and /metrics (Prometheus) beside them.
 
-    Needs the router extra (pip install 'cascadia-plan[router]'). It starts while the
+    Needs the router extra (pip install 'cascadia-plan\\[router]'). It starts while the
     engines are still loading; /health says which tier has no reachable replica. With
     CASCADIA_API_KEY set, clients must send it as a Bearer token (and the engines receive it).
     """
@@ -663,6 +664,21 @@ app.add_typer(schema_app, name="schema")
 def schema_cascade() -> None:
     """The JSON Schema of the router's cascade.yaml (export --format router)."""
     render.emit_json(api.cascade_schema())
+
+
+def _reflowed_help(*apps: typer.Typer) -> None:
+    """Each command's help from its docstring with each paragraph on one line: typer keeps the
+    docstring's line breaks after its first paragraph, which then break in mid-sentence
+    wherever the terminal is narrower than the source's lines."""
+    for group in apps:
+        for info in group.registered_commands:
+            doc = inspect.getdoc(info.callback) if info.callback else None
+            if info.help is None and doc:
+                info.help = "\n\n".join(" ".join(line.strip() for line in para.splitlines())
+                                         for para in doc.split("\n\n"))
+
+
+_reflowed_help(app, catalog_app, trace_app, perf_app, schema_app)
 
 
 def main() -> None:

@@ -75,6 +75,20 @@ def test_every_command_has_help_text():
                 pytest.fail(f"option {param.name} of {' '.join(path)} has no help")
 
 
+def test_help_paragraphs_wrap_to_the_terminal_and_keep_their_brackets():
+    # typer keeps a docstring's line breaks after its first paragraph: at 80 columns the
+    # source's ~95-character lines broke in mid-sentence; and rich read [router] as markup
+    for path, cmd in _all_commands(get_command(app)):
+        for para in (cmd.help or "").split("\n\n"):
+            assert "\n" not in para, f"a line break inside a paragraph of {' '.join(path)}"
+    from typer.testing import CliRunner
+
+    out = CliRunner().invoke(app, ["route", "--help"], terminal_width=80,
+                             env={"COLUMNS": "80"}).output
+    assert "cascadia-plan[router]" in out
+    assert max(len(line) for line in out.splitlines()) <= 80
+
+
 def _root_options() -> set[str]:
     return {o for p in get_command(app).params for o in getattr(p, "opts", [])}
 
