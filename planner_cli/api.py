@@ -429,7 +429,7 @@ def router_config(plan_path: Path | None = None, config_path: Path | None = None
         cfg = build_router_config(dep.plan, replicas, _score_scale(plan_path, plan))
         where = str(plan_path)
     j = cfg.judger
-    if j.kind == "llm" and not (j.endpoints and j.model):
+    if j.unfilled:
         raise InputError(f"{where}: the judger has no endpoints or model to call",
                          "export --format router and fill in judger.endpoints and "
                          "judger.model of cascade.yaml (or set judger.kind: logprob)")
@@ -456,7 +456,9 @@ def export(plan_path: Path, fmt: str, out: Path, force: bool = False,
                              "pass --trace or set inputs.trace")
         trace = load_trace(trace_file)
     warnings: list[str] = []
-    scale = _score_scale(plan_path, plan)
+    # the judge's score scale is written into the router's config (router and k8s exports)
+    # only: the other formats need not read the judged sample
+    scale = (_score_scale(plan_path, plan) if {"router", "k8s"} & set(formats) else None)
     if scale is None and "router" in formats:
         warnings.append("router/cascade.yaml: the plan's judged sample is not at hand, so "
                         "judger.score_scale is 0-100; set it to the scale your judge answers on")

@@ -334,3 +334,16 @@ def test_fp4_plans_export_the_nvfp4_quantization(cli, tmp_path):
     path.write_text(yaml.safe_dump(plan))
     assert_one_line_error(cli("export", "--plan", path, "--format", "vllm", "--out",
                               tmp_path / "out2"), "stages[0]", "needs FP4 tensor cores")
+
+
+def test_engine_scripts_do_not_read_the_judged_sample(cli, tmp_path):
+    # only the router's config carries the judge's score scale: a vLLM export does not need
+    # (or trip over) the plan's judged sample
+    plan = tmp_path / "plan.yaml"
+    text = (PLANS / "single-node.yaml").read_text()
+    plan.write_text(text.replace("  trace: trace-20.jsonl",
+                                 "  trace: trace-20.jsonl\n  quality: judged.csv"))
+    (tmp_path / "judged.csv").write_text("not,a,judged,sample\n")
+    export(cli, plan, tmp_path / "vllm", "vllm")
+    result = cli("export", "--plan", plan, "--format", "router", "--out", tmp_path / "router")
+    assert result.exit_code == 2 and "judged.csv" in result.output

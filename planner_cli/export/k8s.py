@@ -100,6 +100,11 @@ def _text(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _text)
 
 
+def _documents(docs: list[dict]) -> str:
+    """Manifests as one YAML stream, in order."""
+    return "---\n".join(yaml.dump(d, Dumper=_Dumper, sort_keys=False) for d in docs)
+
+
 def tier_manifests(replicas: list[Replica]) -> str:
     """All replicas of one tier (same shape) as YAML documents."""
     r = replicas[0]
@@ -133,7 +138,7 @@ def tier_manifests(replicas: list[Replica]) -> str:
                  "metadata": {"name": name, "labels": labels},
                  "spec": {"selector": selector,
                           "ports": [{"name": "http", "port": PORT, "targetPort": PORT}]}})
-    return "---\n".join(yaml.dump(d, Dumper=_Dumper, sort_keys=False) for d in docs)
+    return _documents(docs)
 
 
 ROUTER_NAME = "cascadia-router"
@@ -193,7 +198,7 @@ def router_manifests(cfg: RouterConfig, image: str) -> str:
                   "ports": [{"name": "http", "port": ROUTER_PORT,
                              "targetPort": ROUTER_PORT}]}},
     ]
-    return "---\n".join(yaml.dump(d, Dumper=_Dumper, sort_keys=False) for d in docs)
+    return _documents(docs)
 
 
 def router_dockerfile(version: str) -> str:
@@ -227,8 +232,7 @@ def render_k8s(replicas: list[Replica], cfg: RouterConfig, version: str) -> dict
     routed = in_cluster(cfg, replicas)
     image = f"cascadia-plan-router:{version}"
     note = ("# the judge is external: fill in judger.endpoints and judger.model in the "
-            "ConfigMap below\n" if routed.judger.kind == "llm"
-            and not routed.judger.endpoints else "")
+            "ConfigMap below\n" if routed.judger.unfilled else "")
     files["k8s/router.yaml"] = (
         f"# The cascade router (cascadia-plan route) in front of the tiers' Services; "
         f"image {image} from router.Dockerfile.\n# Clients: http://{ROUTER_NAME}:"

@@ -62,6 +62,12 @@ class RouterJudger(StrictModel):
     latency_s: Annotated[float, Field(ge=0)] | None = None  # the latency the plan assumed
     api_key_env: str | None = None  # the judge endpoint's key variable; default: the config's
 
+    @property
+    def unfilled(self) -> bool:
+        """An LLM judge without the endpoint or model to call (an external judge as exported:
+        the user fills them in)."""
+        return self.kind == "llm" and not (self.endpoints and self.model)
+
 
 class Escalation(StrictModel):
     """The router's fault policy: a tier call that times out or errors is retried `retries`
@@ -134,7 +140,7 @@ def litellm_config(cfg: RouterConfig) -> str:
 def cascade_yaml(cfg: RouterConfig) -> str:
     note = ("# The judge is external: fill in judger.endpoints (its OpenAI-compatible base "
             "URL) and judger.model\n# before `cascadia-plan route --config` this file.\n"
-            if cfg.judger.kind == "llm" and not cfg.judger.endpoints else "")
+            if cfg.judger.unfilled else "")
     return ("# The cascade this plan deploys (cascadia-plan export); schema: "
             "cascadia-plan schema cascade\n# Run it: cascadia-plan route --config "
             "cascade.yaml\n" + note

@@ -51,7 +51,7 @@ class IterationCost:
         self._by_tokens: dict[int, float] = {}
         self._decode_cache: dict[int, tuple[float, float, float, float | None, float,
                                             float]] = {}
-        self._bends: dict[int, list[float]] = {}  # per batch size, filled with _decode_cache
+        self._bends: dict[int, list[float]] = {}  # per batch size: where t(k) bends
 
     def _bandwidth_eff(self, n: int) -> float:
         c = self.constants
@@ -124,10 +124,17 @@ class IterationCost:
             self._bends[b] = sorted(bends)
         return parts
 
+    def _bends_of(self, b: int) -> list[float]:
+        bends = self._bends.get(b)
+        if bends is None:
+            self._decode_parts(b)  # fills both
+            bends = self._bends[b]
+        return bends
+
     def _one_piece(self, b: int, k0: float, n: int) -> bool:
         """Whether n decode iterations from context k0 lie on one linear piece of t (what
         _pieces would return as [(0, n - 1)])."""
-        for kp in self._bends[b]:
+        for kp in self._bends_of(b):
             x = (kp - k0) / b
             if 0 <= x < n - 1:
                 return False
@@ -140,17 +147,9 @@ class IterationCost:
 
     def _pieces(self, b: int, k0: float, n: int) -> list[tuple[int, int]]:
         """[(first, last)] iteration index ranges over which t is linear in the index."""
-        const, la, lb, cap, a0, b0 = self._decode_parts(b)
-        points = []
-        if la != lb:  # where the two lines cross, if they do at a positive span
-            cross = (lb * b + b0 - a0) / (la - lb)
-            if cross > 0:
-                points.append(cross)
-        if cap is not None:
-            points.append(cap)
         out = []
         start = 0
-        for kp in sorted(points) + [math.inf]:
+        for kp in [*self._bends_of(b), math.inf]:
             if start >= n:
                 break
             last = n - 1 if kp == math.inf else min(n - 1, math.floor((kp - k0) / b))
@@ -163,7 +162,7 @@ class IterationCost:
         """Total seconds of n decode iterations of batch b starting at context k0 (exact)."""
         if n <= 0:
             return 0.0
-        if b in self._decode_cache and self._one_piece(b, k0, n):
+        if self._one_piece(b, k0, n):
             # the common case, with _pieces' arithmetic for its one piece
             return n * (self._decode_time(b, k0) + self._decode_time(b, k0 + (n - 1) * b)) / 2.0
         total = 0.0
@@ -182,7 +181,7 @@ class IterationCost:
         and the seconds they take."""
         done = 0
         left = budget_s
-        one = cap > 0 and b in self._decode_cache and self._one_piece(b, k0, cap)
+        one = cap > 0 and self._one_piece(b, k0, cap)
         for first, last in [(0, cap - 1)] if one else self._pieces(b, k0, cap):
             count = last - first + 1
             t0 = self._decode_time(b, k0 + first * b)

@@ -648,12 +648,8 @@ class _DecodeTable:
         self.last = len(ks) - 1  # pieces: 0 .. last - 1
 
     def step(self, k: float) -> float:
-        """The step at context k: _interp over (ks, total), the same arithmetic."""
-        ks, total = self.ks, self.total
-        j = bisect.bisect_right(ks, k) - 1
-        j = 0 if j < 0 else (self.last - 1 if j >= self.last else j)
-        x0 = ks[j]
-        return total[j] + (total[j + 1] - total[j]) * (k - x0) / (ks[j + 1] - x0)
+        """The step at context k."""
+        return _interp(self.ks, self.total, k)
 
     def runs(self, b: int, k0: float, n: int) -> list[tuple[int, float, float]]:
         """[(iterations m, time of the first, slope per iteration)] covering n decode

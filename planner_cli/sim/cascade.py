@@ -162,7 +162,7 @@ def _simulate_stage(config: StageConfig, rids: np.ndarray, arrivals: np.ndarray,
     rr = 0
     missed = _Missed(late, replicas, config.frontend_s) if late is not None else None
     # plain Python numbers, read once (indexing numpy arrays one element at a time is slow)
-    rid_l, arr_l = rids.tolist(), arrivals.astype(float).tolist()
+    rid_l, arr_l = rids.astype(np.int64).tolist(), arrivals.astype(float).tolist()
     prompt_l, out_l = prompts.astype(np.int64).tolist(), outputs.astype(np.int64).tolist()
     least = balancer == "least-outstanding"
     count_r = len(replicas)
@@ -170,7 +170,7 @@ def _simulate_stage(config: StageConfig, rids: np.ndarray, arrivals: np.ndarray,
         if missed is not None and count % LATE_CHECK_EVERY == 0:
             missed.check()
         t = arr_l[j]
-        r = Req(int(rid_l[j]), t, prompt_l[j], out_l[j])
+        r = Req(rid_l[j], t, prompt_l[j], out_l[j])
         if least:
             for rep in replicas:
                 rep.advance_until(t)
@@ -192,14 +192,14 @@ def _simulate_stage(config: StageConfig, rids: np.ndarray, arrivals: np.ndarray,
     arr = np.full(n_total, np.nan)
     out = np.zeros(n_total, dtype=np.int64)
     pre = np.zeros(n_total, dtype=np.int64)
-    if reqs:  # column by column (one numpy element at a time is slow)
+    visited[rids] = True  # what the requests came with, as given
+    arr[rids] = arrivals
+    out[rids] = outputs
+    if reqs:  # what the replicas made of them, column by column
         idx = np.array([r.rid for r in reqs], dtype=np.int64)
-        visited[idx] = True
-        arr[idx] = [r.arrival for r in reqs]
         first[idx] = np.array([r.first_token for r in reqs]) + config.frontend_s
         finish[idx] = np.array([r.finish for r in reqs]) + config.frontend_s
         sched[idx] = [r.scheduled for r in reqs]
-        out[idx] = [r.output for r in reqs]
         pre[idx] = [r.preemptions for r in reqs]
     horizon = max((rep.clock for rep in replicas if rep.clock < INF), default=0.0)
     span = max(horizon - (float(arrivals.min()) if arrivals.size else 0.0), 1e-12)

@@ -145,7 +145,7 @@ class Replica:
             r.replica = self.index
             self.rejected.append(r)  # can never fit the KV cache
             return
-        if not (self.waiting or self.prefilling or self.decoding):
+        if not self.outstanding:
             self.clock = max(self.clock, r.arrival)
         r.replica = self.index
         self.waiting.append(r)
