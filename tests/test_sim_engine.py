@@ -206,3 +206,30 @@ def test_slo_scale_definition():
     s = slo_scale(e2e, base, 95)
     assert np.mean(e2e <= s * base) >= 0.95
     assert np.mean(e2e <= (s - 1e-9) * base) < 0.95
+
+
+def test_the_fused_decode_run_cut_equals_its_parts_exactly():
+    # the simulator's commonest call: a run of decodes cut where an iteration would start
+    # after the next arrival; each cost's fused form must give the very same numbers as
+    # decode_run, decode_time and decode_iterations_within composed
+    from planner_cli.perf.fast import decode_until
+    from planner_cli.perf.measured import MeasuredCost
+
+    costs = [IterationCost(ReplicaShape(CAT.model("deepseek-r1"), H100, 8, 1, "int4-awq"),
+                           DEFAULT_CONSTANTS),
+             IterationCost(ReplicaShape(CAT.model("mistral-7b-instruct-v0.1"), H100, 1, 1,
+                                        "bf16"), DEFAULT_CONSTANTS),
+             MeasuredCost(ReplicaShape(CAT.model("llama-3.1-8b"), H100, 1, 1, "bf16"), "vllm")]
+    rng = np.random.default_rng(3)
+    cut = whole = 0
+    for cost in costs:
+        for _ in range(400):
+            b, n = int(rng.integers(1, 300)), int(rng.integers(0, 400))
+            k0 = int(rng.integers(0, 2_000_000)) * (b if rng.random() < 0.5 else 1)
+            full = cost.decode_run(b, k0, n)
+            budget = full * float(rng.uniform(0.0, 1.2))
+            got = cost.decode_until(b, k0, n, budget)
+            assert got == decode_until(cost, b, k0, n, budget)
+            cut += got[0] < n
+            whole += got[0] == n
+    assert cut > 200 and whole > 200  # both ways were taken

@@ -10,6 +10,7 @@ sliding window), so the run's total is a sum of arithmetic series over at most t
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from planner_cli.perf.analytic import (
     AnalyticConstants,
@@ -191,16 +192,61 @@ class IterationCost:
                 done += count
                 left -= whole
                 continue
-            # largest m with m·t0 + slope·m(m-1)/2 <= left
-            if slope <= 1e-18:
-                m = int(left // t0) if t0 > 0 else count
-            else:
-                a, bq = slope / 2.0, t0 - slope / 2.0
-                m = int((-bq + math.sqrt(bq * bq + 4 * a * left)) / (2 * a))
-            m = max(0, min(m, count))
-            while m > 0 and m * t0 + slope * m * (m - 1) / 2.0 > left:
-                m -= 1
-            while m < count and (m + 1) * t0 + slope * (m + 1) * m / 2.0 <= left:
-                m += 1
+            m = _largest_within(t0, slope, left, count)
             return done + m, budget_s - left + m * t0 + slope * m * (m - 1) / 2.0
         return done, budget_s - left
+
+    def decode_until(self, b: int, k0: float, n: int, budget_s: float) -> tuple[int, float]:
+        """decode_until (below) with each decode step computed once where the run lies on one
+        linear piece (the simulator's commonest call: a run cut by an arrival), the same
+        arithmetic as decode_run, decode_time and decode_iterations_within."""
+        if n <= 0 or not self._one_piece(b, k0, n):
+            return decode_until(self, b, k0, n, budget_s)
+        t_first = self._decode_time(b, k0)
+        t_last = self._decode_time(b, k0 + (n - 1) * b)
+        dt = n * (t_first + t_last) / 2.0
+        if not (n > 1 and dt >= budget_s and dt - t_last >= budget_s):
+            return n, dt
+        # decode_iterations_within(b, k0, budget_s, n - 1): one piece too
+        count = n - 1
+        slope = ((self._decode_time(b, k0 + (count - 1) * b) - t_first) / (count - 1)
+                 if count > 1 else 0.0)
+        whole = count * t_first + slope * count * (count - 1) / 2.0
+        if whole <= budget_s:
+            m, dt = count, budget_s - (budget_s - whole)
+        else:
+            m = _largest_within(t_first, slope, budget_s, count)
+            dt = budget_s - budget_s + m * t_first + slope * m * (m - 1) / 2.0
+        if dt < budget_s:  # one more starts in it
+            dt += self._decode_time(b, k0 + m * b)
+            m += 1
+        return m, dt
+
+
+def _largest_within(t0: float, slope: float, left: float, count: int) -> int:
+    """The largest m in [0, count] with m·t0 + slope·m(m-1)/2 <= left."""
+    if slope <= 1e-18:
+        m = int(left // t0) if t0 > 0 else count
+    else:
+        a, bq = slope / 2.0, t0 - slope / 2.0
+        m = int((-bq + math.sqrt(bq * bq + 4 * a * left)) / (2 * a))
+    m = max(0, min(m, count))
+    while m > 0 and m * t0 + slope * m * (m - 1) / 2.0 > left:
+        m -= 1
+    while m < count and (m + 1) * t0 + slope * (m + 1) * m / 2.0 <= left:
+        m += 1
+    return m
+
+
+def decode_until(cost: Any, b: int, k0: float, n: int, budget_s: float
+                 ) -> tuple[int, float]:
+    """The iterations of a run of n decode iterations of batch b from context k0 that start
+    within budget_s seconds, and the seconds they take (the last may end past budget_s)."""
+    dt = cost.decode_run(b, k0, n)
+    # only iterations that start in the budget run: the last starts after n-1 iterations
+    if n > 1 and dt >= budget_s and dt - cost.decode_time(b, k0 + (n - 1) * b) >= budget_s:
+        n, dt = cost.decode_iterations_within(b, k0, budget_s, n - 1)
+        if dt < budget_s:  # one more starts in it
+            dt += cost.decode_time(b, k0 + n * b)
+            n += 1
+    return n, dt

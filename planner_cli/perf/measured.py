@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from planner_cli.perf.engines import STEP_OVERHEAD_S
+from planner_cli.perf.fast import decode_until
 from planner_cli.perf.shapes import ReplicaShape
 from planner_cli.specs.model import ModelCard
 
@@ -574,7 +575,7 @@ class MeasuredCost:
             t = (self.host_s + self.shared(p + b) + self._attn_fixed
                  + seqs * self.context(p / seqs, prefill_context))
         if b > 0:
-            table = self._decode_table(b)
+            table = self._decode.get(b) or self._decode_table(b)
             t += max(_interp(table.ks, table.attn, k), 0.0)
         return t
 
@@ -609,6 +610,33 @@ class MeasuredCost:
             t0 = table.total[j] + slope * (k0 - ks[j])
             return n * t0 + slope * b * n * (n - 1) / 2.0
         return sum(m * t0 + slope * m * (m - 1) / 2.0 for m, t0, slope in table.runs(b, k0, n))
+
+    def decode_until(self, b: int, k0: float, n: int, budget_s: float) -> tuple[int, float]:
+        """sim.engine.decode_until with one table lookup where the run lies on one linear
+        piece (the simulator's commonest call: a run cut by an arrival), the same arithmetic
+        as decode_run, decode_time and decode_iterations_within."""
+        table = self._decode.get(b) or self._decode_table(b)
+        ks = table.ks
+        j = bisect.bisect_right(ks, k0) - 1
+        if not (n > 0 and 0 <= j < table.last and k0 + (n - 1) * b < ks[j + 1]):
+            return decode_until(self, b, k0, n, budget_s)
+        slope = table.slope[j]
+        total = table.total
+        t0 = total[j] + slope * (k0 - ks[j])
+        dt = n * t0 + slope * b * n * (n - 1) / 2.0
+        if n > 1 and dt >= budget_s:
+            # each decode_time below is _interp on piece j, where every k of the run lies
+            x0, y0 = ks[j], total[j]
+            rise, width = total[j + 1] - y0, ks[j + 1] - x0
+            if dt - (y0 + rise * (k0 + (n - 1) * b - x0) / width) >= budget_s:
+                slope_b = slope * b
+                m = _most_within(t0, slope_b, budget_s, n - 1)
+                dt = m * t0 + slope_b * m * (m - 1) / 2.0
+                if dt < budget_s:
+                    dt += y0 + rise * (k0 + m * b - x0) / width
+                    m += 1
+                return m, dt
+        return n, dt
 
     def decode_iterations_within(self, b: int, k0: float, budget_s: float, cap: int
                                  ) -> tuple[int, float]:

@@ -22,7 +22,9 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
+from functools import partial
 
+from planner_cli.perf.fast import decode_until
 from planner_cli.perf.memory import DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS
 from planner_cli.perf.model import CostModel
 
@@ -62,6 +64,9 @@ class Replica:
         if max_num_batched_tokens < max_num_seqs and not prefill_first:
             raise ValueError("max_num_batched_tokens must be >= max_num_seqs")
         self.cost = cost
+        # a run of decodes cut where an iteration would start after a time (the cost's own
+        # fused form where it has one)
+        self._until = getattr(cost, "decode_until", None) or partial(decode_until, cost)
         self.capacity = kv_capacity_tokens
         self.budget = max_num_batched_tokens
         self.max_seqs = max_num_seqs
@@ -91,16 +96,6 @@ class Replica:
 
     def _ctx(self, r: Req) -> int:
         return r.target + (self.tick - r.joined_tick)
-
-    def _join_decode(self, r: Req) -> None:
-        r.joined_tick = self.tick
-        self.decoding[id(r)] = r
-        self.dec_ctx += r.target
-        heapq.heappush(self.heap, (self.tick + (r.output - r.generated), r.order, r.epoch, r))
-
-    def _finish(self, r: Req, at: float) -> None:
-        r.finish = at
-        self.done.append(r)
 
     def _preempt_latest(self) -> bool:
         """Free the KV of the latest admitted running request and queue it for recompute."""
@@ -203,16 +198,8 @@ class Replica:
             top = heap[0]
         tick = self.tick
         n = min(top[0] - tick, n_kv)
-        cost = self.cost
         ctx = self.dec_ctx
-        budget = t - self.clock
-        dt = cost.decode_run(b, ctx, n)
-        # only iterations that start before t run: the last starts after n-1 iterations
-        if n > 1 and dt >= budget and dt - cost.decode_time(b, ctx + (n - 1) * b) >= budget:
-            n, dt = cost.decode_iterations_within(b, ctx, budget, n - 1)
-            if dt < budget:  # one more starts before t
-                dt += cost.decode_time(b, ctx + n * b)
-                n += 1
+        n, dt = self._until(b, ctx, n, t - self.clock)
         self.kv_token_seconds += dt * (used + b * (n + 1) / 2.0)
         self.tick = tick = tick + n
         self.dec_ctx = ctx + n * b
@@ -287,11 +274,13 @@ class Replica:
         self.kv_token_seconds += dt * self.used
         self.iterations += 1
         self.busy_s += dt
+        heap = self.heap
         if b:
             self.tick += 1
             self.dec_ctx += b
             self.used += b
-            self._pop_completions(end)
+            if heap[0][0] <= self.tick:
+                self._pop_completions(end)
         for r, chunk in chunks:
             r.prefilled += chunk
             self.used += chunk
@@ -302,7 +291,11 @@ class Replica:
                     r.first_token = end
                 if r.generated >= r.output:
                     self.used -= r.target + state
-                    self._finish(r, end)
-                else:
-                    self._join_decode(r)
+                    r.finish = end  # _finish
+                    self.done.append(r)
+                else:  # _join_decode
+                    tick = r.joined_tick = self.tick
+                    decoding[id(r)] = r
+                    self.dec_ctx += r.target
+                    heapq.heappush(heap, (tick + (r.output - r.generated), r.order, r.epoch, r))
         self.clock = end
