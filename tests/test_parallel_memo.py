@@ -195,3 +195,25 @@ def test_p95_with_a_memo_is_the_same_figure():
         finite += math.isfinite(plain)
     rows = [k for k in memo if isinstance(k, int)]
     assert finite > 30 and 0 < len(rows) < finite and memo["times"]
+
+
+def test_a_baseline_is_simulated_beside_the_plans_that_share_its_first_stage():
+    """Whole-trace simulations are grouped by what their first stage deploys, baselines
+    included, so a baseline that keeps the plan's first stage reuses its simulation in the
+    same worker; capacity searches run on their own."""
+    from planner_cli import api
+    from planner_cli.optimize.allocator import Planner
+    from planner_cli.optimize.baselines import BaselineRuns, first_stage
+    from planner_cli.perf.model import analytic_lookup
+
+    p = api.load_problem()
+    pl = Planner(p, analytic_lookup)
+    theta = p.best.thresholds
+    _, sol = pl.allocate(theta, full=True)
+    plan = pl.plan_for(theta, sol.assignment, "plan")
+    runs = BaselineRuns(pl, pl, theta, plan, lambda: None)
+    assert len(runs.groups) == len(runs.tasks) == 2 * len(runs.runs) + 1
+    sims = runs.groups[:len(runs.runs)]
+    assert sims == [first_stage(runs.built[name][1]) for name in runs.runs]
+    caps = runs.groups[len(runs.runs):]
+    assert len(set(caps)) == len(caps) and not set(caps) & set(sims)

@@ -12,7 +12,7 @@ A gain above 1 means the plan beats the baseline; a gain below 1 is reported as 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from functools import partial
 from typing import cast
 
@@ -44,7 +44,7 @@ def baselines(root: Planner, pl: Planner, theta: Thresholds, plan: Plan,
     """Every baseline (see BaselineRuns), simulated on every core beside the chosen plan's
     `capacity` search, which is returned too."""
     runs = BaselineRuns(root, pl, theta, plan, capacity)
-    return runs.finish(run_all(runs.tasks), figures)
+    return runs.finish(run_all(runs.tasks, runs.groups), figures)
 
 
 class BaselineRuns:
@@ -87,6 +87,11 @@ class BaselineRuns:
             sims.append(partial(b_pl.simulate, b_plan, mix=mix))
             caps.append(partial(b_pl.plan_capacity, b_plan, mix=mix))
         self.tasks: list[Callable[[], object]] = [*sims, capacity, *caps]
+        # run_all's groups: a simulation beside the plans that share its first stage (whose
+        # result it then reuses), each capacity search on its own
+        self.groups: list[Hashable] = ([first_stage(cast(tuple, built[name])[1])
+                                        for name in self.runs]
+                                       + [("capacity", k) for k in range(len(caps) + 1)])
 
     def finish(self, results: list, figures: CascadeFigures
                ) -> tuple[dict[str, Baseline], Capacity | None]:
@@ -111,6 +116,13 @@ class BaselineRuns:
                                  simulated=simulated, capacity=cast("Capacity | None", b_cap),
                                  **extra)
         return out, cast("Capacity | None", cap)
+
+
+def first_stage(plan: Plan) -> tuple:
+    """What a plan's first stage deploys: plans alike here share its simulation (every
+    request visits it), so they are simulated in one worker."""
+    s = plan.stages[0]
+    return s.model, s.precision, s.pool, s.tp, s.pp, s.replicas, s.max_model_len
 
 
 def _same(a: Plan, b: Plan, theta: Thresholds) -> bool:

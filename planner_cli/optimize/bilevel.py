@@ -32,7 +32,7 @@ from planner_cli.optimize.allocator import (
     Planner,
     finite,
 )
-from planner_cli.optimize.baselines import BaselineRuns, baselines, gains
+from planner_cli.optimize.baselines import BaselineRuns, baselines, first_stage, gains
 from planner_cli.optimize.milp import InfeasibleError, Option, Solution, unit_cost
 from planner_cli.optimize.search import Point, ThresholdSearch
 from planner_cli.parallel import run_all
@@ -310,8 +310,8 @@ def _choose_fastest(ok: list[_Member], window: int | None, say: Progress,
         runs = None if then is None else then(finalists[0])
         extra = [] if runs is None else runs.tasks
         got = run_all([partial(v.member.planner.simulate, v.plan) for v in finalists] + extra,
-                      [_first_stage(v.plan) for v in finalists]
-                      + [("ahead", k) for k in range(len(extra))])
+                      [first_stage(v.plan) for v in finalists]
+                      + ([] if runs is None else runs.groups))
         for v, full in zip(finalists, got[:len(finalists)], strict=True):
             v.full = full
         if runs is not None:
@@ -368,16 +368,9 @@ def _all_simulated(cands: list[tuple[_Member, Point, Solution]], window: int | N
              for n, (mem, point, sol) in enumerate(cands)]
     sims = run_all([partial(mem.planner.simulate, plan, requests=window)
                     for (mem, _, _), plan in zip(cands, plans, strict=True)],
-                   [_first_stage(plan) for plan in plans])
+                   [first_stage(plan) for plan in plans])
     return [_Verified(mem, point, sol, plan, sim, None if window else sim)
             for (mem, point, sol), plan, sim in zip(cands, plans, sims, strict=True)]
-
-
-def _first_stage(plan: Plan) -> tuple:
-    """What a plan's first stage deploys: plans alike here share its simulation (every
-    request visits it), so they are simulated in one worker."""
-    s = plan.stages[0]
-    return s.model, s.precision, s.pool, s.tp, s.pp, s.replicas, s.max_model_len
 
 
 def plan_cost(v: _Verified) -> float:
