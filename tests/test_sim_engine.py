@@ -208,10 +208,11 @@ def test_slo_scale_definition():
     assert np.mean(e2e <= (s - 1e-9) * base) < 0.95
 
 
-def test_the_fused_decode_run_cut_equals_its_parts_exactly():
-    # the simulator's commonest call: a run of decodes cut where an iteration would start
-    # after the next arrival; each cost's fused form must give the very same numbers as
-    # decode_run, decode_time and decode_iterations_within composed
+def test_the_fused_and_batched_decode_runs_equal_the_plain_ones_exactly():
+    # the simulator's commonest call, a run of decodes cut where an iteration would start
+    # after the next arrival, and the SLO base's one run per request: each cost's fused and
+    # batched forms must give the very same numbers as decode_run, decode_time and
+    # decode_iterations_within
     from planner_cli.perf.fast import decode_until
     from planner_cli.perf.measured import MeasuredCost
 
@@ -232,4 +233,9 @@ def test_the_fused_decode_run_cut_equals_its_parts_exactly():
             assert got == decode_until(cost, b, k0, n, budget)
             cut += got[0] < n
             whole += got[0] == n
+        for b in (1, 7):
+            k0s = rng.integers(0, 200_000, 300)
+            ns = rng.integers(-1, 40_000, 300)
+            want = [cost.decode_run(b, int(k), int(n)) for k, n in zip(k0s, ns, strict=True)]
+            assert cost.decode_runs(b, k0s, ns).tolist() == want
     assert cut > 200 and whole > 200  # both ways were taken

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from planner_cli.perf.analytic import (
     AnalyticConstants,
     attention_coeffs,
@@ -195,6 +197,26 @@ class IterationCost:
             m = _largest_within(t0, slope, left, count)
             return done + m, budget_s - left + m * t0 + slope * m * (m - 1) / 2.0
         return done, budget_s - left
+
+    def decode_runs(self, b: int, k0: np.ndarray, n: np.ndarray) -> np.ndarray:
+        """decode_run(b, k0[i], n[i]) for every i: the runs on one linear piece at once (the
+        same arithmetic, element by element), the others one by one."""
+        k0, n = np.asarray(k0, dtype=np.float64), np.asarray(n, dtype=np.int64)
+        const, la, lb, cap, a0, b0 = self._decode_parts(b)
+        one = n > 0
+        for kp in self._bends_of(b):
+            x = (kp - k0) / b
+            one &= ~((0 <= x) & (x < n - 1))
+
+        def step(k: np.ndarray) -> np.ndarray:  # _decode_time
+            s = k if cap is None else np.minimum(k, cap)
+            return const + np.maximum(la * s + a0, lb * (s + b) + b0)
+
+        nf = n.astype(np.float64)
+        out = np.where(one, nf * (step(k0) + step(k0 + (n - 1) * b)) / 2.0, 0.0)
+        for i in np.flatnonzero(~one & (n > 0)).tolist():
+            out[i] = self.decode_run(b, float(k0[i]), int(n[i]))
+        return out
 
     def decode_until(self, b: int, k0: float, n: int, budget_s: float) -> tuple[int, float]:
         """decode_until (below) with each decode step computed once where the run lies on one

@@ -33,6 +33,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from planner_cli.perf.engines import STEP_OVERHEAD_S
 from planner_cli.perf.fast import decode_until
 from planner_cli.perf.shapes import ReplicaShape
@@ -610,6 +612,23 @@ class MeasuredCost:
             t0 = table.total[j] + slope * (k0 - ks[j])
             return n * t0 + slope * b * n * (n - 1) / 2.0
         return sum(m * t0 + slope * m * (m - 1) / 2.0 for m, t0, slope in table.runs(b, k0, n))
+
+    def decode_runs(self, b: int, k0: np.ndarray, n: np.ndarray) -> np.ndarray:
+        """decode_run(b, k0[i], n[i]) for every i: the runs on one linear piece at once (the
+        same arithmetic, element by element), the others one by one."""
+        table = self._decode.get(b) or self._decode_table(b)
+        ks = np.asarray(table.ks)
+        k0, n = np.asarray(k0, dtype=np.float64), np.asarray(n, dtype=np.int64)
+        j = np.searchsorted(ks, k0, side="right") - 1
+        jj = np.clip(j, 0, table.last - 1)
+        one = (j >= 0) & (j < table.last) & (k0 + (n - 1) * b < ks[jj + 1]) & (n > 0)
+        slope = np.asarray(table.slope)[jj]
+        t0 = np.asarray(table.total)[jj] + slope * (k0 - ks[jj])
+        nf = n.astype(np.float64)
+        out = np.where(one, nf * t0 + slope * b * nf * (nf - 1) / 2.0, 0.0)
+        for i in np.flatnonzero(~one & (n > 0)).tolist():
+            out[i] = self.decode_run(b, float(k0[i]), int(n[i]))
+        return out
 
     def decode_until(self, b: int, k0: float, n: int, budget_s: float) -> tuple[int, float]:
         """sim.engine.decode_until with one table lookup where the run lies on one linear

@@ -27,24 +27,17 @@ def percentiles(values: np.ndarray) -> Percentiles:
 def unloaded_latency(cost: CostModel, prompt: np.ndarray, output: np.ndarray,
                      max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS) -> np.ndarray:
     """Latency of each request alone on a replica: its prefill (in chunks of the token
-    budget), then output-1 decode iterations of batch 1."""
-    out = np.empty(prompt.shape[0])
-    cache: dict[tuple[int, int], float] = {}
-    prefill: dict[int, float] = {}
-    for i, (p, o) in enumerate(zip(prompt.tolist(), output.tolist(), strict=True)):
-        key = (p, o)
-        if key not in cache:
-            t = prefill.get(p)
-            if t is None:
-                t, done = 0.0, 0
-                while done < p:
-                    chunk = min(max_num_batched_tokens, p - done)
-                    t += cost.time(chunk, 0, 0, done)
-                    done += chunk
-                prefill[p] = t
-            cache[key] = t + cost.decode_run(1, p, max(o - 1, 0))
-        out[i] = cache[key]
-    return out
+    budget), then output-1 decode iterations of batch 1 (all requests' at once)."""
+    lengths, where = np.unique(prompt, return_inverse=True)
+    prefill = np.empty(lengths.shape[0])
+    for i, p in enumerate(lengths.tolist()):
+        t, done = 0.0, 0
+        while done < p:
+            chunk = min(max_num_batched_tokens, p - done)
+            t += cost.time(chunk, 0, 0, done)
+            done += chunk
+        prefill[i] = t
+    return prefill[where.reshape(-1)] + cost.decode_runs(1, prompt, np.maximum(output - 1, 0))
 
 
 def slo_scale(e2e: np.ndarray, base: np.ndarray, attainment_pct: float = DEFAULT_ATTAINMENT
