@@ -459,9 +459,13 @@ def export(plan_path: Path, fmt: str, out: Path, force: bool = False,
     # the judge's score scale is written into the router's config (router and k8s exports)
     # only: the other formats need not read the judged sample
     scale = (_score_scale(plan_path, plan) if {"router", "k8s"} & set(formats) else None)
-    if scale is None and "router" in formats:
-        warnings.append("router/cascade.yaml: the plan's judged sample is not at hand, so "
-                        "judger.score_scale is 0-100; set it to the scale your judge answers on")
+    carriers = [name for f, name in (("router", "router/cascade.yaml"),
+                                     ("k8s", "k8s/router.yaml (its ConfigMap's cascade.yaml)"))
+                if f in formats]
+    if scale is None and carriers:
+        warnings.append(" and ".join(carriers) + ": the plan's judged sample is not at hand, "
+                        "so judger.score_scale is 0-100; set it to the scale your judge "
+                        "answers on")
     files = render_exports(dep.plan, replicas, formats, trace, warnings, scale)
     # what the export reads: no folder holding one of them is replaced
     inputs = [p for p in (plan_path, trace_path, _relative(plan_path, plan.inputs.trace),

@@ -347,3 +347,15 @@ def test_engine_scripts_do_not_read_the_judged_sample(cli, tmp_path):
     export(cli, plan, tmp_path / "vllm", "vllm")
     result = cli("export", "--plan", plan, "--format", "router", "--out", tmp_path / "router")
     assert result.exit_code == 2 and "judged.csv" in result.output
+
+
+def test_a_judge_scale_not_at_hand_is_named_in_every_file_that_carries_it(cli, tmp_path):
+    # the hand-written plan names no judged sample: the router's config falls back to 0-100,
+    # and each export that writes it (router, k8s) says so; engine scripts do not carry it
+    plan = PLANS / "single-node.yaml"
+    k8s = export(cli, plan, tmp_path / "k8s", "k8s")
+    assert "warning:" in k8s.stderr and "k8s/router.yaml" in k8s.stderr
+    assert "score_scale is 0-100" in k8s.stderr and "router/cascade.yaml" not in k8s.stderr
+    both = export(cli, plan, tmp_path / "all", "all")
+    assert "router/cascade.yaml and k8s/router.yaml" in both.stderr
+    assert "score_scale" not in export(cli, plan, tmp_path / "vllm", "vllm").stderr
