@@ -373,3 +373,20 @@ def test_a_served_judge_is_sized_and_its_gpus_counted(cli, tmp_path, short_trace
     sp = Plan.model_validate(json.loads((tmp_path / "sized.json").read_text()))
     assert sp.judge is not None
     assert sp.predicted.sizing.gpus == sum(s.gpus for s in sp.stages) + sp.judge.gpus
+
+
+def test_a_members_search_solves_the_allocations_that_are_always_simulated():
+    """A worker searching a member also solves every MILP phase for its best points (they
+    are simulated whatever the others find): the parent gets them back with the caches and
+    does not solve them again."""
+    from planner_cli.optimize.bilevel import VERIFY_PER_MEMBER, _Member, _searched
+
+    p = api.load_problem()
+    searched = _searched(_Member((0, 1), Planner(p, analytic_lookup)), None)
+    assert searched.feasible
+    fresh = _Member((0, 1), Planner(p, analytic_lookup))
+    searched.into(fresh)
+    solves = fresh.planner.milp_solves
+    for point in searched.feasible[:VERIFY_PER_MEMBER]:
+        fresh.planner.allocate(point.thresholds, full=True)
+    assert fresh.planner.milp_solves == solves

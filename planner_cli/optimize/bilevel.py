@@ -223,8 +223,11 @@ class _Searched:
 
 
 def _searched(mem: _Member, q_min: float | None) -> _Searched:
-    """_search_member, for a worker."""
+    """_search_member, for a worker; with the allocations (every MILP phase) of the points
+    that are always simulated (_to_verify), which come back with the planner's caches."""
     _search_member(mem, q_min)
+    for p in mem.feasible[:VERIFY_PER_MEMBER]:
+        mem.planner.allocate(p.thresholds, full=True)
     s = mem.search
     return _Searched(mem.feasible, None if s is None else s.evaluated,
                      None if s is None else s._quality, mem.error,
