@@ -93,6 +93,7 @@ def _root_options() -> set[str]:
     return {o for p in get_command(app).params for o in getattr(p, "opts", [])}
 
 
+@pytest.mark.slow  # seconds of work: the end-to-end layer keeps the unit layer under a minute
 def test_every_readme_option_exists_on_its_command():
     """An option named in a README command line is an option of that command."""
     for block in code_blocks(README):

@@ -179,6 +179,7 @@ def test_decode_runs_are_the_exact_sum_of_their_iterations():
         assert spent == pytest.approx(cost.decode_run(b, k0, m), rel=1e-9)
 
 
+@pytest.mark.slow  # seconds of work: the end-to-end layer keeps the unit layer under a minute
 def test_building_a_measured_cost_prints_nothing(capfd):
     measured._COSTS.clear()
     measured.measured_cost(shape("qwen3-8b", tp=2), "sglang")

@@ -49,6 +49,7 @@ def test_bad_closed_loops_are_refused():
                     max_num_batched_tokens=8192, max_num_seqs=256)
 
 
+@pytest.mark.slow  # seconds of work: the end-to-end layer keeps the unit layer under a minute
 def test_perf_serve_reports_the_benchmark_keys(cli):
     result = cli("perf", "serve", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--isl",
                  "1024", "--osl", "128", "--concurrency", "8", "--json")
