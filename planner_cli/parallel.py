@@ -16,6 +16,7 @@ tasks to this process too.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Callable, Hashable, MutableMapping
@@ -89,6 +90,9 @@ def run_all(tasks: list[Callable[[], T]], groups: list[Hashable] | None = None) 
 
     _tasks = list(tasks)
     done: list[tuple[bool, Any]] = [(False, None)] * len(tasks)
+    # what exists now is never collected in the workers: frozen, the workers' collections do
+    # not walk it (nor write to its pages, which fork shares until they are written)
+    gc.freeze()
     try:
         with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork")) as pool:
             # the longest jobs first, so the last to start are short
@@ -107,5 +111,6 @@ def run_all(tasks: list[Callable[[], T]], groups: list[Hashable] | None = None) 
                     for key, value in new.items():
                         cache[key] = value
     finally:
+        gc.unfreeze()
         _tasks = []
     return [r if ok else tasks[k]() for k, (ok, r) in enumerate(done)]

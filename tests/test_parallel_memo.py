@@ -217,3 +217,47 @@ def test_a_baseline_is_simulated_beside_the_plans_that_share_its_first_stage():
     assert sims == [first_stage(runs.built[name][1]) for name in runs.runs]
     caps = runs.groups[len(runs.runs):]
     assert len(set(caps)) == len(caps) and not set(caps) & set(sims)
+
+
+class _GcWatch(IterationCost):
+    """The analytic cost, noting whether the cyclic collector ran while it was asked."""
+
+    seen: set[bool]
+
+    def time(self, *args, **kwargs):
+        import gc
+
+        self.seen.add(gc.isenabled())
+        return super().time(*args, **kwargs)
+
+
+def test_a_stage_replays_with_the_collector_paused_and_restores_it():
+    import gc
+
+    cascade.forget_stages()
+    watch = _GcWatch(COST.shape, DEFAULT_CONSTANTS)
+    watch.seen = set()
+    rids, arr, prompts, outs = _stage_inputs(4)
+    assert gc.isenabled()
+    simulate_stage(StageConfig("s", watch, 2, 60_000), rids, arr, prompts, outs, len(rids))
+    assert watch.seen == {False} and gc.isenabled()
+    gc.disable()
+    try:  # a caller's own choice is kept
+        cascade.forget_stages()
+        simulate_stage(StageConfig("s", watch, 2, 60_000), rids, arr, prompts, outs, len(rids))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def _frozen() -> int:
+    import gc
+
+    return gc.get_freeze_count()
+
+
+def test_workers_do_not_collect_what_the_parent_held(two_workers):
+    import gc
+
+    assert all(n > 0 for n in parallel.run_all([_frozen, _frozen]))
+    assert gc.get_freeze_count() == 0  # thawed here after

@@ -9,9 +9,11 @@ completions plus the judger's latency.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -140,14 +142,29 @@ def simulate_stage(config: StageConfig, rids: np.ndarray, arrivals: np.ndarray,
     if key is not None and key in _MEMO:
         _MEMO.move_to_end(key)
         return _MEMO[key]
-    result = _simulate_stage(config, rids, arrivals, prompts, outputs, n_total, balancer,
-                             late)
+    with _no_gc():
+        result = _simulate_stage(config, rids, arrivals, prompts, outputs, n_total, balancer,
+                                 late)
     if key is not None:
         for a in (result.visited, result.arrival, result.first_token, result.finish,
                   result.scheduled, result.output_tokens, result.preemptions):
             a.setflags(write=False)
         _MEMO[key] = result
     return result
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused: a stage replay makes no reference cycles (what it
+    drops, reference counting frees), and a collection mid-replay would walk every object of
+    the process again and again (up to half of a replay's time in a planner's process)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _simulate_stage(config: StageConfig, rids: np.ndarray, arrivals: np.ndarray,
