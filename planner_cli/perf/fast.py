@@ -194,7 +194,7 @@ class IterationCost:
                 done += count
                 left -= whole
                 continue
-            m = _largest_within(t0, slope, left, count)
+            m = most_within(t0, slope, left, count)
             return done + m, budget_s - left + m * t0 + slope * m * (m - 1) / 2.0
         return done, budget_s - left
 
@@ -234,10 +234,11 @@ class IterationCost:
         slope = ((self._decode_time(b, k0 + (count - 1) * b) - t_first) / (count - 1)
                  if count > 1 else 0.0)
         whole = count * t_first + slope * count * (count - 1) / 2.0
+        # the seconds as decode_iterations_within writes them (budget_s - left), to the bit
         if whole <= budget_s:
             m, dt = count, budget_s - (budget_s - whole)
         else:
-            m = _largest_within(t_first, slope, budget_s, count)
+            m = most_within(t_first, slope, budget_s, count)
             dt = budget_s - budget_s + m * t_first + slope * m * (m - 1) / 2.0
         if dt < budget_s:  # one more starts in it
             dt += self._decode_time(b, k0 + m * b)
@@ -245,19 +246,21 @@ class IterationCost:
         return m, dt
 
 
-def _largest_within(t0: float, slope: float, left: float, count: int) -> int:
-    """The largest m in [0, count] with m·t0 + slope·m(m-1)/2 <= left."""
-    if slope <= 1e-18:
-        m = int(left // t0) if t0 > 0 else count
+def most_within(t0: float, slope: float, left: float, m: int) -> int:
+    """The largest x in [0, m] with x·t0 + slope·x(x-1)/2 <= left (t0 > 0, the sum rising
+    in x): the root of the quadratic, then corrected to the exact comparison."""
+    a, bq = slope / 2.0, t0 - slope / 2.0
+    if abs(a) <= 1e-18 * max(t0, 1e-300):
+        x = int(left // t0) if t0 > 0 else m
     else:
-        a, bq = slope / 2.0, t0 - slope / 2.0
-        m = int((-bq + math.sqrt(bq * bq + 4 * a * left)) / (2 * a))
-    m = max(0, min(m, count))
-    while m > 0 and m * t0 + slope * m * (m - 1) / 2.0 > left:
-        m -= 1
-    while m < count and (m + 1) * t0 + slope * (m + 1) * m / 2.0 <= left:
-        m += 1
-    return m
+        disc = bq * bq + 4.0 * a * left
+        x = int((-bq + math.sqrt(disc)) / (2.0 * a)) if disc >= 0 else 0
+    x = max(0, min(x, m))
+    while x > 0 and x * t0 + slope * x * (x - 1) / 2.0 > left:
+        x -= 1
+    while x < m and (x + 1) * t0 + slope * (x + 1) * x / 2.0 <= left:
+        x += 1
+    return x
 
 
 def decode_until(cost: Any, b: int, k0: float, n: int, budget_s: float

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from planner_cli.perf.engines import STEP_OVERHEAD_S
-from planner_cli.perf.fast import decode_until
+from planner_cli.perf.fast import decode_until, most_within
 from planner_cli.perf.shapes import ReplicaShape
 from planner_cli.specs.model import ModelCard
 
@@ -631,7 +631,7 @@ class MeasuredCost:
         return out
 
     def decode_until(self, b: int, k0: float, n: int, budget_s: float) -> tuple[int, float]:
-        """sim.engine.decode_until with one table lookup where the run lies on one linear
+        """perf.fast.decode_until with one table lookup where the run lies on one linear
         piece (the simulator's commonest call: a run cut by an arrival), the same arithmetic
         as decode_run, decode_time and decode_iterations_within."""
         table = self._decode.get(b) or self._decode_table(b)
@@ -649,7 +649,7 @@ class MeasuredCost:
             rise, width = total[j + 1] - y0, ks[j + 1] - x0
             if dt - (y0 + rise * (k0 + (n - 1) * b - x0) / width) >= budget_s:
                 slope_b = slope * b
-                m = _most_within(t0, slope_b, budget_s, n - 1)
+                m = most_within(t0, slope_b, budget_s, n - 1)
                 dt = m * t0 + slope_b * m * (m - 1) / 2.0
                 if dt < budget_s:
                     dt += y0 + rise * (k0 + m * b - x0) / width
@@ -668,7 +668,7 @@ class MeasuredCost:
             # the common case: one linear piece, solved in closed form
             slope_k = table.slope[j]
             t0, slope = table.total[j] + slope_k * (k0 - ks[j]), slope_k * b
-            x = _most_within(t0, slope, budget_s, cap)
+            x = most_within(t0, slope, budget_s, cap)
             return x, x * t0 + slope * x * (x - 1) / 2.0
         done, left = 0, budget_s
         for m, t0, slope in table.runs(b, k0, cap):
@@ -676,7 +676,7 @@ class MeasuredCost:
             if whole <= left:
                 done, left = done + m, left - whole
                 continue
-            x = _most_within(t0, slope, left, m)
+            x = most_within(t0, slope, left, m)
             return done + x, budget_s - left + x * t0 + slope * x * (x - 1) / 2.0
         return done, budget_s - left
 
@@ -715,20 +715,3 @@ class _DecodeTable:
             out.append((m, total[j] + slope_k * (k - ks[j]), slope_k * b))
             i += m
         return out
-
-
-def _most_within(t0: float, slope: float, left: float, m: int) -> int:
-    """The largest x in [0, m] with x·t0 + slope·x(x-1)/2 <= left (t0 > 0, the sum rising
-    in x): the root of the quadratic, then corrected to the exact comparison."""
-    a, bq = slope / 2.0, t0 - slope / 2.0
-    if abs(a) <= 1e-18 * max(t0, 1e-300):
-        x = int(left // t0) if t0 > 0 else m
-    else:
-        disc = bq * bq + 4.0 * a * left
-        x = int((-bq + math.sqrt(disc)) / (2.0 * a)) if disc >= 0 else 0
-    x = max(0, min(x, m))
-    while x > 0 and x * t0 + slope * x * (x - 1) / 2.0 > left:
-        x -= 1
-    while x < m and (x + 1) * t0 + slope * (x + 1) * x / 2.0 <= left:
-        x += 1
-    return x
