@@ -8,18 +8,23 @@ replica inside a node, no attention data parallelism) this runs `perf serve` on 
 source, on the analytic model alone, and asks aiconfigurator-core's own static estimate
 (EngineHandle.run_static, batch = concurrency: TTFT = its context phase, TPOT = its generation
 phase per token), then prints median and p90 |error| per GPU × engine × model, and how many rows
-were left out and why. Nothing is fitted to these rows; they are read only here.
+were left out and why. Constants fitted to this file (the host time per iteration and the
+frontend time per engine in perf/engines.py, the decode-step scale per engine and model in
+perf/serving_fit.yaml) make its figures in-sample; their held-out errors are given where they
+are fitted. `--unscaled` leaves the decode-step scale out.
 
-Run: python benchmarks/bench_serving_accuracy.py [--csv PATH] [--limit N]
+Run: python benchmarks/bench_serving_accuracy.py [--csv PATH] [--limit N] [--unscaled]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import re
 import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -82,24 +87,25 @@ def aic_static(shape: ReplicaShape, engine: str, isl: int, osl: int, c: int
     return ctx_ms, gen_ms / max(osl - 1, 1)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--csv", type=Path, default=CSV)
-    parser.add_argument("--limit", type=int, default=None, help="first N usable rows only")
-    parser.add_argument("--range-ratio", type=float, default=0.0,
-                        help="spread of the simulated request lengths (perf serve "
-                        "--random-range-ratio)")
-    parser.add_argument("--rows", type=Path, default=None,
-                        help="write every predicted row (measured, ours, analytic, aic) here")
-    args = parser.parse_args()
+@dataclass(frozen=True)
+class Run:
+    """One measured serving run we can express: its row and what perf serve is given."""
+    row: pd.Series
+    shape: ReplicaShape
+    engine: str
+    isl: int
+    osl: int
+    concurrency: int
+
+
+def usable_runs(csv: Path) -> tuple[list[Run], Counter[str]]:
+    """Every aggregated vLLM and SGLang row of a silicon CSV that perf serve can express, in
+    file order, and how many were left out and why."""
     catalog = load_catalog()
-    rows = pd.read_csv(args.csv)
+    rows = pd.read_csv(csv)
     rows = rows[(rows["mode"] == "agg") & rows["backend"].isin(["vllm", "sglang"])]
     skipped: Counter[str] = Counter()
-    errors: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    used = 0
-    table: list[dict] = []
-    t0 = time.perf_counter()
+    runs: list[Run] = []
     for _, r in rows.iterrows():
         model = r["model_path"]
         if model not in catalog.models:
@@ -123,7 +129,6 @@ def main() -> None:
             continue
         tp, moe_ep = parallelism(r)
         c = concurrency(r["silicon_data_source"])
-        isl, osl = int(r["isl"]), int(r["osl"])
         card = catalog.model(model)
         try:
             shape = ReplicaShape(card, catalog.gpu(gpu), tp, 1, precision,
@@ -134,9 +139,44 @@ def main() -> None:
         if c is None:
             skipped["no concurrency"] += 1
             continue
+        runs.append(Run(r, shape, r["backend"], int(r["isl"]), int(r["osl"]), c))
+    return runs, skipped
+
+
+def predict(run: Run, range_ratio: float = 0.0) -> dict:
+    """perf serve's figures for a run (PlannerError where it cannot serve it)."""
+    s = run.shape
+    return api.perf_serve(s.card.name, s.gpu.name, run.isl, run.osl, run.concurrency, s.tp, 1,
+                          s.ep, s.precision, engine=run.engine, range_ratio=range_ratio)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--csv", type=Path, default=CSV)
+    parser.add_argument("--limit", type=int, default=None, help="first N usable rows only")
+    parser.add_argument("--range-ratio", type=float, default=0.0,
+                        help="spread of the simulated request lengths (perf serve "
+                        "--random-range-ratio)")
+    parser.add_argument("--rows", type=Path, default=None,
+                        help="write every predicted row (measured, ours, analytic, aic) here")
+    parser.add_argument("--unscaled", action="store_true",
+                        help="the measured tables without the fitted decode-step scale")
+    args = parser.parse_args()
+    with measured.unscaled() if args.unscaled else contextlib.nullcontext():
+        report(args)
+
+
+def report(args: argparse.Namespace) -> None:
+    errors: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    used = 0
+    table: list[dict] = []
+    t0 = time.perf_counter()
+    runs, skipped = usable_runs(args.csv)
+    for run in runs:
+        r, shape, c, isl, osl = run.row, run.shape, run.concurrency, run.isl, run.osl
+        card, gpu, tp, precision = shape.card, shape.gpu.name, shape.tp, shape.precision
         try:
-            ours = api.perf_serve(card.name, gpu, isl, osl, c, tp, 1, shape.ep, precision,
-                                  engine=r["backend"], range_ratio=args.range_ratio)
+            ours = predict(run, args.range_ratio)
         except PlannerError as exc:
             skipped[f"perf serve: {exc.message[:50]}"] += 1
             continue
@@ -150,15 +190,15 @@ def main() -> None:
                                frontend_s=FRONTEND_S[r["backend"]])
         key = (gpu, r["backend"], card.name)
         truth = {"ttft": float(r["silicon_ttft_ms"]), "tpot": float(r["silicon_tpot_ms"])}
+        aic = aic_static(shape, r["backend"], isl, osl, c)
         for what, got in (("ours", (ours["mean_ttft_ms"], ours["mean_tpot_ms"])),
                           ("analytic", (analytic.mean_ttft_ms, analytic.mean_tpot_ms)),
-                          ("aic", aic_static(shape, r["backend"], isl, osl, c))):
+                          ("aic", aic)):
             if got is None:
                 continue
             errors[key][f"{what}_ttft"].append(abs(got[0] / truth["ttft"] - 1))
             errors[key][f"{what}_tpot"].append(abs(got[1] / truth["tpot"] - 1))
         errors[key]["sources"].append(ours["source"])  # type: ignore[arg-type]
-        aic = aic_static(shape, r["backend"], isl, osl, c)
         table.append({"id": r["id"], "gpu": gpu, "engine": r["backend"], "model": card.name,
                       "precision": precision, "tp": tp, "ep": shape.ep, "isl": isl, "osl": osl,
                       "concurrency": c, "ttft_ms": truth["ttft"], "tpot_ms": truth["tpot"],
@@ -202,8 +242,9 @@ def main() -> None:
           f"{cell(everything['analytic_tpot']):>14} {cell(everything['aic_tpot']):>14}")
 
 
-    print("in-sample for the constants fitted to this file (perf/engines.py: host time per "
-          "iteration, frontend time per engine), whose comments give their held-out errors")
+    print("in-sample for the constants fitted to silicon_dev.csv (perf/engines.py: host time "
+          "per iteration, frontend time per engine; perf/serving_fit.yaml: decode-step scale "
+          "per engine and model), whose comments give their held-out errors")
 
 
 if __name__ == "__main__":

@@ -113,12 +113,14 @@ def test_a_671b_moe_decodes_slower_than_a_dense_70b_once_batches_grow():
     touched). At batch 1 they put R1 on H200 at about 9.0 ms and Llama on H100 at about
     11.7 ms: the H200's 4.8 TB/s reading 37 B active fp8 parameters beats the H100's 3.35 TB/s
     reading 70 B bf16 ones, so that is not asserted the other way. R1's steps match the public
-    InferenceX figures for it (12.8 ms per token with 8 users, 34.6 ms with 64) within 15 %."""
-    r1 = perf_model(shape("deepseek-r1", "h200", tp=8, precision="fp8"), engine="sglang")
-    llama = perf_model(shape("llama-3.1-70b", tp=8))
-    assert r1.source.startswith("measured:h200_sxm/sglang/")
-    r1_t = {b: r1.cost().time(0, b, b * 2000) for b in (1, 8, 64)}
-    llama_t = {b: llama.cost().time(0, b, b * 2000) for b in (1, 8, 64)}
+    InferenceX figures for it (12.8 ms per token with 8 users, 34.6 ms with 64) within 15 %.
+    These are the kernel tables' steps, without perf.serving_fit's decode-step scale."""
+    with measured.unscaled():
+        r1 = perf_model(shape("deepseek-r1", "h200", tp=8, precision="fp8"), engine="sglang")
+        llama = perf_model(shape("llama-3.1-70b", tp=8))
+        assert r1.source.startswith("measured:h200_sxm/sglang/")
+        r1_t = {b: r1.cost().time(0, b, b * 2000) for b in (1, 8, 64)}
+        llama_t = {b: llama.cost().time(0, b, b * 2000) for b in (1, 8, 64)}
     for b in (8, 64):
         assert r1_t[b] > llama_t[b]
     assert r1_t[64] / r1_t[1] > 2 * llama_t[64] / llama_t[1]
@@ -292,10 +294,10 @@ def test_a_sibling_gpus_tables_stand_in_where_its_own_lack_the_case():
 def test_moe_quantisation_variants_stand_in_and_say_so():
     # Kimi-K2.5 in int4: the database has int4 expert tables but no int4 GEMMs on B200
     kimi = measured.measured_cost(shape("kimi-k2.5", "b200", tp=8, precision="int4-awq"), "vllm")
-    assert kimi.source.endswith("(int4 experts, bf16 attention GEMMs)")
+    assert "(int4 experts, bf16 attention GEMMs)" in kimi.source
     # gpt-oss in fp4: MXFP4 experts where NVFP4 expert tables are missing
     oss = measured.measured_cost(shape("gpt-oss-120b", "b200", tp=2, precision="fp4"), "vllm")
-    assert oss.source.endswith("(MXFP4 experts, weight-only)")
+    assert "(MXFP4 experts, weight-only)" in oss.source
     # a dense model has one variant per precision
     assert len(measured._variants(shape("llama-3.1-8b", precision="int4-awq"))) == 1
 

@@ -29,12 +29,15 @@ import json
 import logging
 import math
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
+from planner_cli.perf import serving_fit
 from planner_cli.perf.engines import STEP_OVERHEAD_S
 from planner_cli.perf.fast import decode_until, most_within
 from planner_cli.perf.shapes import ReplicaShape
@@ -272,6 +275,34 @@ def model_path(card: ModelCard) -> str:
 
 _HANDLES: dict[tuple, Any] = {}
 _COSTS: dict[tuple, MeasuredCost | NotCovered] = {}
+_unscaled = False  # see unscaled()
+
+
+@functools.cache
+def _serving_table() -> dict[tuple[str, str], tuple[float, int]]:
+    return serving_fit.parse(yaml.safe_load(serving_fit.FIT_FILE.read_text(encoding="utf-8")))
+
+
+def decode_scale(engine: str, model: str) -> tuple[float, int] | None:
+    """(scale, serving runs it was fitted to) of a model's decode steps under an engine
+    (perf.serving_fit), or None where there is none or inside unscaled()."""
+    return None if _unscaled else _serving_table().get((engine, model))
+
+
+@contextlib.contextmanager
+def unscaled() -> Iterator[None]:
+    """The tables as measured, without perf.serving_fit's decode-step scale (what the fit is
+    made against); measured costs are dropped on the way in and out, so none outlives its
+    setting."""
+    global _unscaled
+    before = _unscaled
+    forget_costs()
+    _unscaled = True
+    try:
+        yield
+    finally:
+        _unscaled = before
+        forget_costs()
 
 
 def forget_costs() -> None:
@@ -386,7 +417,10 @@ class MeasuredCost:
     def __init__(self, shape: ReplicaShape, engine: str) -> None:
         self.shape = shape
         self.host_s = STEP_OVERHEAD_S[engine]  # per iteration, outside the kernels
-        self.memo_key = ("measured", shape, engine)  # what determines every figure
+        # the engine's decode steps for this model against the tables (perf.serving_fit)
+        fitted = decode_scale(engine, shape.card.name)
+        self.decode_scale = fitted[0] if fitted else 1.0
+        self.memo_key = ("measured", shape, engine, self.decode_scale)  # what sets every figure
         self.coverage = coverage(shape, engine)
         # a window on every layer that the database's (Llama) tables do not apply themselves
         self.window = (shape.card.sliding_window
@@ -412,7 +446,9 @@ class MeasuredCost:
                 continue
             self.source = self.coverage.label + note + (
                 f" (its {self.window}-token sliding window applied to Llama-shaped tables)"
-                if self.window else "")
+                if self.window else "") + (
+                f" (decode steps x{self.decode_scale:g}: fitted to {fitted[1]} {engine} serving "
+                f"runs of {shape.card.name})" if fitted else "")
             return
         raise NotCovered("; ".join(dict.fromkeys(reasons)))
 
@@ -515,10 +551,10 @@ class MeasuredCost:
             with _quiet():
                 for ctx in self._contexts():
                     ctx = min(ctx, self.window or ctx)  # a window caps what is attended
-                    a = self._part(0, b, ctx, 0)[3]
+                    a = self._part(0, b, ctx, 0)[3] * self.decode_scale
                     # a decode-only step: the database's decode path (CUDA-graph timings,
                     # what its static estimate uses), not its mixed-step one
-                    t = self._h.decode_step_latency(b, ctx, 2) / 1e3
+                    t = self._h.decode_step_latency(b, ctx, 2) / 1e3 * self.decode_scale
                     total.append(t + self.host_s)
                     attn.append(a)
             row = self._grid[b] = (total, attn)

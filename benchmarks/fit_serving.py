@@ -1,0 +1,101 @@
+"""Fit the decode-step scale per (engine, model) to real serving runs: planner_cli/perf/
+serving_fit.yaml.
+
+Reads ../shared/data/raw/aiconfigurator/silicon_dev.csv (the one file of measured serving runs
+constants may be fitted to; the rest of the field's, aiconfigurator-core's silicon_sample.csv
+included, are accuracy gates and never read here), runs `perf serve` on every usable row with
+the measured tables unscaled, and writes, per engine and model with at least
+serving_fit.MIN_ROWS distinct runs on the measured source, the median of measured mean TPOT /
+predicted mean TPOT. A run listed twice (the same configuration and the same measured figures
+under two ids) counts once. Also prints each model's held-out figure: the median |TPOT error|
+of its runs when each configuration's scale comes from the model's other configurations.
+
+Run: python benchmarks/fit_serving.py [--csv PATH] [--check]
+  --check: fit, compare with the file, write nothing; exit 1 if they differ
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_serving_accuracy import CSV, predict, usable_runs  # noqa: E402
+
+from planner_cli.errors import PlannerError  # noqa: E402
+from planner_cli.perf import measured, serving_fit  # noqa: E402
+
+HEADER = """\
+# Decode-step scale per engine and model: the engine's decode steps for that model against
+# aiconfigurator-core's tables (planner_cli/perf/serving_fit.py says how it is used).
+# Written by `python benchmarks/fit_serving.py` from
+# {csv} ({n} distinct usable runs on the measured source):
+# per model, the median over its runs of measured mean TPOT / perf serve's mean TPOT with the
+# tables unscaled, where it has at least {min_rows} runs. Do not edit by hand.
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--csv", type=Path, default=CSV)
+    parser.add_argument("--check", action="store_true",
+                        help="compare the fit with serving_fit.yaml and write nothing")
+    args = parser.parse_args()
+    runs, _ = usable_runs(args.csv)
+    seen: set[tuple] = set()
+    fitted: list[tuple[str, str, float, float]] = []
+    config: list[tuple] = []
+    with measured.unscaled():
+        for run in runs:
+            s, r = run.shape, run.row
+            ident = (run.engine, s, run.isl, run.osl, run.concurrency,
+                     float(r["silicon_ttft_ms"]), float(r["silicon_tpot_ms"]))
+            if ident in seen:
+                continue
+            seen.add(ident)
+            try:
+                got = predict(run)
+            except PlannerError:
+                continue
+            if not got["source"].startswith("measured:"):
+                continue  # the scale applies to the measured tables only
+            fitted.append((run.engine, s.card.name, float(r["silicon_tpot_ms"]),
+                           got["mean_tpot_ms"]))
+            config.append(ident[:5])
+    table = serving_fit.fit(fitted)
+    # held out: each configuration's scale from the model's other configurations
+    by_model: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for i, (engine, model, _, _) in enumerate(fitted):
+        by_model[(engine, model)].append(i)
+    print(f"{len(fitted)} distinct runs on the measured source")
+    print(f"{'engine':<7} {'model':<20} {'runs':>4} {'scale':>6}  {'|TPOT err| unscaled':>20} "
+          f"{'held out':>9}")
+    for (engine, model), idx in sorted(by_model.items()):
+        entry = table.get(engine, {}).get(model)
+        raw = [abs(fitted[i][3] / fitted[i][2] - 1) for i in idx]
+        held = []
+        for i in idx:
+            others = [fitted[j][2] / fitted[j][3] for j in idx if config[j] != config[i]]
+            scale = (float(np.median(others)) if len(others) >= serving_fit.MIN_ROWS else 1.0)
+            held.append(abs(fitted[i][3] * scale / fitted[i][2] - 1))
+        print(f"{engine:<7} {model:<20} {len(idx):>4} "
+              f"{entry['scale'] if entry else '-':>6}  {np.median(raw):>20.1%} "
+              f"{np.median(held):>9.1%}")
+    text = HEADER.format(csv="../shared/data/raw/aiconfigurator/silicon_dev.csv",
+                         n=len(fitted), min_rows=serving_fit.MIN_ROWS) + yaml.safe_dump(
+        {"decode_scale": table}, sort_keys=True)
+    if args.check:
+        same = serving_fit.FIT_FILE.read_text(encoding="utf-8") == text
+        print("serving_fit.yaml matches the fit" if same else "serving_fit.yaml differs")
+        sys.exit(0 if same else 1)
+    serving_fit.FIT_FILE.write_text(text, encoding="utf-8")
+    print(f"wrote {serving_fit.FIT_FILE}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The decode-step scale per (engine, model) fitted to real serving runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from planner_cli.perf import measured, serving_fit
+from planner_cli.perf.engines import ENGINES, STEP_OVERHEAD_S
+from planner_cli.perf.shapes import ReplicaShape
+from planner_cli.specs.catalog import load_catalog
+
+CATALOG = load_catalog()
+ROOT = Path(__file__).resolve().parent.parent
+SILICON_DEV = ROOT.parent / "shared" / "data" / "raw" / "aiconfigurator" / "silicon_dev.csv"
+
+
+def test_the_fit_is_the_median_ratio_of_models_with_enough_runs():
+    rows = [("vllm", "a", 12.0, 10.0), ("vllm", "a", 9.0, 10.0), ("vllm", "a", 11.0, 10.0),
+            ("vllm", "b", 10.0, 10.0), ("vllm", "b", 10.0, 10.0),  # too few runs
+            ("sglang", "a", 8.0, 10.0), ("sglang", "a", 8.0, 10.0), ("sglang", "a", 6.0, 10.0),
+            ("sglang", "a", 0.0, 10.0)]  # no measurement: ignored
+    assert serving_fit.fit(rows) == {"sglang": {"a": {"scale": 0.8, "rows": 3}},
+                                     "vllm": {"a": {"scale": 1.1, "rows": 3}}}
+    assert serving_fit.fit(rows, min_rows=2)["vllm"]["b"] == {"scale": 1.0, "rows": 2}
+
+
+def test_the_shipped_table_names_catalog_models_and_engines_with_sane_scales():
+    data = yaml.safe_load(serving_fit.FIT_FILE.read_text(encoding="utf-8"))
+    assert data["decode_scale"], "the shipped fit is empty"
+    for engine, models in data["decode_scale"].items():
+        assert engine in ENGINES
+        for model, entry in models.items():
+            assert model in CATALOG.models and model in measured.AIC_MODELS
+            assert entry["rows"] >= serving_fit.MIN_ROWS
+            assert 0.5 < entry["scale"] < 2.0  # a correction, not a different machine
+
+
+def test_a_fitted_model_decodes_at_its_scale_and_says_so(monkeypatch):
+    shape = ReplicaShape(CATALOG.model("llama-3.1-8b"), CATALOG.gpu("h100-sxm"), 1, 1, "bf16")
+    monkeypatch.setattr(measured, "_serving_table", lambda: {("vllm", "llama-3.1-8b"): (0.8, 12)})
+    scaled = measured.MeasuredCost(shape, "vllm")
+    with measured.unscaled():
+        plain = measured.MeasuredCost(shape, "vllm")
+    host = STEP_OVERHEAD_S["vllm"]
+    for b, k in ((1, 2048), (8, 8 * 2048), (64, 64 * 600)):
+        assert scaled.decode_time(b, k) - host == pytest.approx(
+            0.8 * (plain.decode_time(b, k) - host), rel=1e-12)
+    # prefill is the tables' own
+    assert scaled.time(4096, 0, 0) == plain.time(4096, 0, 0)
+    assert "decode steps x0.8: fitted to 12 vllm serving runs of llama-3.1-8b" in scaled.source
+    assert "decode steps" not in plain.source
+    assert scaled.memo_key != plain.memo_key  # simulations of the two are not mixed up
+    # another engine or model keeps the tables as measured
+    assert measured.MeasuredCost(shape, "sglang").decode_scale == 1.0
+
+
+def test_unscaled_restores_the_setting_and_drops_costs_built_under_it():
+    shape = ReplicaShape(CATALOG.model("llama-3.1-8b"), CATALOG.gpu("h100-sxm"), 1, 1, "bf16")
+    with measured.unscaled():
+        assert measured.decode_scale("vllm", "gpt-oss-120b") is None
+        inside = measured.measured_cost(shape, "vllm")
+    assert measured.decode_scale("vllm", "gpt-oss-120b") is not None
+    assert measured.measured_cost(shape, "vllm") is not inside
+
+
+@pytest.mark.slow  # perf serve on every usable run of the file (about 30 s)
+@pytest.mark.skipif(not SILICON_DEV.exists(), reason="needs ../shared/data (silicon_dev.csv)")
+def test_the_shipped_table_is_what_the_fit_script_writes():
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fit_serving.py"),
+                           "--check"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
