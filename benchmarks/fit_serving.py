@@ -1,16 +1,17 @@
 """Fit the decode-step scale per (engine, model) to real serving runs: planner_cli/perf/
 serving_fit.yaml.
 
-Reads ../shared/data/raw/aiconfigurator/silicon_dev.csv (the one file of measured serving runs
-constants may be fitted to; the rest of the field's, aiconfigurator-core's silicon_sample.csv
-included, are accuracy gates and never read here), runs `perf serve` on every usable row with
+Reads ../shared/data/raw/aiconfigurator/silicon_dev.csv, the one file of measured serving runs
+constants may be fitted to (the rest of the field's end-to-end measurements are accuracy gates,
+never fitting data, so this script takes no other file), runs `perf serve` on every usable row with
 the measured tables unscaled, and writes, per engine and model with at least
 serving_fit.MIN_ROWS distinct runs on the measured source, the median of measured mean TPOT /
 predicted mean TPOT. A run listed twice (the same configuration and the same measured figures
-under two ids) counts once. Also prints each model's held-out figure: the median |TPOT error|
-of its runs when each configuration's scale comes from the model's other configurations.
+under two ids) counts once. Also prints each model's held-out estimate: the median |TPOT
+error| of its runs when each configuration's predicted TPOT is multiplied by the scale of the
+model's other configurations (an estimate: the runs are not simulated again).
 
-Run: python benchmarks/fit_serving.py [--csv PATH] [--check]
+Run: python benchmarks/fit_serving.py [--check]
   --check: fit, compare with the file, write nothing; exit 1 if they differ
 """
 
@@ -42,11 +43,10 @@ HEADER = """\
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--csv", type=Path, default=CSV)
     parser.add_argument("--check", action="store_true",
                         help="compare the fit with serving_fit.yaml and write nothing")
     args = parser.parse_args()
-    runs, _ = usable_runs(args.csv)
+    runs, _ = usable_runs(CSV)
     seen: set[tuple] = set()
     fitted: list[tuple[str, str, float, float]] = []
     config: list[tuple] = []

@@ -5,21 +5,19 @@ aiconfigurator-core's kernel tables predict each model's decode step well up to 
 belongs to the model under an engine (which MoE, attention and quantised-GEMM kernels the
 engine picks for that checkpoint, what it fuses): against the measured serving runs of
 ../shared/data/raw/aiconfigurator/silicon_dev.csv (the one file constants may be fitted to)
-`perf serve`'s mean TPOT is 0.8x the measured for gpt-oss-120b on vLLM and 1.2x for
+the measured mean TPOT is 0.85x `perf serve`'s for gpt-oss-120b on vLLM and 1.14x for
 Qwen3.5-397B-A17B on SGLang, across GPUs, parallelism and concurrency. `serving_fit.yaml`
 holds, per (engine, model card), the median over that model's usable rows of measured TPOT /
 predicted TPOT (the tables unscaled), where the file has at least MIN_ROWS of them;
 `python benchmarks/fit_serving.py` writes it again from the file (perf.measured reads it, and
-its `unscaled()` leaves it out). The measured source scales
-the kernel time of its decode steps (not the host time) by it and says so in its source label;
-a model or engine the file has no runs of keeps the tables as measured.
+its `unscaled()` leaves it out). The measured source scales the kernel time of its decode
+steps (not the host time) by it and says so in its source label; a model or engine the file
+has no runs of keeps the tables as measured.
 
-Median |TPOT error| of `perf serve` (benchmarks/bench_serving_accuracy.py), unscaled -> scaled:
-on the file's 344 usable rows 12.8 % -> 9.8 % in sample, 10.3 % with each configuration's
-scale fitted to its model's other configurations and re-simulated; out of sample, on the 1,630
-usable rows of aiconfigurator-core's silicon_sample.csv that silicon_dev.csv does not hold
-(an accuracy gate, read once to check this and never fitted to), 12.8 % -> 10.2 %. Median
-|TTFT error| is unchanged (27.3 %, and 30.6 % -> 30.5 % out of sample).
+Median |TPOT error| of `perf serve` on the file's 344 usable rows
+(benchmarks/bench_serving_accuracy.py, with and without --unscaled): 12.8 % unscaled, 9.8 %
+scaled (in sample), 10.3 % with each configuration's scale fitted to its model's other
+configurations and every row simulated again. Median |TTFT error| is unchanged (27.3 %).
 """
 
 from __future__ import annotations
