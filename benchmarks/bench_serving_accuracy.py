@@ -2,18 +2,22 @@
 
 Every aggregated (not disaggregated) vLLM and SGLang row of
 ../shared/data/raw/aiconfigurator/silicon_dev.csv is a measured `bench serve` run: mean TTFT and
-TPOT (ms) at a fixed ISL/OSL and client concurrency, with the engine, its version and the
+TPOT (ms) at a nominal ISL/OSL and client concurrency, with the engine, its version and the
 parallelism. For each row we can express (a catalog model and GPU, a precision we plan for, one
 replica inside a node, no attention data parallelism) this runs `perf serve` on the default
-source, on the analytic model alone, and asks aiconfigurator-core's own static estimate
-(EngineHandle.run_static, batch = concurrency: TTFT = its context phase, TPOT = its generation
-phase per token), then prints median and p90 |error| per GPU × engine × model, and how many rows
-were left out and why. Constants fitted to this file (the host time per iteration and the
-frontend time per engine in perf/engines.py, the decode-step scale per engine and model in
-perf/serving_fit.yaml) make its figures in-sample; their held-out errors are given where they
-are fitted. `--unscaled` leaves the decode-step scale out.
+source as the run was launched (serving_recipes: the client's length spread and the launch
+script's engine flags), the same closed loop on the analytic model alone, and asks
+aiconfigurator-core's own static estimate (EngineHandle.run_static, batch = concurrency: TTFT =
+its context phase, TPOT = its generation phase per token), then prints median and p90 |error|
+per GPU × engine × model, and how many rows were left out and why. Constants fitted to this
+file (the host time, frontend time and prompt-iteration scale per engine in perf/engines.py,
+the decode-step scale per engine and model in perf/serving_fit.yaml) make its figures
+in-sample; their held-out errors are given where they are fitted. `--unscaled` leaves the
+decode-step scale out; `--engine-defaults` replays every run with fixed lengths and the
+engines' default flags instead of as launched.
 
 Run: python benchmarks/bench_serving_accuracy.py [--csv PATH] [--limit N] [--unscaled]
+     [--engine-defaults] [--rows OUT.csv]
 """
 
 from __future__ import annotations
@@ -24,11 +28,12 @@ import math
 import re
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from serving_recipes import inferencex, lengths, recipe
 
 from planner_cli import api
 from planner_cli.errors import PlannerError
@@ -143,20 +148,39 @@ def usable_runs(csv: Path) -> tuple[list[Run], Counter[str]]:
     return runs, skipped
 
 
-def predict(run: Run, range_ratio: float = 0.0) -> dict:
+def launch(run: Run, as_launched: bool = True) -> dict:
+    """perf serve's arguments that replay a run: its client's lengths and its engine flags
+    (serving_recipes), or fixed lengths and the engine's defaults."""
+    if not as_launched or not inferencex(run.row["silicon_data_source"]):
+        return {"isl": run.isl, "osl": run.osl}
+    s = run.shape
+    isl, ratio = lengths(run.isl)
+    flags = recipe(run.engine, s.card.name, s.precision, s.gpu.name, s.tp, run.isl,
+                   run.concurrency)
+    return {"isl": isl, "osl": lengths(run.osl)[0], "range_ratio": ratio,
+            "kv_cache_dtype": flags.kv_cache_dtype,
+            "max_num_batched_tokens": flags.max_num_batched_tokens,
+            "max_num_seqs": flags.max_num_seqs,
+            "gpu_memory_utilization": flags.gpu_memory_utilization,
+            "scheduler_recv_interval": flags.scheduler_recv_interval}
+
+
+def predict(run: Run, as_launched: bool = True) -> dict:
     """perf serve's figures for a run (PlannerError where it cannot serve it)."""
     s = run.shape
-    return api.perf_serve(s.card.name, s.gpu.name, run.isl, run.osl, run.concurrency, s.tp, 1,
-                          s.ep, s.precision, engine=run.engine, range_ratio=range_ratio)
+    how = launch(run, as_launched)
+    return api.perf_serve(s.card.name, s.gpu.name, how.pop("isl"), how.pop("osl"),
+                          run.concurrency, s.tp, 1, s.ep, s.precision, engine=run.engine,
+                          **how)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--csv", type=Path, default=CSV)
     parser.add_argument("--limit", type=int, default=None, help="first N usable rows only")
-    parser.add_argument("--range-ratio", type=float, default=0.0,
-                        help="spread of the simulated request lengths (perf serve "
-                        "--random-range-ratio)")
+    parser.add_argument("--engine-defaults", action="store_true",
+                        help="replay every run with fixed lengths and the engines' default "
+                        "flags, not as it was launched")
     parser.add_argument("--rows", type=Path, default=None,
                         help="write every predicted row (measured, ours, analytic, aic) here")
     parser.add_argument("--unscaled", action="store_true",
@@ -176,18 +200,20 @@ def report(args: argparse.Namespace) -> None:
         r, shape, c, isl, osl = run.row, run.shape, run.concurrency, run.isl, run.osl
         card, gpu, tp, precision = shape.card, shape.gpu.name, shape.tp, shape.precision
         try:
-            ours = predict(run, args.range_ratio)
+            ours = predict(run, not args.engine_defaults)
         except PlannerError as exc:
             skipped[f"perf serve: {exc.message[:50]}"] += 1
             continue
         # the same closed loop as perf serve's (memory, batching, engine), on the analytic cost
-        analytic = closed_loop(IterationCost(shape, DEFAULT_CONSTANTS),
-                               ours["kv_capacity_tokens"], isl, osl, c, ours["num_prompts"],
-                               ours["max_num_batched_tokens"],
+        analytic = closed_loop(IterationCost(replace(shape, kv_dtype=ours["kv_cache_dtype"]),
+                                             DEFAULT_CONSTANTS),
+                               ours["kv_capacity_tokens"], ours["isl"], ours["osl"], c,
+                               ours["num_prompts"], ours["max_num_batched_tokens"],
                                ours["max_num_seqs"] or UNCAPPED_SEQS,
-                               prefill_first(r["backend"]), args.range_ratio,
+                               prefill_first(r["backend"]), ours["random_range_ratio"],
                                state_tokens=ours["state_tokens_per_sequence"],
-                               frontend_s=FRONTEND_S[r["backend"]])
+                               frontend_s=FRONTEND_S[r["backend"]],
+                               recv_interval=ours["scheduler_recv_interval"])
         key = (gpu, r["backend"], card.name)
         truth = {"ttft": float(r["silicon_ttft_ms"]), "tpot": float(r["silicon_tpot_ms"])}
         aic = aic_static(shape, r["backend"], isl, osl, c)
@@ -243,8 +269,9 @@ def report(args: argparse.Namespace) -> None:
 
 
     print("in-sample for the constants fitted to silicon_dev.csv (perf/engines.py: host time "
-          "per iteration, frontend time per engine; perf/serving_fit.yaml: decode-step scale "
-          "per engine and model), whose comments give their held-out errors")
+          "per iteration, frontend time and prompt-iteration scale per engine; "
+          "perf/serving_fit.yaml: decode-step scale per engine and model), whose comments give "
+          "their held-out errors")
 
 
 if __name__ == "__main__":

@@ -381,6 +381,12 @@ def perf_serve(
         "length uniform in [L·(1-R), L·(1+R)] (0: fixed).")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of the sampled lengths.")] = 0,
     kv_cache_dtype: KvDtypeOpt = "bf16",
+    gpu_memory_utilization: Annotated[float, typer.Option(
+        help="Share of GPU memory for weights and KV cache (vLLM --gpu-memory-utilization, "
+        "SGLang --mem-fraction-static).")] = DEFAULT_GPU_MEMORY_UTILIZATION,
+    scheduler_recv_interval: Annotated[int, typer.Option(
+        help="SGLang --scheduler-recv-interval: new requests are taken in every N decode "
+        "iterations (1: every iteration, SGLang's default).")] = 1,
     profiles: ProfilesOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Predict what `vllm bench serve --max-concurrency C` reports for one replica.
@@ -395,6 +401,8 @@ def perf_serve(
                             max_num_batched_tokens=max_num_batched_tokens,
                             range_ratio=random_range_ratio, seed=seed,
                             kv_cache_dtype=kv_cache_dtype,
+                            gpu_memory_utilization=gpu_memory_utilization,
+                            scheduler_recv_interval=scheduler_recv_interval,
                             catalog_dir=_catalog_dir(), profiles_dir=profiles)
     render.emit_json(result) if as_json else render.serve_table(result)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from planner_cli.errors import InputError
 from planner_cli.perf.calibrate import calibrate
-from planner_cli.perf.engines import FRONTEND_S, UNCAPPED_SEQS, engine_defaults
+from planner_cli.perf.engines import FRONTEND_S, UNCAPPED_SEQS, engine_defaults, prefill_first
 from planner_cli.perf.memory import (
     DEFAULT_GPU_MEMORY_UTILIZATION,
     memory_figures,
@@ -83,6 +83,7 @@ def perf_serve(model: str, gpu: str, isl: int, osl: int, concurrency: int, tp: i
                max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None,
                gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
                range_ratio: float = 0.0, seed: int = 0, kv_cache_dtype: str = "bf16",
+               scheduler_recv_interval: int = 1,
                catalog_dir: Path | None = None, profiles_dir: Path | None = None) -> dict:
     """What `vllm bench serve --max-concurrency C` with random lengths would report for one
     replica: the simulator driven by C closed-loop clients, scheduled as the engine does, with
@@ -98,6 +99,12 @@ def perf_serve(model: str, gpu: str, isl: int, osl: int, concurrency: int, tp: i
         raise InputError(f"--random-range-ratio {range_ratio} is outside [0, 1)",
                          "pass a ratio from 0 (fixed lengths) up to below 1")
     engine = check_engine(engine)
+    if scheduler_recv_interval < 1:
+        raise InputError(f"--scheduler-recv-interval {scheduler_recv_interval} is below 1",
+                         "pass 1 (every iteration) or more")
+    if scheduler_recv_interval > 1 and not prefill_first(engine):
+        raise InputError(f"--scheduler-recv-interval is an SGLang flag; {engine} takes new "
+                         "requests in every iteration", "drop it, or pass --engine sglang")
     card = load_catalog(catalog_dir).model(model)
     shape = ReplicaShape(card, resolve_gpu(gpu, catalog_dir), tp, pp, precision,
                          kv_dtype=kv_cache_dtype, ep=ep)
@@ -117,12 +124,13 @@ def perf_serve(model: str, gpu: str, isl: int, osl: int, concurrency: int, tp: i
     figures = closed_loop(pm.cost(), mem.kv_capacity_tokens, isl, osl, concurrency, prompts,
                           max_num_batched_tokens, max_num_seqs, defaults.prefill_first,
                           range_ratio, seed, mem.state_tokens_per_sequence,
-                          FRONTEND_S[engine])
+                          FRONTEND_S[engine], scheduler_recv_interval)
     return {"model": card.name, "gpu": shape.gpu.name, "tp": tp, "pp": pp, "ep": ep,
             "precision": precision, "kv_cache_dtype": kv_cache_dtype, "engine": engine,
             "max_num_batched_tokens": max_num_batched_tokens,
             "max_num_seqs": None if max_num_seqs >= UNCAPPED_SEQS else max_num_seqs,
             "prefill_first": defaults.prefill_first, "random_range_ratio": range_ratio,
+            "scheduler_recv_interval": scheduler_recv_interval,
             "kv_capacity_tokens": mem.kv_capacity_tokens,
             "state_tokens_per_sequence": mem.state_tokens_per_sequence} | figures.to_dict() | {
             "source": pm.source}

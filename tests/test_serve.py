@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
 
 from planner_cli.sim.closed_loop import closed_loop
+from planner_cli.sim.engine import Replica, Req
 from tests.test_sim_engine import ConstantCost
 from tests.util import assert_one_line_error
 
@@ -254,3 +256,61 @@ def test_an_fp8_kv_cache_holds_twice_the_tokens(cli):
     assert_one_line_error(cli("perf", "serve", "--model", "llama-3.1-8b", "--gpu", "h100-sxm",
                               "--isl", "8", "--osl", "8", "--concurrency", "1",
                               "--kv-cache-dtype", "int8"), "KV-cache dtype 'int8' is not known")
+
+
+def _sglang_replica(recv_interval: int) -> Replica:
+    return Replica(ConstantCost(T), 100_000, max_num_batched_tokens=100, max_num_seqs=10**9,
+                   prefill_first=True, recv_interval=recv_interval)
+
+
+@pytest.mark.parametrize("interval,first_token", [(1, 5 * T), (10, 12 * T)])
+def test_sglang_takes_requests_in_every_recv_interval_decodes(interval, first_token):
+    # A is prefilled in iteration 1 and decodes from then on; B is sent during A's third
+    # decode. Every iteration takes T. With --scheduler-recv-interval 10 the scheduler looks
+    # for B only after A's tenth decode (iteration 11), then prefills it (iteration 12).
+    rep = _sglang_replica(interval)
+    a, b = Req(0, 0.0, 100, 50), Req(1, 3.5 * T, 100, 5)
+    rep.submit(a)
+    rep.advance_until(b.arrival)
+    rep.submit(b)
+    assert (len(rep.inbox), rep.outstanding) == ((1, 2) if interval > 1 else (0, 2))
+    while rep.step():
+        pass
+    assert b.first_token == pytest.approx(first_token)
+    assert a.finish < math.inf and b.finish < math.inf and not rep.inbox
+
+
+def test_sglang_takes_requests_in_at_once_after_a_prefill_batch_or_when_idle():
+    rep = _sglang_replica(30)
+    first = Req(0, 0.0, 300, 5)  # three prefill batches of 100 tokens
+    rep.submit(first)  # idle: taken in at once
+    assert list(rep.waiting) == [first]
+    rep.advance_until(0.5 * T)  # the first prefill batch
+    late = Req(1, 0.5 * T, 100, 5)
+    rep.submit(late)
+    assert list(rep.inbox) == [late]
+    rep.advance_until(1.5 * T)  # the second prefill batch ends: the scheduler looks again
+    assert not rep.inbox and late in rep.waiting
+
+
+def test_a_recv_interval_loses_no_request_and_slows_first_tokens():
+    runs = [closed_loop(ConstantCost(T), 100_000, isl=300, osl=40, concurrency=16,
+                        num_prompts=160, max_num_batched_tokens=1024, max_num_seqs=10**9,
+                        prefill_first=True, range_ratio=0.5, recv_interval=k)
+            for k in (1, 30)]
+    assert all(f.num_prompts == 160 for f in runs)
+    assert runs[1].mean_ttft_ms > runs[0].mean_ttft_ms
+    with pytest.raises(ValueError, match="recv_interval"):
+        Replica(ConstantCost(T), 1000, recv_interval=0)
+
+
+def test_perf_serve_takes_sglangs_recv_interval_and_refuses_it_for_vllm(cli):
+    args = ("perf", "serve", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--isl", "2048",
+            "--osl", "64", "--concurrency", "16", "--random-range-ratio", "0.5", "--json")
+    plain, slow = (json.loads(cli(*args, "--engine", "sglang", "--scheduler-recv-interval",
+                                  str(k)).stdout) for k in (1, 30))
+    assert (plain["scheduler_recv_interval"], slow["scheduler_recv_interval"]) == (1, 30)
+    assert slow["mean_ttft_ms"] > plain["mean_ttft_ms"]
+    assert_one_line_error(cli(*args, "--scheduler-recv-interval", "30"), "an SGLang flag")
+    assert_one_line_error(cli(*args, "--engine", "sglang", "--scheduler-recv-interval", "0"),
+                          "is below 1")

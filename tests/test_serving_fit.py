@@ -59,6 +59,28 @@ def test_a_fitted_model_decodes_at_its_scale_and_says_so(monkeypatch):
     assert measured.MeasuredCost(shape, "sglang").decode_scale == 1.0
 
 
+def test_prompt_iterations_run_at_the_engines_scale_decode_steps_do_not(monkeypatch):
+    from planner_cli.perf import engines
+
+    shape = ReplicaShape(CATALOG.model("llama-3.1-8b"), CATALOG.gpu("h100-sxm"), 1, 1, "bf16")
+    monkeypatch.setitem(engines.PREFILL_SCALE, "vllm", 1.0)
+    plain = measured.MeasuredCost(shape, "vllm")
+    monkeypatch.setitem(engines.PREFILL_SCALE, "vllm", 1.5)
+    slow = measured.MeasuredCost(shape, "vllm")
+    host = STEP_OVERHEAD_S["vllm"]
+    for p, b, k, pc, seqs in ((4096, 0, 0, 0.0, 1), (8192, 0, 0, 0.0, 8), (2048, 0, 0, 6144.0, 1)):
+        assert slow.time(p, b, k, pc, seqs) - host == pytest.approx(
+            1.5 * (plain.time(p, b, k, pc, seqs) - host), rel=1e-12)
+    # a mixed iteration: its prompt part is scaled, its decodes' attention is not
+    k = 16 * 2048
+    decodes = plain.breakdown(1024, 16, k)["decode_attention_s"]
+    assert decodes > 0
+    assert slow.time(1024, 16, k) - plain.time(1024, 16, k) == pytest.approx(
+        0.5 * (plain.time(1024, 16, k) - host - decodes), rel=1e-12)
+    assert slow.decode_time(8, 8 * 2048) == plain.decode_time(8, 8 * 2048)
+    assert slow.memo_key != plain.memo_key
+
+
 def test_unscaled_restores_the_setting_and_drops_costs_built_under_it():
     shape = ReplicaShape(CATALOG.model("llama-3.1-8b"), CATALOG.gpu("h100-sxm"), 1, 1, "bf16")
     with measured.unscaled():

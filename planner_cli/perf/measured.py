@@ -38,7 +38,7 @@ import numpy as np
 import yaml
 
 from planner_cli.perf import serving_fit
-from planner_cli.perf.engines import STEP_OVERHEAD_S
+from planner_cli.perf.engines import PREFILL_SCALE, STEP_OVERHEAD_S
 from planner_cli.perf.fast import decode_until, most_within
 from planner_cli.perf.shapes import ReplicaShape
 from planner_cli.specs.model import ModelCard
@@ -420,7 +420,10 @@ class MeasuredCost:
         # the engine's decode steps for this model against the tables (perf.serving_fit)
         fitted = decode_scale(engine, shape.card.name)
         self.decode_scale = fitted[0] if fitted else 1.0
-        self.memo_key = ("measured", shape, engine, self.decode_scale)  # what sets every figure
+        # an iteration holding prompt tokens, against the tables (perf.engines.PREFILL_SCALE)
+        self.prefill_scale = PREFILL_SCALE[engine]
+        self.memo_key = ("measured", shape, engine, self.decode_scale,
+                         self.prefill_scale)  # what sets every figure
         self.coverage = coverage(shape, engine)
         # a window on every layer that the database's (Llama) tables do not apply themselves
         self.window = (shape.card.sliding_window
@@ -607,11 +610,12 @@ class MeasuredCost:
             if t is None:
                 if len(self._prefill) >= PREFILL_MEMO:
                     self._prefill.clear()  # bounded: a long trace has many (p, b) pairs
-                t = self._prefill[key] = (self.host_s + self.shared(p + b) + self._attn_fixed
-                                          + seqs * self._attention(p / seqs))
+                t = self._prefill[key] = self.host_s + self.prefill_scale * (
+                    self.shared(p + b) + self._attn_fixed + seqs * self._attention(p / seqs))
         else:
-            t = (self.host_s + self.shared(p + b) + self._attn_fixed
-                 + seqs * self.context(p / seqs, prefill_context))
+            t = self.host_s + self.prefill_scale * (
+                self.shared(p + b) + self._attn_fixed
+                + seqs * self.context(p / seqs, prefill_context))
         if b > 0:
             table = self._decode.get(b) or self._decode_table(b)
             t += max(_interp(table.ks, table.attn, k), 0.0)
@@ -621,8 +625,9 @@ class MeasuredCost:
                   prefill_seqs: int = 1) -> dict[str, float]:
         """Seconds of one iteration by part (the database's own split), with `total_s`."""
         seqs = max(1, min(prefill_seqs, p)) if p > 0 else 0
-        shared = self.shared(p + b) if p > 0 else 0.0
-        ctx = (self._attn_fixed + seqs * self.context(p / seqs, prefill_context)
+        shared = self.prefill_scale * self.shared(p + b) if p > 0 else 0.0
+        ctx = (self.prefill_scale * (self._attn_fixed
+                                     + seqs * self.context(p / seqs, prefill_context))
                if p > 0 else 0.0)
         dec = 0.0
         if b > 0:

@@ -55,11 +55,13 @@ def closed_loop(cost: CostModel, kv_capacity_tokens: int, isl: int, osl: int,
                 concurrency: int, num_prompts: int, max_num_batched_tokens: int,
                 max_num_seqs: int, prefill_first: bool = False,
                 range_ratio: float = 0.0, seed: int = 0,
-                state_tokens: int = 0, frontend_s: float = 0.0) -> ServeFigures:
+                state_tokens: int = 0, frontend_s: float = 0.0,
+                recv_interval: int = 1) -> ServeFigures:
     """Run `num_prompts` requests through one replica from `concurrency` closed-loop clients
     (`prefill_first`: SGLang's scheduling, see sim.engine; `range_ratio`: the spread of the
     lengths around isl and osl, see `lengths`; `frontend_s`: what a client's TTFT and latency
-    add to the engine's, perf.engines.FRONTEND_S)."""
+    add to the engine's, perf.engines.FRONTEND_S; `recv_interval`: SGLang's
+    --scheduler-recv-interval, see sim.engine)."""
     if min(isl, osl, concurrency, num_prompts) < 1:
         raise ValueError("isl, osl, concurrency and num_prompts must be >= 1")
     if not 0.0 <= range_ratio < 1.0:
@@ -68,7 +70,8 @@ def closed_loop(cost: CostModel, kv_capacity_tokens: int, isl: int, osl: int,
     if max(i + o for i, o in zip(ins, outs, strict=True)) + state_tokens > kv_capacity_tokens:
         raise ValueError("one request does not fit the KV cache")
     rep = Replica(cost, kv_capacity_tokens, max_num_batched_tokens, max_num_seqs,
-                  prefill_first=prefill_first, state_tokens=state_tokens)
+                  prefill_first=prefill_first, state_tokens=state_tokens,
+                  recv_interval=recv_interval)
     for i in range(min(concurrency, num_prompts)):
         rep.submit(Req(i, 0.0, ins[i], outs[i]))
     sent, seen = min(concurrency, num_prompts), 0

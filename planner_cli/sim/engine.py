@@ -5,7 +5,9 @@ admitted requests still prefilling, then admits waiting requests first come firs
 within a token budget (max-num-batched-tokens) and a sequence cap (max-num-seqs).
 SGLang (prefill first): while requests are prefilling or can be admitted, an iteration holds
 prefill chunks only, within the budget (its chunked-prefill size), and the running decodes
-wait; otherwise it is a decode iteration. KV-cache capacity is
+wait; otherwise it is a decode iteration. With --scheduler-recv-interval N (SGLang) the
+scheduler takes newly sent requests in only every N decode iterations, at once after a prefill
+batch, and whenever it has nothing to run; until then they wait outside it. KV-cache capacity is
 counted in tokens; a request is admitted when its whole prompt fits beside the running ones,
 and when the running decodes need more than is free, the latest admitted request is preempted
 and recomputed later (its prompt plus what it generated is prefilled again).
@@ -60,9 +62,11 @@ class Replica:
                  max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS,
                  max_num_seqs: int = DEFAULT_MAX_NUM_SEQS,
                  index: int = 0, prefill_first: bool = False,
-                 state_tokens: int = 0) -> None:
+                 state_tokens: int = 0, recv_interval: int = 1) -> None:
         if max_num_batched_tokens < max_num_seqs and not prefill_first:
             raise ValueError("max_num_batched_tokens must be >= max_num_seqs")
+        if recv_interval < 1:
+            raise ValueError("recv_interval must be >= 1")
         self.cost = cost
         # a run of decodes cut where an iteration would start after a time (the cost's own
         # fused form where it has one)
@@ -73,6 +77,9 @@ class Replica:
         self.index = index
         self.prefill_first = prefill_first
         self.state = state_tokens  # KV tokens a running sequence holds besides its context
+        self.recv_interval = recv_interval
+        self.inbox: deque[Req] = deque()  # sent, not yet taken in (recv_interval > 1)
+        self._since_recv = 0  # decode iterations since the scheduler last took requests in
         self.clock = 0.0
         self.waiting: deque[Req] = deque()
         self.prefilling: list[Req] = []
@@ -92,7 +99,7 @@ class Replica:
 
     @property
     def outstanding(self) -> int:
-        return len(self.waiting) + len(self.prefilling) + len(self.decoding)
+        return len(self.inbox) + len(self.waiting) + len(self.prefilling) + len(self.decoding)
 
     def _ctx(self, r: Req) -> int:
         return r.target + (self.tick - r.joined_tick)
@@ -143,7 +150,22 @@ class Replica:
         if not self.outstanding:
             self.clock = max(self.clock, r.arrival)
         r.replica = self.index
+        if self.recv_interval > 1 and (self.waiting or self.prefilling or self.decoding):
+            self.inbox.append(r)  # taken in at the scheduler's next look (_received)
+            return
         self.waiting.append(r)
+
+    def _received(self, decodes: int) -> None:
+        """After `decodes` decode iterations (0: after a prefill batch), take what was sent in
+        where SGLang's scheduler would: once recv_interval decode iterations have passed since
+        it last looked, after any prefill batch, or when it has nothing left to run."""
+        seen = self._since_recv + decodes
+        if (decodes == 0 or seen >= self.recv_interval
+                or not (self.waiting or self.prefilling or self.decoding)):
+            self.waiting.extend(self.inbox)
+            self.inbox.clear()
+            seen = 0 if decodes == 0 else seen % self.recv_interval
+        self._since_recv = seen
 
     # ------------------------------------------------------------ stepping
 
@@ -198,6 +220,8 @@ class Replica:
             top = heap[0]
         tick = self.tick
         n = min(top[0] - tick, n_kv)
+        if self.inbox:  # stop where the scheduler looks for them
+            n = min(n, self.recv_interval - self._since_recv)
         ctx = self.dec_ctx
         n, dt = self._until(b, ctx, n, t - self.clock)
         self.kv_token_seconds += dt * (used + b * (n + 1) / 2.0)
@@ -209,6 +233,8 @@ class Replica:
         self.iterations += n
         if heap[0][0] <= tick:
             self._pop_completions(self.clock)
+        if self.recv_interval > 1:
+            self._received(n)
         return True
 
     def _iteration(self) -> None:
@@ -299,3 +325,5 @@ class Replica:
                     self.dec_ctx += r.target
                     heapq.heappush(heap, (tick + (r.output - r.generated), r.order, r.epoch, r))
         self.clock = end
+        if self.recv_interval > 1:
+            self._received(0 if p else 1)

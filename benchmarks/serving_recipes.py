@@ -1,0 +1,95 @@
+"""How the measured serving runs of silicon_dev.csv were launched, so that `perf serve` replays
+the same runs: the benchmark client's request lengths and the engine flags of each run.
+
+Two harnesses produced the file's aggregated vLLM and SGLang rows:
+
+- NVIDIA's aiconfigurator gap analysis (sources under `aic-auto-gap-analysis/`: the Qwen3-32B
+  runs on H100): fixed lengths, flags not recorded; replayed with fixed lengths and the
+  engines' own defaults.
+- SemiAnalysis InferenceX (every other row: its database dumps and dated result files, with
+  InferenceX config and workflow-run ids and the engine images its recipes pin). Its client,
+  utils/bench_serving/benchmark_serving.py, draws every request's input and output length
+  uniformly from [r·L, L] with r = RANDOM_RANGE_RATIO = 0.8 (.github/workflows/
+  benchmark-tmpl.yml; its r is not `vllm bench serve`'s, which spreads lengths over
+  [L(1-r), L(1+r)]), sends 10 requests per client (--num-prompts CONC*10) with --ignore-eos,
+  and its launch scripts, benchmarks/single_node/fixed_seq_len/<model>_<precision>_<gpu>.sh,
+  set the engine flags that `recipe` returns. Read from github.com/SemiAnalysisAI/InferenceX
+  at commits 8eec0d4 (most scripts), 432945d (dsr1_fp8_b200), 25cbe71 (dsr1_fp4_b200),
+  36e26b6 (qwen3.5_fp8_b200), 1534ee2 (qwen3.5_fp8_b300), f89cdfe (qwen3.5_bf16_b300),
+  1d76594 (glm5_fp8_b300), 380b685 (kimik2.5_fp4_b200), 3274c53 (kimik2.5_fp4_b300),
+  45c4f91 (minimaxm2.5_fp4_b200); a run measured before a script changed used the flags of
+  its day, which the rows do not record.
+
+[r·L, L] is `vllm bench serve`'s range around the centre 0.9·L with ratio 1/9, which is how
+`perf serve` is given it (`lengths`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+INFERENCEX_RANGE_RATIO = 0.8  # lengths uniform in [0.8·L, L]
+GAP_ANALYSIS = "aic-auto-gap-analysis"
+
+
+def inferencex(source: str) -> bool:
+    """Whether a row's silicon_data_source is an InferenceX run (see the module docstring)."""
+    return GAP_ANALYSIS not in source
+
+
+def lengths(length: int) -> tuple[int, float]:
+    """(centre, vllm-style range ratio) that spread lengths over InferenceX's [0.8·L, L]."""
+    low = INFERENCEX_RANGE_RATIO
+    return round(length * (1 + low) / 2), (1 - low) / (1 + low)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The engine flags a launch script set (None: the engine's default)."""
+    kv_cache_dtype: str = "bf16"  # --kv-cache-dtype (fp8 / fp8_e4m3; none given: the model's)
+    max_num_batched_tokens: int | None = None  # vLLM --max-num-batched-tokens, SGLang
+    #                                            --chunked-prefill-size
+    max_num_seqs: int | None = None  # vLLM --max-num-seqs, SGLang --max-running-requests
+    gpu_memory_utilization: float = 0.9  # vLLM --gpu-memory-utilization, SGLang
+    #                                      --mem-fraction-static
+    scheduler_recv_interval: int = 1  # SGLang --scheduler-recv-interval
+
+
+def recipe(engine: str, model: str, precision: str, gpu: str, tp: int, isl: int,
+           conc: int) -> Recipe:
+    """The flags InferenceX's launch script for this model, precision, engine and GPU passes
+    at a run's tp, ISL and concurrency (its B300 scripts reuse the B200 recipe unless noted)."""
+    if engine == "sglang":
+        if model in ("deepseek-r1", "deepseek-v3"):  # dsr1_{fp8,fp4}_{b200,b300}.sh
+            if precision == "fp4":
+                return Recipe("fp8", 16384, 256, 0.85, 30 if conc >= 16 else 10)
+            if tp == 4:
+                return Recipe("fp8", 8192, 32, 0.95, 10)
+            return Recipe("fp8", 32768, 128, 0.82, 30 if conc >= 16 else 10)
+        if model == "glm-5":  # glm5_fp8_{b200,b300}.sh, glm5_fp4_b200.sh
+            if precision == "fp4":
+                return Recipe("fp8", 32768, None, 0.9, 10)
+            return Recipe("fp8", 32768, conc, 0.85, 1)
+        if model == "qwen3.5-397b-a17b":  # qwen3.5_{bf16,fp8,fp4}_{b200,b300}.sh
+            if precision == "bf16":
+                return Recipe("bf16", 32768, 128, 0.82, 30 if conc >= 16 else 10)
+            if gpu == "b300" and precision == "fp8":
+                return Recipe("fp8", 16384, conc, 0.8, 10)
+            if gpu == "b300":
+                return Recipe("fp8", 32768, 128, 0.8, 30 if conc >= 16 else 10)
+            return Recipe("fp8", 8192 if precision == "fp8" else 16384, None, 0.8,
+                          30 if conc > 4 else 10)
+    elif engine == "vllm":
+        if model == "gpt-oss-120b":  # gptoss_fp4_{b200,h100}.sh
+            if gpu.startswith("h100"):
+                return Recipe("bf16", 8192, conc, 0.9)
+            return Recipe("fp8", 8192, 512, 0.9)
+        if model == "minimax-m2.5":  # minimaxm2.5_{fp8,fp4}_{b200,b300}.sh, _fp8_h100.sh
+            if gpu.startswith("h100"):
+                return Recipe("bf16", None, 256, 0.9)
+            return Recipe("fp8", 2 * isl, None, 0.9)
+        if model == "kimi-k2.5":  # kimik2.5_fp4_{b200,b300}.sh, kimik2.5_int4_b200.sh
+            if precision == "int4-awq":
+                return Recipe("bf16", None, conc, 0.95)
+            return Recipe("fp8", 2 * isl, conc, 0.9)
+    return Recipe()
