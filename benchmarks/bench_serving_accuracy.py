@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from serving_recipes import inferencex, lengths, recipe
+from serving_recipes import PROMPTS_PER_CLIENT, inferencex, lengths, recipe
 
 from planner_cli import api
 from planner_cli.errors import PlannerError
@@ -158,6 +158,7 @@ def launch(run: Run, as_launched: bool = True) -> dict:
     flags = recipe(run.engine, s.card.name, s.precision, s.gpu.name, s.tp, run.isl,
                    run.concurrency)
     return {"isl": isl, "osl": lengths(run.osl)[0], "range_ratio": ratio,
+            "num_prompts": PROMPTS_PER_CLIENT * run.concurrency,
             "kv_cache_dtype": flags.kv_cache_dtype,
             "max_num_batched_tokens": flags.max_num_batched_tokens,
             "max_num_seqs": flags.max_num_seqs,

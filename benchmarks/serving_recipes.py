@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 INFERENCEX_RANGE_RATIO = 0.8  # lengths uniform in [0.8·L, L]
+PROMPTS_PER_CLIENT = 10  # --num-prompts CONC*10 (its warm-up requests finish before)
 GAP_ANALYSIS = "aic-auto-gap-analysis"
 
 

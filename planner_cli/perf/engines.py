@@ -46,11 +46,11 @@ STEP_OVERHEAD_S = {"vllm": 1.0e-3, "sglang": 1.0e-3}
 # benchmarks/fit_engine_constants.py: every usable row replayed as it was launched
 # (benchmarks/serving_recipes.py) with the prompt-iteration scale on 1, 1.25, ... 2 and the
 # frontend time on a 10 ms grid, the pair that minimises the median |TTFT error| of the engine's
-# rows. vLLM (169 rows): x1.5 and 10 ms, 14.4 % (x1: 24.6 % at its best 70 ms; x1.25: 17.4 %;
-# x1.75: 20.7 %); each model's rows predicted with the pair chosen on the other models: 19.8 %.
-# SGLang (176 rows): x1 and 250 ms, 25.2 % (x1.25: 27.2 % at 130 ms); held out the same way,
-# 39.2 %: the frontend time its runs need differs by harness and model (140 ms without the
-# GLM-5 rows, 270 ms without Qwen3.5's).
+# rows. vLLM (169 rows): x1.5 and 10 ms, 16.8 % (x1: 24.6 % at its best 70 ms; x1.25: 17.8 %;
+# x1.75: 20.8 %); each model's rows predicted with the pair chosen on the other models: 24.7 %.
+# SGLang (176 rows): x1 and 250 ms, 25.2 % (x1.25: 27.4 % at 120 ms); held out the same way,
+# 34.4 %: the time its runs add differs by harness, version and model (90 ms at x1.75 without
+# the gap-analysis Qwen3-32B rows, 270 ms without Qwen3.5's).
 FRONTEND_S = {"vllm": 0.010, "sglang": 0.250}
 PREFILL_SCALE = {"vllm": 1.5, "sglang": 1.0}
 
