@@ -3,8 +3,9 @@ serving_fit.yaml.
 
 Reads ../shared/data/raw/aiconfigurator/silicon_dev.csv, the one file of measured serving runs
 constants may be fitted to (the rest of the field's end-to-end measurements are accuracy gates,
-never fitting data, so this script takes no other file), runs `perf serve` on every usable row with
-the measured tables unscaled, and writes, per engine and model with at least
+never fitting data, so this script takes no other file), runs `perf serve` on every usable row as
+it was launched (bench_serving_accuracy.launch) with the decode steps of the measured tables
+unscaled, and writes, per engine and model with at least
 serving_fit.MIN_ROWS distinct runs on the measured source, the median of measured mean TPOT /
 predicted mean TPOT. A run listed twice (the same configuration and the same measured figures
 under two ids) counts once. Also prints each model's held-out estimate: the median |TPOT
@@ -36,8 +37,9 @@ HEADER = """\
 # aiconfigurator-core's tables (planner_cli/perf/serving_fit.py says how it is used).
 # Written by `python benchmarks/fit_serving.py` from
 # {csv} ({n} distinct usable runs on the measured source):
-# per model, the median over its runs of measured mean TPOT / perf serve's mean TPOT with the
-# tables unscaled, where it has at least {min_rows} runs. Do not edit by hand.
+# per model, the median over its runs (each replayed as launched) of measured mean TPOT /
+# perf serve's mean TPOT with the decode steps unscaled, where it has at least {min_rows} runs.
+# Do not edit by hand.
 """
 
 

@@ -5,7 +5,7 @@ aiconfigurator-core's kernel tables predict each model's decode step well up to 
 belongs to the model under an engine (which MoE, attention and quantised-GEMM kernels the
 engine picks for that checkpoint, what it fuses): against the measured serving runs of
 ../shared/data/raw/aiconfigurator/silicon_dev.csv (the one file constants may be fitted to)
-the measured mean TPOT is 0.85x `perf serve`'s for gpt-oss-120b on vLLM and 1.14x for
+the measured mean TPOT is 0.82x `perf serve`'s for gpt-oss-120b on vLLM and 1.15x for
 Qwen3.5-397B-A17B on SGLang, across GPUs, parallelism and concurrency. `serving_fit.yaml`
 holds, per (engine, model card), the median over that model's usable rows of measured TPOT /
 predicted TPOT (the tables unscaled), where the file has at least MIN_ROWS of them;
@@ -14,10 +14,10 @@ its `unscaled()` leaves it out). The measured source scales the kernel time of i
 steps (not the host time) by it and says so in its source label; a model or engine the file
 has no runs of keeps the tables as measured.
 
-Median |TPOT error| of `perf serve` on the file's 344 usable rows
-(benchmarks/bench_serving_accuracy.py, with and without --unscaled): 12.8 % unscaled, 9.8 %
-scaled (in sample), 10.3 % with each configuration's scale fitted to its model's other
-configurations and every row simulated again. Median |TTFT error| is unchanged (27.3 %).
+Median |TPOT error| of `perf serve` on the file's 345 usable rows, each replayed as it was
+launched (benchmarks/bench_serving_accuracy.py, with and without --unscaled): 13.9 % unscaled,
+9.8 % scaled (in sample), 10.4 % with each configuration's scale fitted to its model's other
+configurations and every row simulated again.
 """
 
 from __future__ import annotations
