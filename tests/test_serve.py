@@ -314,3 +314,29 @@ def test_perf_serve_takes_sglangs_recv_interval_and_refuses_it_for_vllm(cli):
     assert_one_line_error(cli(*args, "--scheduler-recv-interval", "30"), "an SGLang flag")
     assert_one_line_error(cli(*args, "--engine", "sglang", "--scheduler-recv-interval", "0"),
                           "is below 1")
+
+
+def test_the_benchmarks_inferencex_lengths_are_perf_serves_sampler_recentred(monkeypatch):
+    """benchmarks/serving_recipes.py replays InferenceX runs, whose client draws lengths from
+    [0.8·L, L]: perf serve's sampler, given the centre and ratio it returns, covers the same
+    integers (its top one at most one short)."""
+    import importlib.util
+    import sys
+
+    from planner_cli.sim.closed_loop import lengths
+    from tests.conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location(
+        "serving_recipes", ROOT / "benchmarks" / "serving_recipes.py")
+    recipes = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "serving_recipes", recipes)
+    spec.loader.exec_module(recipes)
+    for length in (128, 1024, 2048, 8192):
+        centre, ratio = recipes.lengths(length)
+        drawn, _ = lengths(centre, 1, 20_000, ratio, seed=1)
+        assert min(drawn) == int(0.8 * length) and max(drawn) in (length - 1, length)
+    assert recipes.inferencex("db-dump/2026-04-27; config_id=733; silicon_concurrency=256")
+    assert not recipes.inferencex("source_file=/x/aic-auto-gap-analysis/data/h100_sxm/vllm/"
+                                  "0.12.0/Qwen_Qwen3-32B.csv; silicon_concurrency=64")
+    sglang = recipes.recipe("sglang", "qwen3.5-397b-a17b", "fp8", "b200", 4, 8192, 64)
+    assert (sglang.scheduler_recv_interval, sglang.kv_cache_dtype) == (30, "fp8")
