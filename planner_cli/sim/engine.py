@@ -160,11 +160,12 @@ class Replica:
         where SGLang's scheduler would: once recv_interval decode iterations have passed since
         it last looked, after any prefill batch, or when it has nothing left to run."""
         seen = self._since_recv + decodes
-        if (decodes == 0 or seen >= self.recv_interval
-                or not (self.waiting or self.prefilling or self.decoding)):
+        idle = not (self.waiting or self.prefilling or self.decoding)
+        if decodes == 0 or idle or seen >= self.recv_interval:
             self.waiting.extend(self.inbox)
             self.inbox.clear()
-            seen = 0 if decodes == 0 else seen % self.recv_interval
+            # a run of decodes may pass several looks: the count restarts at the last one
+            seen = seen % self.recv_interval if decodes and not idle else 0
         self._since_recv = seen
 
     # ------------------------------------------------------------ stepping
