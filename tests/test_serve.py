@@ -306,7 +306,8 @@ def test_a_recv_interval_loses_no_request_and_slows_first_tokens():
 
 def test_perf_serve_takes_sglangs_recv_interval_and_refuses_it_for_vllm(cli):
     args = ("perf", "serve", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--isl", "2048",
-            "--osl", "64", "--concurrency", "16", "--random-range-ratio", "0.5", "--json")
+            "--osl", "32", "--concurrency", "16", "--num-prompts", "48",
+            "--random-range-ratio", "0.5", "--json")
     plain, slow = (json.loads(cli(*args, "--engine", "sglang", "--scheduler-recv-interval",
                                   str(k)).stdout) for k in (1, 30))
     assert (plain["scheduler_recv_interval"], slow["scheduler_recv_interval"]) == (1, 30)
