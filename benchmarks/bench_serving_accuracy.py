@@ -10,9 +10,9 @@ script's engine flags), the same closed loop on the analytic model alone, and as
 aiconfigurator-core's own static estimate (EngineHandle.run_static, batch = concurrency: TTFT =
 its context phase, TPOT = its generation phase per token), then prints median and p90 |error|
 per GPU × engine × model, and how many rows were left out and why. Constants fitted to this
-file (the host time, frontend time and prompt-iteration scale per engine in perf/engines.py,
-the decode-step scale per engine and model in perf/serving_fit.yaml) make its figures
-in-sample; their held-out errors are given where they are fitted. `--unscaled` leaves the
+file (the host time, frontend time, output lag and prompt-iteration scale per engine in
+perf/engines.py, the decode-step scale per engine and model in perf/serving_fit.yaml) make its
+figures in-sample; their held-out errors are given where they are fitted. `--unscaled` leaves the
 decode-step scale out; `--engine-defaults` replays every run with fixed lengths and the
 engines' default flags instead of as launched.
 
@@ -39,7 +39,7 @@ from planner_cli import api
 from planner_cli.errors import PlannerError
 from planner_cli.perf import measured
 from planner_cli.perf.analytic import DEFAULT_CONSTANTS
-from planner_cli.perf.engines import FRONTEND_S, UNCAPPED_SEQS, prefill_first
+from planner_cli.perf.engines import FRONTEND_S, OUTPUT_LAG, UNCAPPED_SEQS, prefill_first
 from planner_cli.perf.fast import IterationCost
 from planner_cli.perf.measured import AIC_SYSTEMS, NotCovered
 from planner_cli.perf.shapes import ReplicaShape
@@ -214,7 +214,8 @@ def report(args: argparse.Namespace) -> None:
                                prefill_first(r["backend"]), ours["random_range_ratio"],
                                state_tokens=ours["state_tokens_per_sequence"],
                                frontend_s=FRONTEND_S[r["backend"]],
-                               recv_interval=ours["scheduler_recv_interval"])
+                               recv_interval=ours["scheduler_recv_interval"],
+                               output_lag=OUTPUT_LAG[r["backend"]])
         key = (gpu, r["backend"], card.name)
         truth = {"ttft": float(r["silicon_ttft_ms"]), "tpot": float(r["silicon_tpot_ms"])}
         aic = aic_static(shape, r["backend"], isl, osl, c)
@@ -270,7 +271,7 @@ def report(args: argparse.Namespace) -> None:
 
 
     print("in-sample for the constants fitted to silicon_dev.csv (perf/engines.py: host time "
-          "per iteration, frontend time and prompt-iteration scale per engine; "
+          "per iteration, frontend time, output lag and prompt-iteration scale per engine; "
           "perf/serving_fit.yaml: decode-step scale per engine and model), whose comments give "
           "their held-out errors")
 

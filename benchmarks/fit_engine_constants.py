@@ -1,13 +1,16 @@
-"""Fit the prompt-iteration scale and the frontend time per engine (planner_cli/perf/engines.py:
-PREFILL_SCALE, FRONTEND_S) to real serving runs, and say how well they hold out.
+"""Fit the prompt-iteration scale, the frontend time and the output lag per engine
+(planner_cli/perf/engines.py: PREFILL_SCALE, FRONTEND_S, OUTPUT_LAG) to real serving runs, and
+say how well they hold out.
 
 Reads ../shared/data/raw/aiconfigurator/silicon_dev.csv, the one file of measured serving runs
 constants may be fitted to (this script takes no other), and replays every usable row as it was
 launched (bench_serving_accuracy.launch) once per prompt-iteration scale on SCALES. The
-frontend time only adds to each client's TTFT, so it is tried on a FRONTEND_MS grid without
-replaying. Per engine it prints the median |TTFT error| (and |TPOT error|) of every pair, the
-pair that minimises the TTFT median, and that choice held out: each model's rows predicted with
-the pair chosen on the engine's other models.
+frontend time and the output lag (decode iterations: each request's own time per output token,
+times the lag) only add to what clients see, so they are tried on the FRONTEND_MS and LAGS
+grids without replaying (a run's mean TTFT moves by the frontend time plus the lag times its
+mean TPOT). Per engine it prints each scale's best frontend time and lag, the triple that
+minimises the median |TTFT error|, and that choice held out: each model's rows predicted with
+the triple chosen on the engine's other models.
 
 Run: python benchmarks/fit_engine_constants.py [--engine vllm|sglang]
 """
@@ -16,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +31,13 @@ from planner_cli.perf import engines, measured  # noqa: E402
 
 SCALES = (1.0, 1.25, 1.5, 1.75, 2.0)
 FRONTEND_MS = tuple(range(0, 301, 10))
+LAGS = tuple(range(0, 31, 2))
 
 
 def replay(engine: str, scale: float) -> list[tuple[str, float, float, float, float]]:
     """(model, measured TTFT, engine-side TTFT, measured TPOT, predicted TPOT) in ms of every
-    usable row of the engine, with its prompt iterations scaled by `scale`."""
+    usable row of the engine, with its prompt iterations scaled by `scale` (engine-side: without
+    the frontend time and the output lag)."""
     saved = engines.PREFILL_SCALE[engine]
     engines.PREFILL_SCALE[engine] = scale
     measured.forget_costs()
@@ -46,8 +50,9 @@ def replay(engine: str, scale: float) -> list[tuple[str, float, float, float, fl
                 got = predict(run)
             except PlannerError:
                 continue
-            out.append((run.shape.card.name, float(run.row["silicon_ttft_ms"]),
-                        got["mean_ttft_ms"] - 1e3 * engines.FRONTEND_S[engine],
+            side = (got["mean_ttft_ms"] - 1e3 * engines.FRONTEND_S[engine]
+                    - engines.OUTPUT_LAG[engine] * got["mean_tpot_ms"])
+            out.append((run.shape.card.name, float(run.row["silicon_ttft_ms"]), side,
                         float(run.row["silicon_tpot_ms"]), got["mean_tpot_ms"]))
     finally:
         engines.PREFILL_SCALE[engine] = saved
@@ -55,17 +60,24 @@ def replay(engine: str, scale: float) -> list[tuple[str, float, float, float, fl
     return out
 
 
-def best(rows: dict[float, list], keep) -> tuple[float, float, float]:
-    """(median |TTFT error|, scale, frontend ms) of the best pair over the rows `keep` picks."""
-    found = (np.inf, 1.0, 0.0)
+def errors(rows: list, fe: float, lag: float) -> np.ndarray:
+    """|TTFT error| of rows with a frontend time (ms) and an output lag added."""
+    truth = np.array([r[1] for r in rows])
+    seen = np.array([r[2] + fe + lag * r[4] for r in rows])
+    return np.abs(seen / truth - 1)
+
+
+def best(rows: dict[float, list], keep) -> tuple[float, float, float, float]:
+    """(median |TTFT error|, scale, frontend ms, lag) of the best triple over the rows `keep`
+    picks."""
+    found = (np.inf, 1.0, 0.0, 0.0)
     for scale, rs in rows.items():
         picked = [r for r in rs if keep(r)]
-        truth = np.array([r[1] for r in picked])
-        side = np.array([r[2] for r in picked])
         for fe in FRONTEND_MS:
-            err = float(np.median(np.abs((side + fe) / truth - 1)))
-            if err < found[0] - 1e-12:
-                found = (err, scale, float(fe))
+            for lag in LAGS:
+                err = float(np.median(errors(picked, fe, lag)))
+                if err < found[0] - 1e-12:
+                    found = (err, scale, float(fe), float(lag))
     return found
 
 
@@ -77,25 +89,23 @@ def main() -> None:
         rows = {scale: replay(engine, scale) for scale in SCALES}
         print(f"{engine}: {len(rows[SCALES[0]])} rows")
         for scale, rs in rows.items():
-            truth = np.array([r[1] for r in rs])
-            side = np.array([r[2] for r in rs])
+            err, _, fe, lag = best({scale: rs}, lambda r: True)
+            plain = float(np.median(errors(rs, 0.0, 0.0)))
             tpot = float(np.median([abs(r[4] / r[3] - 1) for r in rs]))
-            errs = {fe: float(np.median(np.abs((side + fe) / truth - 1))) for fe in FRONTEND_MS}
-            fe = min(errs, key=errs.get)
-            print(f"  prompt iterations x{scale:<4g}: best frontend {fe:3d} ms, |TTFT err| "
-                  f"{errs[fe]:.1%} (0 ms: {errs[0]:.1%}); |TPOT err| {tpot:.1%}")
-        err, scale, fe = best(rows, lambda r: True)
-        print(f"  chosen: x{scale:g}, {fe:g} ms: median |TTFT error| {err:.1%}")
+            print(f"  prompt iterations x{scale:<4g}: best {fe:3g} ms and lag {lag:2g}: |TTFT "
+                  f"err| {err:.1%} (0 ms, no lag: {plain:.1%}); |TPOT err| {tpot:.1%}")
+        err, scale, fe, lag = best(rows, lambda r: True)
+        no_lag = best(rows, lambda r: True) if lag == 0 else min(
+            (float(np.median(errors(rows[scale], f, 0.0))), f) for f in FRONTEND_MS)
+        print(f"  chosen: x{scale:g}, {fe:g} ms, lag {lag:g}: median |TTFT error| {err:.1%}"
+              + ("" if lag == 0 else f" (no lag: {no_lag[0]:.1%} at {no_lag[1]:g} ms)"))
         held: list[float] = []
-        per_model: dict[str, tuple] = defaultdict(tuple)
         for model in sorted({r[0] for r in rows[SCALES[0]]}):
-            _, s, f = best(rows, lambda r, m=model: r[0] != m)
+            _, s, f, g = best(rows, lambda r, m=model: r[0] != m)
             mine = [r for r in rows[s] if r[0] == model]
-            held += [abs((r[2] + f) / r[1] - 1) for r in mine]
-            per_model[model] = (s, f, len(mine))
-        for model, (s, f, n) in per_model.items():
-            print(f"    without {model:<20} ({n:3d} rows): x{s:g}, {f:g} ms")
-        print(f"  held out (each model's rows with the pair chosen on the others): median "
+            held += list(errors(mine, f, g))
+            print(f"    without {model:<20} ({len(mine):3d} rows): x{s:g}, {f:g} ms, lag {g:g}")
+        print(f"  held out (each model's rows with the triple chosen on the others): median "
               f"|TTFT error| {np.median(held):.1%}")
 
 

@@ -8,7 +8,13 @@ from pathlib import Path
 
 from planner_cli.errors import InputError
 from planner_cli.perf.calibrate import calibrate
-from planner_cli.perf.engines import FRONTEND_S, UNCAPPED_SEQS, engine_defaults, prefill_first
+from planner_cli.perf.engines import (
+    FRONTEND_S,
+    OUTPUT_LAG,
+    UNCAPPED_SEQS,
+    engine_defaults,
+    prefill_first,
+)
 from planner_cli.perf.memory import (
     DEFAULT_GPU_MEMORY_UTILIZATION,
     memory_figures,
@@ -124,7 +130,7 @@ def perf_serve(model: str, gpu: str, isl: int, osl: int, concurrency: int, tp: i
     figures = closed_loop(pm.cost(), mem.kv_capacity_tokens, isl, osl, concurrency, prompts,
                           max_num_batched_tokens, max_num_seqs, defaults.prefill_first,
                           range_ratio, seed, mem.state_tokens_per_sequence,
-                          FRONTEND_S[engine], scheduler_recv_interval)
+                          FRONTEND_S[engine], scheduler_recv_interval, OUTPUT_LAG[engine])
     return {"model": card.name, "gpu": shape.gpu.name, "tp": tp, "pp": pp, "ep": ep,
             "precision": precision, "kv_cache_dtype": kv_cache_dtype, "engine": engine,
             "max_num_batched_tokens": max_num_batched_tokens,

@@ -236,7 +236,32 @@ def test_the_frontend_adds_to_what_clients_see_not_to_the_engines_schedule():
                          np.zeros(1), np.full(1, 100), np.full(1, 5), 1)
     assert res.first_token[0] == pytest.approx(T + 0.05)
     assert res.finish[0] == pytest.approx(5 * T + 0.05)
-    assert FRONTEND_S["vllm"] < FRONTEND_S["sglang"]
+    assert FRONTEND_S["vllm"] >= 0 and FRONTEND_S["sglang"] >= 0
+
+
+def test_an_output_lag_shifts_what_clients_see_by_their_own_time_per_token():
+    from planner_cli.perf.engines import OUTPUT_LAG
+    from planner_cli.sim.cascade import StageConfig, simulate_stage
+
+    args = dict(isl=100, osl=5, concurrency=2, num_prompts=6, max_num_batched_tokens=8192,
+                max_num_seqs=256)
+    base = closed_loop(ConstantCost(T), 10_000, **args)
+    seen = closed_loop(ConstantCost(T), 10_000, output_lag=16, **args)
+    # every request's time per output token here is T: its first token and its end are seen
+    # 16 T later, its TPOT and the engine's schedule are the same
+    assert seen.mean_ttft_ms == pytest.approx(base.mean_ttft_ms + 16 * T * 1e3)
+    assert seen.mean_e2el_ms == pytest.approx(base.mean_e2el_ms + 16 * T * 1e3)
+    assert (seen.mean_tpot_ms, seen.duration_s) == (base.mean_tpot_ms, base.duration_s)
+    one = np.zeros(1, dtype=np.int64)
+    res = simulate_stage(StageConfig("s", ConstantCost(T), 1, 10_000, frontend_s=0.05,
+                                     output_lag=16), one, np.zeros(1), np.full(1, 100),
+                         np.full(1, 5), 1)
+    assert res.first_token[0] == pytest.approx(T + 0.05 + 16 * T)
+    assert res.finish[0] == pytest.approx(5 * T + 0.05 + 16 * T)
+    single = simulate_stage(StageConfig("s", ConstantCost(T), 1, 10_000, output_lag=16), one,
+                            np.zeros(1), np.full(1, 100), np.full(1, 1), 1)
+    assert single.first_token[0] == pytest.approx(T)  # one token: no time per token to lag
+    assert OUTPUT_LAG["vllm"] == 0 < OUTPUT_LAG["sglang"]
 
 
 def test_an_fp8_kv_cache_holds_twice_the_tokens(cli):

@@ -40,6 +40,7 @@ class StageConfig:
     prefill_first: bool = False  # SGLang's scheduling (perf.engines.prefill_first)
     state_tokens: int = 0  # KV tokens each running sequence holds besides its context
     frontend_s: float = 0.0  # what a client's TTFT and latency add to the engine's
+    output_lag: float = 0.0  # decode iterations what a client sees trails the engine by
 
 
 @dataclass
@@ -214,8 +215,15 @@ def _simulate_stage(config: StageConfig, rids: np.ndarray, arrivals: np.ndarray,
     out[rids] = outputs
     if reqs:  # what the replicas made of them, column by column
         idx = np.array([r.rid for r in reqs], dtype=np.int64)
-        first[idx] = np.array([r.first_token for r in reqs]) + config.frontend_s
-        finish[idx] = np.array([r.finish for r in reqs]) + config.frontend_s
+        first_l = np.array([r.first_token for r in reqs])
+        finish_l = np.array([r.finish for r in reqs])
+        seen = np.full(len(reqs), config.frontend_s)
+        if config.output_lag:  # each request's own time per output token, that many times
+            more = np.array([r.output - 1 for r in reqs], dtype=float)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                seen += config.output_lag * np.where(more > 0, (finish_l - first_l) / more, 0.0)
+        first[idx] = first_l + seen
+        finish[idx] = finish_l + seen
         sched[idx] = [r.scheduled for r in reqs]
         pre[idx] = [r.preemptions for r in reqs]
     horizon = max((rep.clock for rep in replicas if rep.clock < INF), default=0.0)

@@ -56,12 +56,13 @@ def closed_loop(cost: CostModel, kv_capacity_tokens: int, isl: int, osl: int,
                 max_num_seqs: int, prefill_first: bool = False,
                 range_ratio: float = 0.0, seed: int = 0,
                 state_tokens: int = 0, frontend_s: float = 0.0,
-                recv_interval: int = 1) -> ServeFigures:
+                recv_interval: int = 1, output_lag: float = 0.0) -> ServeFigures:
     """Run `num_prompts` requests through one replica from `concurrency` closed-loop clients
     (`prefill_first`: SGLang's scheduling, see sim.engine; `range_ratio`: the spread of the
     lengths around isl and osl, see `lengths`; `frontend_s`: what a client's TTFT and latency
     add to the engine's, perf.engines.FRONTEND_S; `recv_interval`: SGLang's
-    --scheduler-recv-interval, see sim.engine)."""
+    --scheduler-recv-interval, see sim.engine; `output_lag`: decode iterations by which what a
+    client sees of a request trails the engine, perf.engines.OUTPUT_LAG)."""
     if min(isl, osl, concurrency, num_prompts) < 1:
         raise ValueError("isl, osl, concurrency and num_prompts must be >= 1")
     if not 0.0 <= range_ratio < 1.0:
@@ -86,9 +87,10 @@ def closed_loop(cost: CostModel, kv_capacity_tokens: int, isl: int, osl: int,
     done = rep.done
     if len(done) != num_prompts or rep.rejected:
         raise ValueError("the closed loop lost requests")  # a bug: every request fits
-    ttft = [r.first_token - r.arrival + frontend_s for r in done]
-    tpot = [(r.finish - r.first_token) / (r.output - 1) for r in done if r.output > 1]
-    e2e = [r.finish - r.arrival + frontend_s for r in done]
+    lag = [frontend_s + output_lag * _per_token(r) for r in done]
+    ttft = [r.first_token - r.arrival + d for r, d in zip(done, lag, strict=True)]
+    tpot = [_per_token(r) for r in done if r.output > 1]
+    e2e = [r.finish - r.arrival + d for r, d in zip(done, lag, strict=True)]
     duration = max(r.finish for r in done)
     return ServeFigures(
         concurrency=concurrency, num_prompts=num_prompts, isl=isl, osl=osl,
@@ -98,3 +100,8 @@ def closed_loop(cost: CostModel, kv_capacity_tokens: int, isl: int, osl: int,
         output_throughput_tok_s=sum(r.output for r in done) / duration,
         request_throughput_rps=len(done) / duration, duration_s=duration,
         preemptions=sum(r.preemptions for r in done))
+
+
+def _per_token(r: Req) -> float:
+    """A request's time per output token after the first (0 for a single token)."""
+    return (r.finish - r.first_token) / (r.output - 1) if r.output > 1 else 0.0

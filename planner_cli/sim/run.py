@@ -16,7 +16,7 @@ from typing import cast
 import numpy as np
 
 from planner_cli.errors import InputError
-from planner_cli.perf.engines import FRONTEND_S, prefill_first
+from planner_cli.perf.engines import FRONTEND_S, OUTPUT_LAG, prefill_first
 from planner_cli.problem import DeployedStage, Deployment
 from planner_cli.sim.cascade import (
     BALANCERS,
@@ -81,7 +81,7 @@ def _config(s: DeployedStage, name: str) -> StageConfig:
     return StageConfig(name, s.cost, s.stage.replicas, s.kv_capacity_tokens,
                        s.stage.max_num_batched_tokens, s.stage.max_num_seqs,
                        prefill_first(s.engine), s.state_tokens_per_sequence,
-                       FRONTEND_S[s.engine])
+                       FRONTEND_S[s.engine], OUTPUT_LAG[s.engine])
 
 
 def _described(fig: StageFigures, s: DeployedStage) -> StageFigures:
@@ -105,9 +105,13 @@ class SloBase:
 
 def slo_base(ref_dep: Deployment, trace: Trace, ref_mix: RequestMix) -> SloBase:
     """The SLO base of a trace on a deployment's reference replica (its largest model's)."""
-    return SloBase(unloaded_latency(ref_dep.reference_cost, trace.input_lengths,
-                                    ref_mix.outputs[-1]) + FRONTEND_S[ref_dep.reference_engine],
-                   ref_dep.reference_label)
+    engine, cost, out = ref_dep.reference_engine, ref_dep.reference_cost, ref_mix.outputs[-1]
+    alone = unloaded_latency(cost, trace.input_lengths, out) + FRONTEND_S[engine]
+    if OUTPUT_LAG[engine]:  # its time per output token alone, that many times
+        more = np.maximum(out - 1, 0)
+        decode = cost.decode_runs(1, trace.input_lengths, more)
+        alone = alone + OUTPUT_LAG[engine] * decode / np.maximum(more, 1)
+    return SloBase(alone, ref_dep.reference_label)
 
 
 def _replay(dep: Deployment, trace: Trace, mix: RequestMix, balancer: str | None,
