@@ -261,6 +261,10 @@ def test_an_output_lag_shifts_what_clients_see_by_their_own_time_per_token():
     single = simulate_stage(StageConfig("s", ConstantCost(T), 1, 10_000, output_lag=16), one,
                             np.zeros(1), np.full(1, 100), np.full(1, 1), 1)
     assert single.first_token[0] == pytest.approx(T)  # one token: no time per token to lag
+    # a request the cache can never hold is not given a lag (it stays never answered)
+    rejected = simulate_stage(StageConfig("s", ConstantCost(T), 1, 50, output_lag=16), one,
+                              np.zeros(1), np.full(1, 100), np.full(1, 5), 1)
+    assert np.isinf(rejected.first_token[0]) and np.isinf(rejected.finish[0])
     assert OUTPUT_LAG["vllm"] == 0 < OUTPUT_LAG["sglang"]
 
 

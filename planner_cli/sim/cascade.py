@@ -220,8 +220,10 @@ def _simulate_stage(config: StageConfig, rids: np.ndarray, arrivals: np.ndarray,
         seen = np.full(len(reqs), config.frontend_s)
         if config.output_lag:  # each request's own time per output token, that many times
             more = np.array([r.output - 1 for r in reqs], dtype=float)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                seen += config.output_lag * np.where(more > 0, (finish_l - first_l) / more, 0.0)
+            with np.errstate(invalid="ignore"):  # inf - inf: never answered
+                span = finish_l - first_l  # inf or nan where a request never got that far
+            ok = (more > 0) & np.isfinite(span)
+            seen += config.output_lag * np.divide(span, more, out=np.zeros(len(reqs)), where=ok)
         first[idx] = first_l + seen
         finish[idx] = finish_l + seen
         sched[idx] = [r.scheduled for r in reqs]
