@@ -12,7 +12,7 @@ mean TPOT). Per engine it prints each scale's best frontend time and lag, the tr
 minimises the median |TTFT error|, and that choice held out: each model's rows predicted with
 the triple chosen on the engine's other models.
 
-Run: python benchmarks/fit_engine_constants.py [--engine vllm|sglang]
+Run: python benchmarks/fit_engine_constants.py [--engine vllm|sglang] [--no-lag]
 """
 
 from __future__ import annotations
@@ -67,14 +67,15 @@ def errors(rows: list, fe: float, lag: float) -> np.ndarray:
     return np.abs(seen / truth - 1)
 
 
-def best(rows: dict[float, list], keep) -> tuple[float, float, float, float]:
+def best(rows: dict[float, list], keep, lags: tuple[int, ...] = LAGS
+         ) -> tuple[float, float, float, float]:
     """(median |TTFT error|, scale, frontend ms, lag) of the best triple over the rows `keep`
-    picks."""
+    picks, the lag on `lags`."""
     found = (np.inf, 1.0, 0.0, 0.0)
     for scale, rs in rows.items():
         picked = [r for r in rs if keep(r)]
         for fe in FRONTEND_MS:
-            for lag in LAGS:
+            for lag in lags:
                 err = float(np.median(errors(picked, fe, lag)))
                 if err < found[0] - 1e-12:
                     found = (err, scale, float(fe), float(lag))
@@ -84,24 +85,25 @@ def best(rows: dict[float, list], keep) -> tuple[float, float, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engine", choices=engines.ENGINES, default=None)
+    parser.add_argument("--no-lag", action="store_true",
+                        help="fit the scale and frontend time alone, the lag held at 0")
     args = parser.parse_args()
+    lags = (0,) if args.no_lag else LAGS
+    everything = lambda r: True  # noqa: E731
     for engine in [args.engine] if args.engine else engines.ENGINES:
         rows = {scale: replay(engine, scale) for scale in SCALES}
         print(f"{engine}: {len(rows[SCALES[0]])} rows")
         for scale, rs in rows.items():
-            err, _, fe, lag = best({scale: rs}, lambda r: True)
+            err, _, fe, lag = best({scale: rs}, everything, lags)
             plain = float(np.median(errors(rs, 0.0, 0.0)))
             tpot = float(np.median([abs(r[4] / r[3] - 1) for r in rs]))
             print(f"  prompt iterations x{scale:<4g}: best {fe:3g} ms and lag {lag:2g}: |TTFT "
                   f"err| {err:.1%} (0 ms, no lag: {plain:.1%}); |TPOT err| {tpot:.1%}")
-        err, scale, fe, lag = best(rows, lambda r: True)
-        no_lag = best(rows, lambda r: True) if lag == 0 else min(
-            (float(np.median(errors(rows[scale], f, 0.0))), f) for f in FRONTEND_MS)
-        print(f"  chosen: x{scale:g}, {fe:g} ms, lag {lag:g}: median |TTFT error| {err:.1%}"
-              + ("" if lag == 0 else f" (no lag: {no_lag[0]:.1%} at {no_lag[1]:g} ms)"))
+        err, scale, fe, lag = best(rows, everything, lags)
+        print(f"  chosen: x{scale:g}, {fe:g} ms, lag {lag:g}: median |TTFT error| {err:.1%}")
         held: list[float] = []
         for model in sorted({r[0] for r in rows[SCALES[0]]}):
-            _, s, f, g = best(rows, lambda r, m=model: r[0] != m)
+            _, s, f, g = best(rows, lambda r, m=model: r[0] != m, lags)
             mine = [r for r in rows[s] if r[0] == model]
             held += list(errors(mine, f, g))
             print(f"    without {model:<20} ({len(mine):3d} rows): x{s:g}, {f:g} ms, lag {g:g}")

@@ -50,8 +50,8 @@ STEP_OVERHEAD_S = {"vllm": 1.0e-3, "sglang": 1.0e-3}
 # frontend time on a 10 ms grid and the lag on 0, 2, ... 30, the triple that minimises the
 # median |TTFT error| of the engine's rows. vLLM (169 rows): x1.5, 10 ms, no lag: 16.8 % (x1:
 # 21.2 % at 0 ms and lag 4; x1.25: 17.8 %); each model's rows predicted with the triple chosen
-# on the other models: 26.5 %. SGLang (176 rows): x1, 0 ms, lag 16: 21.1 % (without a lag,
-# 250 ms: 25.2 %; x1.25: 24.0 %); held out the same way, 30.3 % (34.4 % without a lag). What
+# on the other models: 26.5 %. SGLang (176 rows): x1, 0 ms, lag 16: 21.1 % (x1.25: 24.0 %);
+# held out the same way, 30.3 % (the script's --no-lag: 250 ms, 25.2 %, 34.4 % held out). What
 # lags SGLang's clients by about 16 iterations is not known: a constant time fits its runs
 # worse, in sample and held out, and the lag chosen without any one model is 14-16.
 FRONTEND_S = {"vllm": 0.010, "sglang": 0.0}

@@ -22,6 +22,7 @@ import numpy as np
 from planner_cli.parallel import shared
 from planner_cli.perf.memory import DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS
 from planner_cli.perf.model import CostModel
+from planner_cli.sim.client import client_delay
 from planner_cli.sim.engine import INF, Replica, Req
 
 Balancer = Literal["round-robin", "least-outstanding"]
@@ -217,13 +218,10 @@ def _simulate_stage(config: StageConfig, rids: np.ndarray, arrivals: np.ndarray,
         idx = np.array([r.rid for r in reqs], dtype=np.int64)
         first_l = np.array([r.first_token for r in reqs])
         finish_l = np.array([r.finish for r in reqs])
-        seen = np.full(len(reqs), config.frontend_s)
-        if config.output_lag:  # each request's own time per output token, that many times
-            more = np.array([r.output - 1 for r in reqs], dtype=float)
-            with np.errstate(invalid="ignore"):  # inf - inf: never answered
-                span = finish_l - first_l  # inf or nan where a request never got that far
-            ok = (more > 0) & np.isfinite(span)
-            seen += config.output_lag * np.divide(span, more, out=np.zeros(len(reqs)), where=ok)
+        with np.errstate(invalid="ignore"):  # inf - inf: a request never answered
+            span = finish_l - first_l
+        seen = client_delay(span, np.array([r.output for r in reqs]), config.frontend_s,
+                            config.output_lag)
         first[idx] = first_l + seen
         finish[idx] = finish_l + seen
         sched[idx] = [r.scheduled for r in reqs]

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from planner_cli.perf.model import CostModel
+from planner_cli.sim.client import client_delay, per_token_s
 from planner_cli.sim.engine import Replica, Req
 
 
@@ -87,10 +88,12 @@ def closed_loop(cost: CostModel, kv_capacity_tokens: int, isl: int, osl: int,
     done = rep.done
     if len(done) != num_prompts or rep.rejected:
         raise ValueError("the closed loop lost requests")  # a bug: every request fits
-    lag = [frontend_s + output_lag * _per_token(r) for r in done]
-    ttft = [r.first_token - r.arrival + d for r, d in zip(done, lag, strict=True)]
-    tpot = [_per_token(r) for r in done if r.output > 1]
-    e2e = [r.finish - r.arrival + d for r, d in zip(done, lag, strict=True)]
+    arrival, first, finish, outputs = (np.array([getattr(r, k) for r in done]) for k in
+                                       ("arrival", "first_token", "finish", "output"))
+    delay = client_delay(finish - first, outputs, frontend_s, output_lag)
+    ttft = (first - arrival + delay).tolist()
+    tpot = per_token_s(finish - first, outputs)[outputs > 1].tolist()
+    e2e = (finish - arrival + delay).tolist()
     duration = max(r.finish for r in done)
     return ServeFigures(
         concurrency=concurrency, num_prompts=num_prompts, isl=isl, osl=osl,
@@ -101,7 +104,3 @@ def closed_loop(cost: CostModel, kv_capacity_tokens: int, isl: int, osl: int,
         request_throughput_rps=len(done) / duration, duration_s=duration,
         preemptions=sum(r.preemptions for r in done))
 
-
-def _per_token(r: Req) -> float:
-    """A request's time per output token after the first (0 for a single token)."""
-    return (r.finish - r.first_token) / (r.output - 1) if r.output > 1 else 0.0

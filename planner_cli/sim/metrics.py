@@ -10,6 +10,7 @@ import numpy as np
 from planner_cli.perf.memory import DEFAULT_MAX_NUM_BATCHED_TOKENS
 from planner_cli.perf.model import CostModel
 from planner_cli.sim.cascade import CascadeResult, StageResult
+from planner_cli.sim.client import client_delay
 from planner_cli.sim.figures import CascadeFigures, Percentiles, SloTargets, StageFigures
 
 PERCENTILES = (50, 90, 95, 99)
@@ -25,9 +26,11 @@ def percentiles(values: np.ndarray) -> Percentiles:
 
 
 def unloaded_latency(cost: CostModel, prompt: np.ndarray, output: np.ndarray,
-                     max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS) -> np.ndarray:
+                     max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS,
+                     frontend_s: float = 0.0, output_lag: float = 0.0) -> np.ndarray:
     """Latency of each request alone on a replica: its prefill (in chunks of the token
-    budget), then output-1 decode iterations of batch 1 (all requests' at once)."""
+    budget), then output-1 decode iterations of batch 1 (all requests' at once); as its client
+    sees it (sim.client) where a frontend time or output lag is given."""
     lengths, where = np.unique(prompt, return_inverse=True)
     prefill = np.empty(lengths.shape[0])
     for i, p in enumerate(lengths.tolist()):
@@ -37,7 +40,11 @@ def unloaded_latency(cost: CostModel, prompt: np.ndarray, output: np.ndarray,
             t += cost.time(chunk, 0, 0, done)
             done += chunk
         prefill[i] = t
-    return prefill[where.reshape(-1)] + cost.decode_runs(1, prompt, np.maximum(output - 1, 0))
+    decode = cost.decode_runs(1, prompt, np.maximum(output - 1, 0))
+    alone = prefill[where.reshape(-1)] + decode
+    if frontend_s or output_lag:
+        alone = alone + client_delay(decode, output, frontend_s, output_lag)
+    return alone
 
 
 def slo_scale(e2e: np.ndarray, base: np.ndarray, attainment_pct: float = DEFAULT_ATTAINMENT

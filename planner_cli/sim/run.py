@@ -105,13 +105,10 @@ class SloBase:
 
 def slo_base(ref_dep: Deployment, trace: Trace, ref_mix: RequestMix) -> SloBase:
     """The SLO base of a trace on a deployment's reference replica (its largest model's)."""
-    engine, cost, out = ref_dep.reference_engine, ref_dep.reference_cost, ref_mix.outputs[-1]
-    alone = unloaded_latency(cost, trace.input_lengths, out) + FRONTEND_S[engine]
-    if OUTPUT_LAG[engine]:  # its time per output token alone, that many times
-        more = np.maximum(out - 1, 0)
-        decode = cost.decode_runs(1, trace.input_lengths, more)
-        alone = alone + OUTPUT_LAG[engine] * decode / np.maximum(more, 1)
-    return SloBase(alone, ref_dep.reference_label)
+    engine = ref_dep.reference_engine
+    return SloBase(unloaded_latency(ref_dep.reference_cost, trace.input_lengths,
+                                    ref_mix.outputs[-1], frontend_s=FRONTEND_S[engine],
+                                    output_lag=OUTPUT_LAG[engine]), ref_dep.reference_label)
 
 
 def _replay(dep: Deployment, trace: Trace, mix: RequestMix, balancer: str | None,
