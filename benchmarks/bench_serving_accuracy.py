@@ -156,7 +156,7 @@ def launch(run: Run, as_launched: bool = True) -> dict:
     s = run.shape
     isl, ratio = lengths(run.isl)
     flags = recipe(run.engine, s.card.name, s.precision, s.gpu.name, s.tp, run.isl,
-                   run.concurrency)
+                   run.osl, run.concurrency)
     return {"isl": isl, "osl": lengths(run.osl)[0], "range_ratio": ratio,
             "num_prompts": PROMPTS_PER_CLIENT * run.concurrency,
             "kv_cache_dtype": flags.kv_cache_dtype,

@@ -17,8 +17,9 @@ Two harnesses produced the file's aggregated vLLM and SGLang rows:
   at commits 8eec0d4 (most scripts), 432945d (dsr1_fp8_b200), 25cbe71 (dsr1_fp4_b200),
   36e26b6 (qwen3.5_fp8_b200), 1534ee2 (qwen3.5_fp8_b300), f89cdfe (qwen3.5_bf16_b300),
   1d76594 (glm5_fp8_b300), 380b685 (kimik2.5_fp4_b200), 3274c53 (kimik2.5_fp4_b300),
-  45c4f91 (minimaxm2.5_fp4_b200); a run measured before a script changed used the flags of
-  its day, which the rows do not record.
+  45c4f91 (minimaxm2.5_fp4_b200); the H200 scripts (dsr1_fp8, glm5_fp8, qwen3.5_fp8,
+  gptoss_fp4, minimaxm2.5_fp8, kimik2.5_int4) at 8eec0d4; a run measured before a script
+  changed used the flags of its day, which the rows do not record.
 
 [r·L, L] is `vllm bench serve`'s range around the centre 0.9·L with ratio 1/9, which is how
 `perf serve` is given it (`lengths`).
@@ -56,11 +57,21 @@ class Recipe:
     scheduler_recv_interval: int = 1  # SGLang --scheduler-recv-interval
 
 
-def recipe(engine: str, model: str, precision: str, gpu: str, tp: int, isl: int,
+def recipe(engine: str, model: str, precision: str, gpu: str, tp: int, isl: int, osl: int,
            conc: int) -> Recipe:
     """The flags InferenceX's launch script for this model, precision, engine and GPU passes
-    at a run's tp, ISL and concurrency (its B300 scripts reuse the B200 recipe unless noted)."""
+    at a run's tp, ISL, OSL and concurrency (its B300 scripts reuse the B200 recipe unless
+    noted; its Hopper scripts are their own)."""
+    hopper = gpu.startswith(("h100", "h200"))
     if engine == "sglang":
+        if hopper:  # {dsr1,glm5,qwen3.5}_fp8_h200.sh: no recv interval, KV cache as the model's
+            if model in ("deepseek-r1", "deepseek-v3"):
+                return Recipe("bf16", 32768, 512 if (isl, osl) == (1024, 1024) else 256, 0.82)
+            if model == "glm-5":
+                return Recipe("bf16", None, None, 0.85)
+            if model == "qwen3.5-397b-a17b":
+                return Recipe("fp8", 16384, 128, 0.8)
+            return Recipe()
         if model in ("deepseek-r1", "deepseek-v3"):  # dsr1_{fp8,fp4}_{b200,b300}.sh
             if precision == "fp4":
                 return Recipe("fp8", 16384, 256, 0.85, 30 if conc >= 16 else 10)
@@ -81,15 +92,17 @@ def recipe(engine: str, model: str, precision: str, gpu: str, tp: int, isl: int,
             return Recipe("fp8", 8192 if precision == "fp8" else 16384, None, 0.8,
                           30 if conc > 4 else 10)
     elif engine == "vllm":
-        if model == "gpt-oss-120b":  # gptoss_fp4_{b200,h100}.sh
-            if gpu.startswith("h100"):
+        if model == "gpt-oss-120b":  # gptoss_fp4_{b200,h100,h200}.sh
+            if hopper:
                 return Recipe("bf16", 8192, conc, 0.9)
             return Recipe("fp8", 8192, 512, 0.9)
-        if model == "minimax-m2.5":  # minimaxm2.5_{fp8,fp4}_{b200,b300}.sh, _fp8_h100.sh
+        if model == "minimax-m2.5":  # minimaxm2.5_{fp8,fp4}_{b200,b300}.sh, _fp8_{h100,h200}.sh
             if gpu.startswith("h100"):
                 return Recipe("bf16", None, 256, 0.9)
+            if gpu.startswith("h200"):
+                return Recipe("bf16", None, None, 0.95)
             return Recipe("fp8", 2 * isl, None, 0.9)
-        if model == "kimi-k2.5":  # kimik2.5_fp4_{b200,b300}.sh, kimik2.5_int4_b200.sh
+        if model == "kimi-k2.5":  # kimik2.5_fp4_{b200,b300}.sh, kimik2.5_int4_{b200,h200}.sh
             if precision == "int4-awq":
                 return Recipe("bf16", None, conc, 0.95)
             return Recipe("fp8", 2 * isl, conc, 0.9)

@@ -368,5 +368,11 @@ def test_the_benchmarks_inferencex_lengths_are_perf_serves_sampler_recentred(mon
     assert recipes.inferencex("db-dump/2026-04-27; config_id=733; silicon_concurrency=256")
     assert not recipes.inferencex("source_file=/x/aic-auto-gap-analysis/data/h100_sxm/vllm/"
                                   "0.12.0/Qwen_Qwen3-32B.csv; silicon_concurrency=64")
-    sglang = recipes.recipe("sglang", "qwen3.5-397b-a17b", "fp8", "b200", 4, 8192, 64)
+    sglang = recipes.recipe("sglang", "qwen3.5-397b-a17b", "fp8", "b200", 4, 8192, 1024, 64)
     assert (sglang.scheduler_recv_interval, sglang.kv_cache_dtype) == (30, "fp8")
+    # InferenceX's H200 scripts are their own: no recv interval, the model's KV cache
+    h200 = recipes.recipe("sglang", "deepseek-r1", "fp8", "h200", 8, 1024, 1024, 64)
+    assert (h200.scheduler_recv_interval, h200.kv_cache_dtype, h200.max_num_seqs) == (
+        1, "bf16", 512)
+    assert recipes.recipe("vllm", "gpt-oss-120b", "fp4", "h200", 1, 1024, 1024, 8) == \
+        recipes.recipe("vllm", "gpt-oss-120b", "fp4", "h100-sxm", 1, 1024, 1024, 8)
