@@ -346,7 +346,7 @@ def test_perf_serve_takes_sglangs_recv_interval_and_refuses_it_for_vllm(cli):
                           "is below 1")
 
 
-def test_the_benchmarks_inferencex_lengths_are_perf_serves_sampler_recentred(monkeypatch):
+def test_the_benchmarks_inferencex_lengths_and_launch_flags(monkeypatch):
     """benchmarks/serving_recipes.py replays InferenceX runs, whose client draws lengths from
     [0.8·L, L]: perf serve's sampler, given the centre and ratio it returns, covers the same
     integers (its top one at most one short)."""
