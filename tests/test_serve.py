@@ -349,7 +349,8 @@ def test_perf_serve_takes_sglangs_recv_interval_and_refuses_it_for_vllm(cli):
 def test_the_benchmarks_inferencex_lengths_and_launch_flags(monkeypatch):
     """benchmarks/serving_recipes.py replays InferenceX runs, whose client draws lengths from
     [0.8·L, L]: perf serve's sampler, given the centre and ratio it returns, covers the same
-    integers (its top one at most one short)."""
+    integers (its top one at most one short); and each run gets the flags of its GPU's own
+    launch script."""
     import importlib.util
     import sys
 
