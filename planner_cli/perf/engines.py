@@ -55,7 +55,7 @@ STEP_OVERHEAD_S = {"vllm": 1.0e-3, "sglang": 1.0e-3}
 # lags SGLang's clients by about 16 iterations is not known: a constant time fits its runs
 # worse, in sample and held out, and the lag chosen without any one model is 14-16. The lag
 # each launch script's runs imply (median of (measured TTFT - engine TTFT) / predicted TPOT)
-# grows with its --stream-interval S (S 10: 13; S 30: 16-24; S 50: 17-25; the gap-analysis
+# grows with its --stream-interval S on B200 (S 10: 13; S 30: 17-23; S 50: 17-26; the gap-analysis
 # runs at the default 1: 6) but is not S - 1: SGLang 0.5 sends a request's first token at
 # once and then every S tokens, which moves neither TTFT nor TPOT, so S is not modelled.
 FRONTEND_S = {"vllm": 0.010, "sglang": 0.0}
