@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serving_accuracy import CSV, predict, usable_runs  # noqa: E402
+from bench_serving_accuracy import CSV, Run, predict, usable_runs  # noqa: E402
 
 from planner_cli.errors import PlannerError  # noqa: E402
 from planner_cli.perf import engines, measured  # noqa: E402
@@ -34,16 +34,17 @@ FRONTEND_MS = tuple(range(0, 301, 10))
 LAGS = tuple(range(0, 31, 2))
 
 
-def replay(engine: str, scale: float) -> list[tuple[str, float, float, float, float]]:
+def replay(runs: list[Run], engine: str, scale: float
+           ) -> list[tuple[str, float, float, float, float]]:
     """(model, measured TTFT, engine-side TTFT, measured TPOT, predicted TPOT) in ms of every
-    usable row of the engine, with its prompt iterations scaled by `scale` (engine-side: without
-    the frontend time and the output lag)."""
+    run of the engine, with its prompt iterations scaled by `scale` (engine-side: without the
+    frontend time and the output lag)."""
     saved = engines.PREFILL_SCALE[engine]
     engines.PREFILL_SCALE[engine] = scale
     measured.forget_costs()
     out = []
     try:
-        for run in usable_runs(CSV)[0]:
+        for run in runs:
             if run.engine != engine:
                 continue
             try:
@@ -90,8 +91,9 @@ def main() -> None:
     args = parser.parse_args()
     lags = (0,) if args.no_lag else LAGS
     everything = lambda r: True  # noqa: E731
+    runs = usable_runs(CSV)[0]  # read once, replayed per engine and scale
     for engine in [args.engine] if args.engine else engines.ENGINES:
-        rows = {scale: replay(engine, scale) for scale in SCALES}
+        rows = {scale: replay(runs, engine, scale) for scale in SCALES}
         print(f"{engine}: {len(rows[SCALES[0]])} rows")
         for scale, rs in rows.items():
             err, _, fe, lag = best({scale: rs}, everything, lags)

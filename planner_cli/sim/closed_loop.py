@@ -103,4 +103,3 @@ def closed_loop(cost: CostModel, kv_capacity_tokens: int, isl: int, osl: int,
         output_throughput_tok_s=sum(r.output for r in done) / duration,
         request_throughput_rps=len(done) / duration, duration_s=duration,
         preemptions=sum(r.preemptions for r in done))
-
