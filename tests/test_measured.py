@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from importlib import resources
 
 import pytest
@@ -302,6 +303,34 @@ def test_moe_quantisation_variants_stand_in_and_say_so():
     assert "(MXFP4 experts, weight-only)" in oss.source
     # a dense model has one variant per precision
     assert len(measured._variants(shape("llama-3.1-8b", precision="int4-awq"))) == 1
+
+
+@pytest.mark.slow  # loads another system's or engine's measured database
+def test_glm_5_is_measured_as_its_checkpoints_are_quantised():
+    # zai-org/GLM-5-FP8 is block-scaled: per-tensor fp8 has no DSA or expert tables for it
+    fp8 = measured.measured_cost(shape("glm-5", "b200", tp=8, precision="fp8"), "sglang")
+    assert fp8.source.startswith("measured:b200_sxm/sglang/")
+    assert "per-tensor" not in fp8.source
+    assert measured._variants(shape("glm-5", "b200", tp=8, precision="fp8"))[0][0] == (
+        "fp8_block", "fp8_block", "bfloat16")
+    # nvidia/GLM-5-NVFP4 keeps its attention projections in bf16
+    fp4 = measured.measured_cost(shape("glm-5", "b200", tp=8, precision="fp4"), "sglang")
+    assert "(NVFP4 experts, bf16 attention GEMMs)" in fp4.source
+    # the sparse-attention module is measured: a decode step grows with batch and context
+    assert fp8.decode_time(64, 64 * 2048) > fp8.decode_time(4, 4 * 2048) > 0
+
+
+@pytest.mark.slow  # loads another system's or engine's measured database
+def test_an_fp8_kv_cache_is_timed_with_fp8_attention_where_bf16_tables_lack_it():
+    # H200 SGLang tables hold FlashAttention-3 prompt attention at head size 256 in bf16 beside
+    # a bf16 cache and in fp8 beside an fp8 one, which is what FA3 runs for an fp8 cache
+    fp8_kv = replace(shape("qwen3.5-397b-a17b", "h200", tp=8, precision="fp8"), kv_dtype="fp8")
+    cost = measured.measured_cost(fp8_kv, "sglang")
+    assert "(fp8 attention, as FlashAttention-3 runs it beside an fp8 KV cache)" in cost.source
+    bf16_kv = measured.measured_cost(replace(fp8_kv, kv_dtype="bf16"), "sglang")
+    assert "fp8 attention" not in bf16_kv.source
+    # a bf16 cache is never timed with fp8 attention
+    assert all(q[2] == "bfloat16" for q, _ in measured._variants(replace(fp8_kv, kv_dtype="bf16")))
 
 
 def test_mistrals_sliding_window_is_applied_to_llama_shaped_tables():

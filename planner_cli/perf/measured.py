@@ -108,7 +108,14 @@ _QUANT: dict[str, dict[str, str | None]] = {
     "mxfp4": {"gemm_quant_mode": "bfloat16", "moe_quant_mode": "w4a16_mxfp4"},
 }
 _KV_QUANT = {"bf16": "bfloat16", "fp8": "fp8"}  # KV-cache dtypes -> its modes
-_NATIVE_FP8_BLOCK = {"deepseek-r1", "deepseek-v3", "minimax-m2.5"}
+Weights = tuple[str | None, str | None]  # (gemm_quant_mode, moe_quant_mode); None: the model's own
+Quant = tuple[str | None, str | None, str]  # and fmha_quant_mode (attention arithmetic)
+# Cards whose fp8 checkpoint is block-scaled, with the modes that select it: `None` where the
+# model config carries it (DeepSeek, MiniMax), else named (the GLM-5 config is its bf16
+# checkpoint; zai-org/GLM-5-FP8 is block-scaled, as the database's own GLM-5-FP8 rows say).
+_NATIVE_FP8_BLOCK: dict[str, Weights] = {"deepseek-r1": (None, None), "deepseek-v3": (None, None),
+                                       "minimax-m2.5": (None, None),
+                                       "glm-5": ("fp8_block", "fp8_block")}
 
 # Grids the parts are tabulated on (tokens). Between points: linear interpolation.
 SHARED_GRID = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048,
@@ -327,17 +334,32 @@ def measured_cost(shape: ReplicaShape, engine: str) -> MeasuredCost:
     return got
 
 
-Quant = tuple[str | None, str | None]  # (gemm_quant_mode, moe_quant_mode); None: the model's own
-
-
 def _variants(shape: ReplicaShape) -> list[tuple[Quant, str]]:
     """The database's quantisation modes for a shape, in the order tried, with what the
-    source label says when one stands in for the first."""
+    source label says when one stands in for the first: each weight variant with bf16
+    attention, then, with an fp8 KV cache, with fp8 attention (FlashAttention-3, SGLang's
+    attention on Hopper, casts the queries to the cache's fp8 and runs its fp8 kernel: where the
+    database has no bf16-attention tables beside an fp8 cache, its fp8 ones are that case)."""
+    weights = _weight_variants(shape)
+    out = [((gemm, moe, "bfloat16"), note) for (gemm, moe), note in weights]
+    if shape.kv_dtype == "fp8":
+        out += [((gemm, moe, "fp8"), note + " (fp8 attention, as FlashAttention-3 runs it "
+                 "beside an fp8 KV cache)") for (gemm, moe), note in weights]
+    return out
+
+
+def _weight_variants(shape: ReplicaShape) -> list[tuple[Weights, str]]:
+    """The database's weight quantisation modes for a shape, in the order tried, with what
+    the source label says when one stands in for the first."""
     gemm, moe = _QUANT[shape.precision]["gemm_quant_mode"], _QUANT[shape.precision][
         "moe_quant_mode"]
     if shape.precision == "fp4" and shape.card.moe is not None:
         # 4-bit experts as MXFP4 (gpt-oss's own format) where NVFP4 expert tables are missing
-        return [((gemm, moe), ""), ((gemm, "w4a16_mxfp4"), " (MXFP4 experts, weight-only)")]
+        return [((gemm, moe), ""),
+                # NVIDIA's NVFP4 checkpoints keep the attention projections in bf16 (GLM-5's
+                # hf_quant_config excludes them), as the database's DSA rows for them are
+                (("bfloat16", moe), " (NVFP4 experts, bf16 attention GEMMs)"),
+                ((gemm, "w4a16_mxfp4"), " (MXFP4 experts, weight-only)")]
     if shape.precision == "int4-awq" and shape.card.moe is not None:
         # 4-bit experts beside bf16 attention (Kimi's own int4 checkpoint) where the database
         # has no int4 GEMM tables for the attention projections
@@ -345,7 +367,7 @@ def _variants(shape: ReplicaShape) -> list[tuple[Quant, str]]:
     if shape.precision != "fp8":
         return [((gemm, moe), "")]
     if shape.card.name in _NATIVE_FP8_BLOCK:  # the checkpoint's own block-scaled fp8
-        return [((None, None), ""),
+        return [(_NATIVE_FP8_BLOCK[shape.card.name], ""),
                 (("fp8", "fp8"), " (per-tensor fp8 tables: the block-scaled ones are missing "
                  "or fall with batch)")]
     if shape.card.moe is not None:  # block-scaled fp8 experts where per-tensor ones are missing
@@ -384,7 +406,7 @@ def _handle(cov: Coverage, shape: ReplicaShape, quant: Quant) -> Any:
                     cov.model, cov.system, cov.engine, backend_version=cov.version,
                     tp_size=shape.tp, pp_size=shape.pp,
                     kvcache_quant_mode=_KV_QUANT[shape.kv_dtype],
-                    fmha_quant_mode="bfloat16", gemm_quant_mode=quant[0],
+                    fmha_quant_mode=quant[2], gemm_quant_mode=quant[0],
                     moe_quant_mode=quant[1], **moe)
             except Exception as exc:  # its database says what it lacks
                 raise NotCovered(f"aiconfigurator-core cannot compile {shape.card.name} "
@@ -435,7 +457,8 @@ class MeasuredCost:
         for quant, note in _variants(shape):
             try:
                 self._h = _handle(self.coverage, shape, quant)
-                if quant == (None, None) and self._step(1) > self._step(8) * (1 + MONOTONE_SLACK):
+                if (quant[:2] == _NATIVE_FP8_BLOCK.get(shape.card.name)
+                        and self._step(1) > self._step(8) * (1 + MONOTONE_SLACK)):
                     # a decode step cannot get faster with more sequences: these tables are
                     # wrong for this system and engine
                     raise NotCovered("its block-scaled fp8 decode step falls with batch")
