@@ -316,7 +316,7 @@ def test_glm_5_is_measured_as_its_checkpoints_are_quantised():
     # nvidia/GLM-5-NVFP4 keeps its attention projections in bf16
     fp4 = measured.measured_cost(shape("glm-5", "b200", tp=8, precision="fp4"), "sglang")
     assert "(NVFP4 experts, bf16 attention GEMMs)" in fp4.source
-    # the sparse-attention module is measured: a decode step grows with batch and context
+    # the sparse-attention module is measured: a decode step grows with the batch
     assert fp8.decode_time(64, 64 * 2048) > fp8.decode_time(4, 4 * 2048) > 0
 
 

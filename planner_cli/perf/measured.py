@@ -354,11 +354,12 @@ def _weight_variants(shape: ReplicaShape) -> list[tuple[Weights, str]]:
     gemm, moe = _QUANT[shape.precision]["gemm_quant_mode"], _QUANT[shape.precision][
         "moe_quant_mode"]
     if shape.precision == "fp4" and shape.card.moe is not None:
-        # 4-bit experts as MXFP4 (gpt-oss's own format) where NVFP4 expert tables are missing
         return [((gemm, moe), ""),
-                # NVIDIA's NVFP4 checkpoints keep the attention projections in bf16 (GLM-5's
-                # hf_quant_config excludes them), as the database's DSA rows for them are
+                # NVFP4 experts beside bf16 attention projections, as NVIDIA's NVFP4
+                # checkpoints keep them (nvidia/GLM-5-NVFP4's hf_quant_config excludes them;
+                # the database times GLM-5's sparse attention with bf16 GEMMs only)
                 (("bfloat16", moe), " (NVFP4 experts, bf16 attention GEMMs)"),
+                # 4-bit experts as MXFP4 (gpt-oss's own format) where NVFP4 ones are missing
                 ((gemm, "w4a16_mxfp4"), " (MXFP4 experts, weight-only)")]
     if shape.precision == "int4-awq" and shape.card.moe is not None:
         # 4-bit experts beside bf16 attention (Kimi's own int4 checkpoint) where the database
