@@ -19,7 +19,8 @@ Two harnesses produced the file's aggregated vLLM and SGLang rows:
   1d76594 (glm5_fp8_b300), 380b685 (kimik2.5_fp4_b200), 3274c53 (kimik2.5_fp4_b300),
   45c4f91 (minimaxm2.5_fp4_b200); the H200 scripts (dsr1_fp8, glm5_fp8, qwen3.5_fp8,
   gptoss_fp4, minimaxm2.5_fp8, kimik2.5_int4) at 8eec0d4; a run measured before a script
-  changed used the flags of its day, which the rows do not record.
+  changed used the flags of its day, which the rows do not record (save the cap on running
+  requests, which follows from the run's concurrency: `recipe`).
 
 [r·L, L] is `vllm bench serve`'s range around the centre 0.9·L with ratio 1/9, which is how
 `perf serve` is given it (`lengths`).
@@ -27,7 +28,7 @@ Two harnesses produced the file's aggregated vLLM and SGLang rows:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 INFERENCEX_RANGE_RATIO = 0.8  # lengths uniform in [0.8·L, L]
 PROMPTS_PER_CLIENT = 10  # --num-prompts CONC*10 (its warm-up requests finish before)
@@ -61,7 +62,19 @@ def recipe(engine: str, model: str, precision: str, gpu: str, tp: int, isl: int,
            conc: int) -> Recipe:
     """The flags InferenceX's launch script for this model, precision, engine and GPU passes
     at a run's tp, ISL, OSL and concurrency (its B300 scripts reuse the B200 recipe unless
-    noted; its Hopper scripts are their own)."""
+    noted; its Hopper scripts are their own). A script's fixed cap on running requests is set
+    "as the maximum concurrency" of its sweep (dsr1_fp8_b200.sh says so): a run at a higher
+    concurrency was launched by a version whose sweep, and so its cap, reached that
+    concurrency, and is replayed with the cap at its concurrency."""
+    flags = _script(engine, model, precision, gpu, tp, isl, osl, conc)
+    if flags.max_num_seqs is not None and flags.max_num_seqs < conc:
+        return replace(flags, max_num_seqs=conc)
+    return flags
+
+
+def _script(engine: str, model: str, precision: str, gpu: str, tp: int, isl: int, osl: int,
+            conc: int) -> Recipe:
+    """recipe's flags as the script version read sets them."""
     hopper = gpu.startswith(("h100", "h200"))
     if engine == "sglang":
         if hopper:  # {dsr1,glm5,qwen3.5}_fp8_h200.sh: no recv interval, KV cache as the model's

@@ -350,7 +350,7 @@ def test_the_benchmarks_inferencex_lengths_and_launch_flags(monkeypatch):
     """benchmarks/serving_recipes.py replays InferenceX runs, whose client draws lengths from
     [0.8·L, L]: perf serve's sampler, given the centre and ratio it returns, covers the same
     integers (its top one at most one short); and each run gets the flags of its GPU's own
-    launch script."""
+    launch script, its cap on running requests at least the run's concurrency."""
     import importlib.util
     import sys
 
@@ -377,3 +377,9 @@ def test_the_benchmarks_inferencex_lengths_and_launch_flags(monkeypatch):
         1, "bf16", 512)
     assert recipes.recipe("vllm", "gpt-oss-120b", "fp4", "h200", 1, 1024, 1024, 8) == \
         recipes.recipe("vllm", "gpt-oss-120b", "fp4", "h100-sxm", 1, 1024, 1024, 8)
+    # a script's cap on running requests is its sweep's maximum concurrency: a run above the
+    # cap of the version read was launched with a cap that reached its concurrency
+    dsr1 = [recipes.recipe("sglang", "deepseek-r1", "fp8", "b200", 8, 1024, 8192, c).max_num_seqs
+            for c in (64, 128, 256)]
+    assert dsr1 == [128, 128, 256]
+    assert recipes.recipe("sglang", "glm-5", "fp4", "b200", 8, 1024, 1024, 64).max_num_seqs is None
