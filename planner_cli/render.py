@@ -204,7 +204,6 @@ def serve_table(result: dict) -> None:
     recv = result.get("scheduler_recv_interval", 1)
     if recv > 1:
         scheduling += f"; new requests taken in every {recv} decode iterations"
-
     out.print(f"engine batching: {result['max_num_batched_tokens']:,} tokens per "
               f"{'prefill batch' if first else 'iteration'}, "
               f"{'no sequence cap' if seqs is None else f'{seqs:,} sequences'}; {scheduling}")
