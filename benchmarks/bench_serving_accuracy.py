@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import re
 import time
 from collections import Counter, defaultdict
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from serving_recipes import PROMPTS_PER_CLIENT, inferencex, lengths, recipe
+from serving_recipes import PROMPTS_PER_CLIENT, inferencex, lengths, parallelism, recipe
 
 from planner_cli import api
 from planner_cli.errors import PlannerError
@@ -60,20 +59,6 @@ MXFP4_CHECKPOINTS = {"gpt-oss-120b"}
 def concurrency(source: str) -> int | None:
     m = re.search(r"silicon_concurrency=(\d+)", source or "")
     return int(m.group(1)) if m else None
-
-
-def parallelism(r: pd.Series) -> tuple[int, int]:
-    """(tp, expert-parallel size) of a row. Some rows' ids name the launch's --tp N and --ep M
-    while their tp_size column holds the product N·M: those runs used N GPUs, the experts
-    spread over M of them."""
-    tp = int(r["tp_size"])
-    ep = int(r["moe_ep_size"]) if not math.isnan(r["moe_ep_size"]) else 1
-    named = re.search(r"_tp(\d+)(?:_0)?_ep(\d+)(?:_0)?_", r["id"])
-    if named:
-        n, m = int(named.group(1)), int(named.group(2))
-        if n != tp and n * m == tp:
-            return n, m
-    return tp, ep
 
 
 def aic_static(shape: ReplicaShape, engine: str, isl: int, osl: int, c: int

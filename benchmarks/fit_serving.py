@@ -7,10 +7,12 @@ never fitting data, so this script takes no other file), runs `perf serve` on ev
 it was launched (bench_serving_accuracy.launch) with the decode steps of the measured tables
 unscaled, and writes, per engine and model with at least
 serving_fit.MIN_ROWS distinct runs on the measured source, the median of measured mean TPOT /
-predicted mean TPOT. A run listed twice (the same configuration and the same measured figures
-under two ids) counts once. Also prints each model's held-out estimate: the median |TPOT
-error| of its runs when each configuration's predicted TPOT is multiplied by the scale of the
-model's other configurations (an estimate: the runs are not simulated again).
+predicted mean TPOT. A model is every catalog card of one architecture (serving_fit.
+same_architecture: DeepSeek-V3 and R1), named after the first; its entry lists them. A run
+listed twice (the same configuration and the same measured figures under two ids, or under
+two cards of one architecture) counts once. Also prints each model's held-out estimate: the
+median |TPOT error| of its runs when each configuration's predicted TPOT is multiplied by the
+scale of the model's other configurations (an estimate: the runs are not simulated again).
 
 Run: python benchmarks/fit_serving.py [--check]
   --check: fit, compare with the file, write nothing; exit 1 if they differ
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,7 @@ from bench_serving_accuracy import CSV, predict, usable_runs  # noqa: E402
 
 from planner_cli.errors import PlannerError  # noqa: E402
 from planner_cli.perf import measured, serving_fit  # noqa: E402
+from planner_cli.specs.catalog import load_catalog  # noqa: E402
 
 HEADER = """\
 # Decode-step scale per engine and model: the engine's decode steps for that model against
@@ -49,12 +53,15 @@ def main() -> None:
                         help="compare the fit with serving_fit.yaml and write nothing")
     args = parser.parse_args()
     runs, _ = usable_runs(CSV)
+    catalog = load_catalog()
+    groups = serving_fit.same_architecture(catalog.models.items.values())
     seen: set[tuple] = set()
     fitted: list[tuple[str, str, float, float]] = []
     config: list[tuple] = []
     with measured.unscaled():
         for run in runs:
-            s, r = run.shape, run.row
+            r, model = run.row, groups[run.shape.card.name][0]
+            s = replace(run.shape, card=catalog.model(model))
             ident = (run.engine, s, run.isl, run.osl, run.concurrency,
                      float(r["silicon_ttft_ms"]), float(r["silicon_tpot_ms"]))
             if ident in seen:
@@ -66,10 +73,14 @@ def main() -> None:
                 continue
             if not got["source"].startswith("measured:"):
                 continue  # the scale applies to the measured tables only
-            fitted.append((run.engine, s.card.name, float(r["silicon_tpot_ms"]),
+            fitted.append((run.engine, model, float(r["silicon_tpot_ms"]),
                            got["mean_tpot_ms"]))
             config.append(ident[:5])
     table = serving_fit.fit(fitted)
+    for models in table.values():
+        for model, entry in models.items():
+            if len(groups[model]) > 1:
+                entry["models"] = list(groups[model])
     # held out: each configuration's scale from the model's other configurations
     by_model: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i, (engine, model, _, _) in enumerate(fitted):

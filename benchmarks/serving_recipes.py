@@ -28,7 +28,11 @@ Two harnesses produced the file's aggregated vLLM and SGLang rows:
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 INFERENCEX_RANGE_RATIO = 0.8  # lengths uniform in [0.8·L, L]
 PROMPTS_PER_CLIENT = 10  # --num-prompts CONC*10 (its warm-up requests finish before)
@@ -44,6 +48,26 @@ def lengths(length: int) -> tuple[int, float]:
     """(centre, vllm-style range ratio) that spread lengths over InferenceX's [0.8·L, L]."""
     low = INFERENCEX_RANGE_RATIO
     return round(length * (1 + low) / 2), (1 - low) / (1 + low)
+
+
+def parallelism(r: Mapping[str, Any]) -> tuple[int, int]:
+    """(tp, expert-parallel size) of a row. Some rows record a launch's --tp N and --ep M as
+    tp_size N·M, moe_tp_size N and moe_ep_size M: those runs used N GPUs, the experts spread
+    over M of them. Rows whose ids name N and M say so, and so does every row of InferenceX's
+    database dumps ("db-dump" sources): its tp_size is always moe_tp_size·moe_ep_size, and its
+    runs at tp_size 64 (moe 8 x 8) are measured, to the digit, as the dated file's runs at tp
+    8, ep 8 (moe_tp_size 1, the other convention) on an 8-GPU node."""
+    tp = int(r["tp_size"])
+    ep = int(r["moe_ep_size"]) if not math.isnan(r["moe_ep_size"]) else 1
+    named = re.search(r"_tp(\d+)(?:_0)?_ep(\d+)(?:_0)?_", r["id"])
+    if named:
+        n, m = int(named.group(1)), int(named.group(2))
+        if n != tp and n * m == tp:
+            return n, m
+    if str(r["silicon_data_source"]).startswith("db-dump") and ep > 1 and \
+            r["attention_dp_size"] == 1 and int(r["moe_tp_size"]) * ep == tp:
+        return int(r["moe_tp_size"]), ep
+    return tp, ep
 
 
 @dataclass(frozen=True)

@@ -383,3 +383,21 @@ def test_the_benchmarks_inferencex_lengths_and_launch_flags(monkeypatch):
             for c in (64, 128, 256)]
     assert dsr1 == [128, 128, 256]
     assert recipes.recipe("sglang", "glm-5", "fp4", "b200", 8, 1024, 1024, 64).max_num_seqs is None
+    # how many GPUs a row's run used: InferenceX's database dumps record --tp N --ep M as
+    # tp_size N·M (moe N x M), its dated files as tp_size N (moe 1 x M); ids may name N and M
+    nan = float("nan")
+
+    def row(ident: str, source: str, tp: int, dp: float, moe_tp: int, moe_ep: float) -> dict:
+        return {"id": ident, "silicon_data_source": source, "tp_size": tp,
+                "attention_dp_size": dp, "moe_tp_size": moe_tp, "moe_ep_size": moe_ep}
+
+    dump = "db-dump/2026-04-27; config_id=199; silicon_concurrency=8"
+    assert recipes.parallelism(row("dsr1_b200_sglang_fp8_cfg199", dump, 64, 1, 8, 8)) == (8, 8)
+    assert recipes.parallelism(row("qwen3_5_b300_cfg736", dump, 4, 1, 2, 2)) == (2, 2)
+    assert recipes.parallelism(row("dsr1_b200_sglang_fp4_cfg88", dump, 4, 1, 4, 1)) == (4, 1)
+    assert recipes.parallelism(row("mm_b200_vllm_cfg703", dump, 4, 4, 1, 16)) == (4, 16)  # DP
+    dated = "source_file=2026-03-25.csv; silicon_concurrency=64"
+    assert recipes.parallelism(row("x_tp8_0_ep8_0_271", dated, 8, 1, 1, 8)) == (8, 8)
+    assert recipes.parallelism(row("x_c4_tp4_ep4_1037", dated, 16, 1, 4, 4)) == (4, 4)
+    gap = "source_file=/x/aic-auto-gap-analysis/data/h100_sxm/vllm/0.12.0/Q.csv"
+    assert recipes.parallelism(row("q_c8_tp2_epnone_1", gap, 2, nan, 1, 1)) == (2, 1)

@@ -38,11 +38,31 @@ def test_the_shipped_table_names_catalog_models_and_engines_with_sane_scales():
             assert model in CATALOG.models and model in measured.AIC_MODELS
             assert entry["rows"] >= serving_fit.MIN_ROWS
             assert 0.5 < entry["scale"] < 2.0  # a correction, not a different machine
+            # an entry pools cards of one architecture, itself first
+            members = entry.get("models", [model])
+            assert members[0] == model
+            assert {CATALOG.model(m).architecture_key for m in members} == {
+                CATALOG.model(model).architecture_key}
+
+
+def test_cards_of_one_architecture_share_one_scale_and_say_whose_runs_it_is():
+    groups = serving_fit.same_architecture(CATALOG.models.items.values())
+    assert groups["deepseek-v3"] == groups["deepseek-r1"] == ("deepseek-r1", "deepseek-v3")
+    assert groups["llama-3.1-8b"] == ("deepseek-r1-distill-llama-8b", "llama-3.1-8b")
+    assert groups["qwen3-32b"] == ("qwen3-32b",)  # Qwen2.5-32B has other heads and norms
+    table = serving_fit.parse({"decode_scale": {"sglang": {
+        "deepseek-r1": {"models": ["deepseek-r1", "deepseek-v3"], "rows": 60, "scale": 1.1},
+        "glm-5": {"rows": 9, "scale": 1.2}}}})
+    assert table[("sglang", "deepseek-v3")] == table[("sglang", "deepseek-r1")] == (
+        1.1, 60, "deepseek-r1 and deepseek-v3")
+    assert table[("sglang", "glm-5")] == (1.2, 9, "glm-5")
+    assert ("vllm", "deepseek-v3") not in table
 
 
 def test_a_fitted_model_decodes_at_its_scale_and_says_so(monkeypatch):
     shape = ReplicaShape(CATALOG.model("llama-3.1-8b"), CATALOG.gpu("h100-sxm"), 1, 1, "bf16")
-    monkeypatch.setattr(measured, "_serving_table", lambda: {("vllm", "llama-3.1-8b"): (0.8, 12)})
+    monkeypatch.setattr(measured, "_serving_table",
+                        lambda: {("vllm", "llama-3.1-8b"): (0.8, 12, "llama-3.1-8b")})
     scaled = measured.MeasuredCost(shape, "vllm")
     with measured.unscaled():
         plain = measured.MeasuredCost(shape, "vllm")

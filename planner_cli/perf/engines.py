@@ -50,20 +50,23 @@ STEP_OVERHEAD_S = {"vllm": 1.0e-3, "sglang": 1.0e-3}
 # frontend time on a 10 ms grid and the lag on 0, 2, ... 30, the triple that minimises the
 # median |TTFT error| of the engine's rows. vLLM (169 rows): x1.5, 10 ms, no lag: 16.8 % (x1:
 # 21.2 % at 0 ms and lag 4; x1.25: 17.8 %); each model's rows predicted with the triple chosen
-# on the other models: 26.5 %. SGLang (176 rows): x1, 30 ms, lag 12: 20.6 % (x1.25: 23.1 %);
-# held out the same way, 25.7 % (the script's --no-lag: 250 ms, 21.6 %, 27.7 % held out). Refitted
-# when GLM-5's rows moved from the analytic model to the measured tables (before: x1, 0 ms, lag
-# 16: 21.1 %, 30.3 % held out). What lags SGLang's clients by about a dozen iterations is not
-# known: a constant time fits its runs worse, in sample and held out, and the lag chosen without
-# any one model is 6-16 (0 without Qwen3-32B, whose rows then choose x1.75 and 110 ms). The lag
-# each launch script's runs imply (median of (measured TTFT - engine TTFT) / predicted TPOT,
-# before the refit) grows with its --stream-interval S on B200 (S 10: 13; S 30: 17-23; S 50:
-# 17-26; the gap-analysis runs at the default 1: 6) but is not S - 1: SGLang 0.5 sends a
-# request's first token at once and then every S tokens, which moves neither TTFT nor TPOT, so
-# S is not modelled.
-FRONTEND_S = {"vllm": 0.010, "sglang": 0.030}
+# on the other models: 26.5 %. SGLang (194 rows): x1, 90 ms, lag 6: 21.9 % (x1.25: 23.8 %);
+# held out the same way, 30.0 % (the script's --no-lag: 250 ms, 22.3 %, 31.4 % held out).
+# Refitted when InferenceX's database-dump runs at --tp N --ep M, which record tp_size N·M,
+# were read as the N-GPU runs they are (18 more rows; serving_recipes.parallelism) and
+# DeepSeek-V3 and R1 came to share one decode-step scale (before: x1, 30 ms, lag 12: 20.6 % on
+# 176 rows, 25.7 % held out; before GLM-5's rows moved to the measured tables: x1, 0 ms, lag
+# 16). What lags SGLang's clients is not known, and these constants are poorly identified: the
+# lag chosen without any one model is 0-12 (0 without Qwen3-32B, whose rows then choose x2 and
+# 60 ms). What the runs imply (measured TTFT - engine TTFT, in ms or in predicted TPOTs) differs
+# by engine version more than by model: about 90 ms whatever the batch on the B300 runs of
+# 0.5.10.post1, about 20 TPOTs on the B200 runs of 0.5.9, and it grows with a launch script's
+# --stream-interval S on B200 (S 10: 13 TPOTs; S 30: 17-23; S 50: 17-26; measured before the
+# refit) but is not S - 1: SGLang 0.5 sends a request's first token at once and then every S
+# tokens, which moves neither TTFT nor TPOT, so S is not modelled.
+FRONTEND_S = {"vllm": 0.010, "sglang": 0.090}
 PREFILL_SCALE = {"vllm": 1.5, "sglang": 1.0}
-OUTPUT_LAG = {"vllm": 0.0, "sglang": 12.0}
+OUTPUT_LAG = {"vllm": 0.0, "sglang": 6.0}
 
 
 @dataclass(frozen=True)

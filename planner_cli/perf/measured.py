@@ -286,13 +286,13 @@ _unscaled = False  # see unscaled()
 
 
 @functools.cache
-def _serving_table() -> dict[tuple[str, str], tuple[float, int]]:
+def _serving_table() -> dict[tuple[str, str], tuple[float, int, str]]:
     return serving_fit.parse(yaml.safe_load(serving_fit.FIT_FILE.read_text(encoding="utf-8")))
 
 
-def decode_scale(engine: str, model: str) -> tuple[float, int] | None:
-    """(scale, serving runs it was fitted to) of a model's decode steps under an engine
-    (perf.serving_fit), or None where there is none or inside unscaled()."""
+def decode_scale(engine: str, model: str) -> tuple[float, int, str] | None:
+    """(scale, serving runs it was fitted to, whose runs) of a model's decode steps under an
+    engine (perf.serving_fit), or None where there is none or inside unscaled()."""
     return None if _unscaled else _serving_table().get((engine, model))
 
 
@@ -475,7 +475,7 @@ class MeasuredCost:
                 f" (its {self.window}-token sliding window applied to Llama-shaped tables)"
                 if self.window else "") + (
                 f" (decode steps x{self.decode_scale:g}: fitted to {fitted[1]} {engine} serving "
-                f"runs of {shape.card.name})" if fitted else "")
+                f"runs of {fitted[2]})" if fitted else "")
             return
         raise NotCovered("; ".join(dict.fromkeys(reasons)))
 

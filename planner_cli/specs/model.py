@@ -179,6 +179,12 @@ class ModelCard(StrictModel):
         return self.layers_of("full_attention")
 
     @property
+    def architecture_key(self) -> str:
+        """Everything on the card that shapes the model's computation, without its names and
+        provenance: cards equal here (DeepSeek-V3 and R1) are served by the same kernels."""
+        return self.model_dump_json(exclude={"name", "hf_id", "aliases", "source"})
+
+    @property
     def is_moe(self) -> bool:
         return self.moe is not None
 
