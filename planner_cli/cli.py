@@ -318,6 +318,7 @@ def perf(
                    ] = None,
     tp: Annotated[int, typer.Option(help="Tensor-parallel size.")] = 1,
     pp: Annotated[int, typer.Option(help="Pipeline-parallel size.")] = 1,
+    ep: Annotated[int, typer.Option(help="Expert-parallel size inside tp (MoE models).")] = 1,
     precision: PrecisionOpt = "bf16",
     prefill_tokens: Annotated[int, typer.Option(help="Tokens prefilled this iteration.")] = 0,
     batch: Annotated[int, typer.Option(help="Sequences decoded this iteration.")] = 0,
@@ -339,7 +340,8 @@ def perf(
     """Predict one replica shape: memory, KV capacity and one iteration's time, with its source.
 
     The source is a measured profile of the same device, model and tp when one exists under
-    profiles/, else a saved calibration, else the analytic roofline with default constants.
+    profiles/, else a saved calibration, else aiconfigurator-core's measured kernel tables for
+    the engine where they cover the shape, else the analytic roofline with default constants.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -351,7 +353,7 @@ def perf(
                               prefill_context, prefill_seqs, catalog_dir=_catalog_dir(),
                               profiles_dir=profiles, engine=engine,
                               gpu_memory_utilization=gpu_memory_utilization,
-                              max_model_len=max_model_len, kv_cache_dtype=kv_cache_dtype)
+                              max_model_len=max_model_len, kv_cache_dtype=kv_cache_dtype, ep=ep)
     render.emit_json(result) if as_json else render.perf_table(result)
 
 

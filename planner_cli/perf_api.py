@@ -51,8 +51,10 @@ def perf_predict(model: str, gpu: str, tp: int = 1, pp: int = 1, precision: str 
                  catalog_dir: Path | None = None, profiles_dir: Path | None = None,
                  engine: str | None = None,
                  gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
-                 max_model_len: int | None = None, kv_cache_dtype: str = "bf16") -> dict:
-    """Memory figures and the predicted iteration time of one replica shape, with its source."""
+                 max_model_len: int | None = None, kv_cache_dtype: str = "bf16",
+                 ep: int = 1) -> dict:
+    """Memory figures and the predicted iteration time of one replica shape, with its source
+    (`ep`: experts spread over that many GPUs of the tp group, MoE models)."""
     if prefill_tokens < 0 or batch < 0 or context < 0 or prefill_context < 0:
         raise InputError("token counts must be >= 0", "fix --prefill-tokens/--batch/--context")
     if prefill_seqs < 1 or (prefill_tokens and prefill_seqs > prefill_tokens):
@@ -69,11 +71,11 @@ def perf_predict(model: str, gpu: str, tp: int = 1, pp: int = 1, precision: str 
                          "use e.g. 0.9")
     card = load_catalog(catalog_dir).model(model)
     shape = ReplicaShape(card, resolve_gpu(gpu, catalog_dir), tp, pp, precision,
-                         kv_dtype=kv_cache_dtype)
+                         kv_dtype=kv_cache_dtype, ep=ep)
     pm = perf_model(shape, profiles_dir, engine)
     mem = pm.memory(gpu_memory_utilization, max_model_len)
     breakdown = pm.iteration(prefill_tokens, batch, context, prefill_context, prefill_seqs)
-    return {"shape": {"model": card.name, "gpu": shape.gpu.name, "tp": tp, "pp": pp,
+    return {"shape": {"model": card.name, "gpu": shape.gpu.name, "tp": tp, "pp": pp, "ep": ep,
                       "precision": precision, "gpus": shape.gpus},
             "iteration": {"prefill_tokens": prefill_tokens, "decode_batch": batch,
                           "context_tokens": context, "prefill_context": prefill_context},

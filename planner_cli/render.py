@@ -151,8 +151,9 @@ def _ms(value: float) -> str:
 def perf_table(result: dict) -> None:
     out = console()
     s, it, mem = result["shape"], result["iteration"], result["memory"]
+    ep = f" ep {s['ep']}" if s.get("ep", 1) > 1 else ""
     out.print(f"[bold]{s['model']}[/bold] on {s['gpus']} × {s['gpu']} (tp {s['tp']} × pp "
-              f"{s['pp']}, {s['precision']})")
+              f"{s['pp']}{ep}, {s['precision']})")
     t = Table(title="Memory per GPU (fullest stage)", title_justify="left", show_header=False)
     t.add_column("what")
     t.add_column("value", justify="right")

@@ -237,6 +237,15 @@ def test_perf_command_json(cli):
                         "--json").stdout)
     assert l4["source"].startswith("analytic (not measured: ")
     assert l4["time_ms"] == pytest.approx(sum(l4["breakdown_ms"].values()))
+    # --ep spreads an MoE model's experts, as perf serve's does; a dense model has none
+    moe = ["perf", "--model", "minimax-m2.5", "--gpu", "h100-sxm", "--tp", "4", "--precision",
+           "fp8", "--batch", "4", "--context", "16384"]
+    spread = json.loads(cli(*moe, "--ep", "4", "--json").stdout)
+    assert spread["shape"]["ep"] == 4 and spread["source"].startswith("measured:")
+    assert spread["time_ms"] != json.loads(cli(*moe, "--json").stdout)["time_ms"]
+    assert "tp 4 × pp 1 ep 4, fp8" in cli(*moe, "--ep", "4").stderr
+    assert_one_line_error(cli("perf", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--tp",
+                              "2", "--ep", "2", "--batch", "1"), "llama-3.1-8b has no experts")
 
 
 @pytest.mark.parametrize("args,needle", [
