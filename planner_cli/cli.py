@@ -85,8 +85,9 @@ def root(
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
-PrecisionOpt = Annotated[str, typer.Option(
-    help="bf16, fp8, int4-awq, fp4 (NVFP4, Blackwell) or mxfp4 (gpt-oss's 4-bit experts).")]
+PrecisionOpt = Annotated[str | None, typer.Option(
+    help="bf16, fp8, int4-awq, fp4 (NVFP4, Blackwell) or mxfp4 (gpt-oss's 4-bit experts) "
+    "(default: a pre-quantised checkpoint's own, else bf16).")]
 QualityConfidenceOpt = Annotated[float, typer.Option(
     help="Hold the quality target to a bootstrap lower bound of Q at this confidence "
     "(resampling the judged prompts, within each `category` when the sample has one); 0.5: "
@@ -319,7 +320,7 @@ def perf(
     tp: Annotated[int, typer.Option(help="Tensor-parallel size.")] = 1,
     pp: Annotated[int, typer.Option(help="Pipeline-parallel size.")] = 1,
     ep: Annotated[int, typer.Option(help="Expert-parallel size inside tp (MoE models).")] = 1,
-    precision: PrecisionOpt = "bf16",
+    precision: PrecisionOpt = None,
     prefill_tokens: Annotated[int, typer.Option(help="Tokens prefilled this iteration.")] = 0,
     batch: Annotated[int, typer.Option(help="Sequences decoded this iteration.")] = 0,
     context: Annotated[float, typer.Option(
@@ -368,7 +369,7 @@ def perf_serve(
     tp: Annotated[int, typer.Option(help="Tensor-parallel size.")] = 1,
     pp: Annotated[int, typer.Option(help="Pipeline-parallel size.")] = 1,
     ep: Annotated[int, typer.Option(help="Expert-parallel size inside tp (MoE models).")] = 1,
-    precision: PrecisionOpt = "bf16",
+    precision: PrecisionOpt = None,
     engine: EngineOpt = None,
     num_prompts: Annotated[int | None, typer.Option(
         help="Requests in the run (default: 10 per client, at least 100).")] = None,

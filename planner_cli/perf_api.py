@@ -45,7 +45,7 @@ def resolve_gpu(name: str, catalog_dir: Path | None = None) -> GpuSpec:
     return load_catalog(catalog_dir).gpu(name)
 
 
-def perf_predict(model: str, gpu: str, tp: int = 1, pp: int = 1, precision: str = "bf16",
+def perf_predict(model: str, gpu: str, tp: int = 1, pp: int = 1, precision: str | None = None,
                  prefill_tokens: int = 0, batch: int = 0, context: float = 0.0,
                  prefill_context: float = 0.0, prefill_seqs: int = 1, *,
                  catalog_dir: Path | None = None, profiles_dir: Path | None = None,
@@ -70,6 +70,7 @@ def perf_predict(model: str, gpu: str, tp: int = 1, pp: int = 1, precision: str 
         raise InputError(f"--gpu-memory-utilization {gpu_memory_utilization} is not in (0, 1]",
                          "use e.g. 0.9")
     card = load_catalog(catalog_dir).model(model)
+    precision = card.served_precision(model, precision, "--model")
     shape = ReplicaShape(card, resolve_gpu(gpu, catalog_dir), tp, pp, precision,
                          kv_dtype=kv_cache_dtype, ep=ep)
     pm = perf_model(shape, profiles_dir, engine)
@@ -86,7 +87,7 @@ def perf_predict(model: str, gpu: str, tp: int = 1, pp: int = 1, precision: str 
 
 
 def perf_serve(model: str, gpu: str, isl: int, osl: int, concurrency: int, tp: int = 1,
-               pp: int = 1, ep: int = 1, precision: str = "bf16", *,
+               pp: int = 1, ep: int = 1, precision: str | None = None, *,
                num_prompts: int | None = None, engine: str | None = None,
                max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None,
                gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
@@ -114,6 +115,7 @@ def perf_serve(model: str, gpu: str, isl: int, osl: int, concurrency: int, tp: i
         raise InputError(f"--scheduler-recv-interval is an SGLang flag; {engine} takes new "
                          "requests in every iteration", "drop it, or pass --engine sglang")
     card = load_catalog(catalog_dir).model(model)
+    precision = card.served_precision(model, precision, "--model")
     shape = ReplicaShape(card, resolve_gpu(gpu, catalog_dir), tp, pp, precision,
                          kv_dtype=kv_cache_dtype, ep=ep)
     defaults = engine_defaults(engine, shape.gpu)

@@ -138,9 +138,11 @@ def resolve_models(cascade: CascadeSpec, catalog: Catalog, source: str,
     out = []
     for i, m in enumerate(cascade.models):
         card = named(catalog.model, m.model, f"{source}: models[{i}].model")
-        out.append(StageModel(card, m.precision,
+        out.append(StageModel(card, card.served_precision(m.model, m.precision,
+                                                          f"{source}: models[{i}]"),
                               context_length(card, m.max_model_len, f"{source}: models[{i}]"),
-                              m.weights or card.hf_id, m.judged_name,
+                              m.weights or (m.model if card.checkpoint_precision(m.model)
+                                            else card.hf_id), m.judged_name,
                               m.engine or engine or DEFAULT_ENGINE))
     judge = None
     if cascade.judger.kind == "model":
@@ -301,8 +303,29 @@ class Specs:
     judge: ModelCard | None
 
 
+def served_as_named(cascade: CascadeSpec, catalog: Catalog, source: str) -> CascadeSpec:
+    """The cascade with every served model's precision set (a pre-quantised checkpoint's own,
+    else the file's, else bf16) and a checkpoint named as a model being what its engines
+    load (its `weights`, unless the file gives them)."""
+    models = []
+    for i, m in enumerate(cascade.models):
+        card = named(catalog.model, m.model, f"{source}: models[{i}].model")
+        update: dict = {"precision": card.served_precision(m.model, m.precision,
+                                                           f"{source}: models[{i}]")}
+        if m.weights is None and card.checkpoint_precision(m.model) is not None:
+            update["weights"] = m.model
+        models.append(m.model_copy(update=update))
+    judger = cascade.judger
+    if judger.kind == "model":
+        card = named(catalog.model, judger.model, f"{source}: judger.model")
+        judger = judger.model_copy(update={"precision": card.served_precision(
+            judger.model, judger.precision, f"{source}: judger")})
+    return cascade.model_copy(update={"models": models, "judger": judger})
+
+
 def resolve_specs(cascade: CascadeSpec, cluster: ClusterSpec, catalog: Catalog,
                   files: ProblemFiles, engine: str | None = None) -> Specs:
+    cascade = served_as_named(cascade, catalog, files.cascade)
     models, judge = resolve_models(cascade, catalog, files.cascade, engine)
     resolved, pools = resolve_cluster(cluster, catalog, files.cluster)
     return Specs(cascade, resolved, pools, models, judge)

@@ -359,3 +359,24 @@ def test_a_judge_scale_not_at_hand_is_named_in_every_file_that_carries_it(cli, t
     both = export(cli, plan, tmp_path / "all", "all")
     assert "router/cascade.yaml and k8s/router.yaml" in both.stderr
     assert "score_scale" not in export(cli, plan, tmp_path / "vllm", "vllm").stderr
+
+
+def test_a_pre_quantised_checkpoint_is_launched_as_itself(cli, tmp_path):
+    """A cascade model named by a pre-quantised checkpoint is served from it, in its
+    precision, and the engines read its quantisation from its own config: no --quantization
+    flag to contradict it (vLLM refuses fp8 for a ModelOpt FP8 checkpoint)."""
+    plan = yaml.safe_load((FIXTURES / "plans" / "single-node.yaml").read_text())
+    plan["cascade"]["models"][0] = {"model": "Qwen/Qwen3-8B-FP8"}
+    plan["stages"][0]["model"] = "qwen3-8b"
+    plan["stages"][0]["precision"] = "fp8"
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    (tmp_path / "trace-20.jsonl").write_text((FIXTURES / "plans" / "trace-20.jsonl").read_text())
+    out = tmp_path / "out"
+    result = cli("export", "--plan", path, "--format", "vllm", "--out", out)
+    assert result.exit_code == 0, result.output
+    first = [yaml.safe_load(p.read_text()) for p in sorted((out / "vllm").glob("*.yaml"))
+             if "qwen3-8b" in p.name]
+    assert first and all("quantization" not in c for c in first)
+    scripts = " ".join(p.read_text() for p in (out / "vllm").glob("*qwen3-8b*.sh"))
+    assert "vllm serve Qwen/Qwen3-8B-FP8" in scripts

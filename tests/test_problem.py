@@ -52,6 +52,35 @@ def test_context_length_defaults_to_the_card_and_is_capped_by_it():
         context_length(card, 200_000, "c.yaml: models[0]")
 
 
+def test_a_checkpoint_named_in_a_cascade_sets_its_precision_and_weights():
+    from planner_cli.problem import resolve_models, served_as_named
+    from planner_cli.specs.cascade import CascadeSpec
+
+    def spec(*models: dict, judger: dict | None = None) -> CascadeSpec:
+        return CascadeSpec.model_validate({
+            "schema_version": 1, "models": list(models),
+            "judger": judger or {"kind": "external", "latency_s": 0.1}})
+
+    done = served_as_named(spec({"model": "Qwen/Qwen3-8B-FP8"}, {"model": "qwen3-32b"},
+                                judger={"kind": "model", "model": "Qwen/Qwen3-32B-FP8"}),
+                           CATALOG, "c.yaml")
+    assert [(m.precision, m.weights) for m in done.models] == [
+        ("fp8", "Qwen/Qwen3-8B-FP8"), ("bf16", None)]
+    assert done.judger.precision == "fp8"
+    models, _ = resolve_models(done, CATALOG, "c.yaml")
+    assert [(m.name, m.precision, m.weights) for m in models] == [
+        ("qwen3-8b", "fp8", "Qwen/Qwen3-8B-FP8"), ("qwen3-32b", "bf16", "Qwen/Qwen3-32B")]
+    # the file's own weights win; a contradicting precision is refused with its place
+    own = served_as_named(spec({"model": "Qwen/Qwen3-8B-FP8", "weights": "/w/q8"}), CATALOG,
+                          "c.yaml")
+    assert own.models[0].weights == "/w/q8"
+    with pytest.raises(InputError, match=r"c.yaml: models\[1\]: Qwen/Qwen3-32B-FP8 is a "
+                                         "pre-quantised fp8 checkpoint, but precision int4-awq"):
+        served_as_named(spec({"model": "qwen3-8b"},
+                             {"model": "Qwen/Qwen3-32B-FP8", "precision": "int4-awq"}),
+                        CATALOG, "c.yaml")
+
+
 def _trace(ms: list[float]) -> Trace:
     n = len(ms)
     return Trace(np.array(ms, dtype=float), np.ones(n, dtype=np.int64),

@@ -22,7 +22,7 @@ def replica_config(engine: str, r: Replica) -> dict:
               ("max_num_seqs", r.max_num_seqs),
               ("max_num_batched_tokens", r.max_num_batched_tokens),
               ("gpu_memory_utilization", r.gpu_memory_utilization), ("dtype", dtype)]
-    if quant:
+    if quant and not r.prequantised:
         values.append(("quantization", quant))
     return {config_key(engine, f[k]): v for k, v in values}
 

@@ -35,6 +35,9 @@ class Replica:
     max_num_seqs: int
     max_num_batched_tokens: int
     gpu_memory_utilization: float
+    # hf_id is a pre-quantised checkpoint of the card: the engines read its quantisation from
+    # its own config (a --quantization flag could contradict it, as fp8 does ModelOpt's)
+    prequantised: bool = False
 
     @property
     def multi_node(self) -> bool:
@@ -55,7 +58,12 @@ def place(dep: Deployment) -> list[Replica]:
     plan = dep.plan
     hf_ids = {m.name: m.weights for m in dep.models}
     if dep.judge is not None:
-        hf_ids.setdefault(dep.judge.model, dep.judge.card.hf_id)
+        named = plan.cascade.judger.model if plan.cascade.judger.kind == "model" else ""
+        hf_ids.setdefault(dep.judge.model, named if dep.judge.card.checkpoint_precision(named)
+                          else dep.judge.card.hf_id)
+    cards = {m.name: m.card for m in dep.models}
+    if dep.judge is not None:
+        cards.setdefault(dep.judge.model, dep.judge.card)
     vendors = {p.name: p.gpu.vendor for p in dep.pools}
     pools = {p.name: p for p in plan.cluster.pools}
     free: dict[str, list[list[int]]] = {}
@@ -108,5 +116,7 @@ def place(dep: Deployment) -> list[Replica]:
                 nodes=tuple(slots), port=port, max_model_len=stage.max_model_len,
                 max_num_seqs=stage.max_num_seqs,
                 max_num_batched_tokens=stage.max_num_batched_tokens,
-                gpu_memory_utilization=stage.gpu_memory_utilization))
+                gpu_memory_utilization=stage.gpu_memory_utilization,
+                prequantised=cards[stage.model].checkpoint_precision(
+                    hf_ids[stage.model]) is not None))
     return out

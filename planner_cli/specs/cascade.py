@@ -11,8 +11,9 @@ from planner_cli.specs.model import Precision
 
 
 class CascadeModel(StrictModel):
-    model: str  # a model-card name, alias or HF id
-    precision: Precision = "bf16"
+    model: str  # a model-card name, alias or HF id (or one of its pre-quantised checkpoints)
+    # default: a pre-quantised checkpoint's own, else bf16 (problem.resolve_specs sets it)
+    precision: Precision | None = None
     judged_name: str | None = None  # the model's name in the judged sample, if it differs
     max_model_len: PositiveInt | None = None  # serving context limit; default: the card's
     weights: EngineArg | None = None  # HF repo id or path to serve; default: the card's hf_id
@@ -29,7 +30,7 @@ class ExternalJudger(StrictModel):
 class ModelJudger(StrictModel):
     kind: Literal["model"]
     model: str  # a model card: the judge is served on the cluster and takes GPUs
-    precision: Precision = "bf16"
+    precision: Precision | None = None  # as a cascade model's
     output_tokens: PositiveInt = 8  # tokens the judge generates per verdict
 
 

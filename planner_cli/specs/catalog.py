@@ -1,6 +1,7 @@
 """The shipped catalog (hardware/, model_cards/) and name lookup.
 
-Lookups ignore case and accept aliases and the HF id; an unknown name gets close matches.
+Lookups ignore case and accept aliases, the HF id and a card's pre-quantised checkpoints; an
+unknown name gets close matches.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def _load_dir(folder: Path, cls: type[T], kind: str) -> Registry[T]:
                              f"rename the file to {spec.name}.yaml or fix the name")
         keys = [spec.name, *spec.aliases]
         if isinstance(spec, ModelCard):
-            keys.append(spec.hf_id)
+            keys += [spec.hf_id, *(ckpt for ckpt, _ in spec.checkpoints)]
         for key in keys:
             low = key.lower()
             if low in index and index[low] != spec.name:

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
+from pydantic import Field, NonNegativeInt, PositiveInt, field_validator, model_validator
 
+from planner_cli.errors import InputError
 from planner_cli.specs._yaml import EngineArg, StrictModel
 
 Precision = Literal["bf16", "fp8", "int4-awq", "fp4", "mxfp4"]
@@ -119,6 +120,10 @@ class ModelCard(StrictModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]*$")
     hf_id: EngineArg
     aliases: tuple[str, ...] = ()
+    # pre-quantised checkpoints of this model (HF ids) and the precision each is served in,
+    # written as a mapping: naming one selects the card, sets that precision and is what the
+    # engines load (kept as pairs: a card is hashable)
+    checkpoints: tuple[tuple[EngineArg, Precision], ...] = ()
     architecture: str
     model_type: str
     num_hidden_layers: PositiveInt
@@ -144,6 +149,11 @@ class ModelCard(StrictModel):
     indexer: IndexerSpec | None = None  # DeepSeek sparse attention (with mla)
     source: str = Field(min_length=1)
 
+    @field_validator("checkpoints", mode="before")
+    @classmethod
+    def _checkpoint_pairs(cls, value: object) -> object:
+        return tuple(value.items()) if isinstance(value, dict) else value
+
     @model_validator(mode="after")
     def _heads_consistent(self) -> ModelCard:
         if self.num_attention_heads % self.num_key_value_heads:
@@ -166,6 +176,22 @@ class ModelCard(StrictModel):
                              "together")
         return self
 
+    def checkpoint_precision(self, name: str) -> str | None:
+        """The precision `name` implies: a pre-quantised checkpoint's, else None."""
+        low = name.strip().lower()
+        return next((p for ckpt, p in self.checkpoints if ckpt.lower() == low), None)
+
+    def served_precision(self, name: str, given: str | None, where: str) -> str:
+        """The precision a model named `name` is served in: a pre-quantised checkpoint's
+        (asking for another is an error), else `given`, else bf16."""
+        implied = self.checkpoint_precision(name)
+        if implied is not None and given is not None and given != implied:
+            raise InputError(f"{where}: {name} is a pre-quantised {implied} checkpoint, but "
+                             f"precision {given} was asked for",
+                             f"drop the precision or pass {implied}; or name {self.name} to "
+                             "serve its own weights in another precision")
+        return implied or given or "bf16"
+
     def layers_of(self, kind: str) -> int:
         """Layers of one LayerType (without layer_types every layer is full attention)."""
         if self.layer_types is None:
@@ -182,7 +208,8 @@ class ModelCard(StrictModel):
     def architecture_key(self) -> str:
         """Everything on the card that shapes the model's computation, without its names and
         provenance: cards equal here (DeepSeek-V3 and R1) are served by the same kernels."""
-        return self.model_dump_json(exclude={"name", "hf_id", "aliases", "source"})
+        return self.model_dump_json(exclude={"name", "hf_id", "aliases", "checkpoints",
+                                             "source"})
 
     @property
     def is_moe(self) -> bool:
