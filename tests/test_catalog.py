@@ -167,18 +167,25 @@ def test_lookup_ignores_case_and_accepts_aliases_and_hf_id(catalog):
 def test_a_pre_quantised_checkpoint_names_its_card_and_precision(catalog):
     card = catalog.model("qwen/qwen3-235b-a22b-FP8")
     assert card.name == "qwen3-235b-a22b"
-    assert card.checkpoint_precision("Qwen/Qwen3-235B-A22B-FP8") == "fp8"
+    # Qwen's FP8 releases are block-scaled; NVIDIA's ModelOpt FP8 checkpoints per-tensor
+    assert card.checkpoint_precision("Qwen/Qwen3-235B-A22B-FP8") == "fp8-block"
     assert card.checkpoint_precision("Qwen/Qwen3-235B-A22B") is None
-    assert catalog.model("nvidia/Llama-3.1-8B-Instruct-FP8").name == "llama-3.1-8b"
+    llama = catalog.model("nvidia/Llama-3.1-8B-Instruct-FP8")
+    assert llama.name == "llama-3.1-8b"
+    assert llama.checkpoint_precision("nvidia/Llama-3.1-8B-Instruct-FP8") == "fp8"
     assert catalog.model("nvidia/GLM-5-NVFP4").checkpoint_precision("nvidia/GLM-5-NVFP4") == "fp4"
     # the checkpoint's precision, whatever else is said, unless it is contradicted
-    assert card.served_precision("Qwen/Qwen3-235B-A22B-FP8", None, "x") == "fp8"
-    assert card.served_precision("Qwen/Qwen3-235B-A22B-FP8", "fp8", "x") == "fp8"
+    ckpt = "Qwen/Qwen3-235B-A22B-FP8"
+    assert card.served_precision(ckpt, None, "x") == "fp8-block"
+    assert card.served_precision(ckpt, "fp8-block", "x") == "fp8-block"
+    assert card.served_precision(ckpt, "fp8", "x") == "fp8-block"  # fp8, as it is scaled
     assert card.served_precision("qwen3-235b-a22b", None, "x") == "bf16"
     assert card.served_precision("qwen3-235b-a22b", "fp8", "x") == "fp8"
     with pytest.raises(InputError) as info:
-        card.served_precision("Qwen/Qwen3-235B-A22B-FP8", "bf16", "--model")
-    assert "pre-quantised fp8 checkpoint" in info.value.one_line()
+        card.served_precision(ckpt, "bf16", "--model")
+    assert "pre-quantised fp8-block checkpoint" in info.value.one_line()
+    with pytest.raises(InputError, match="pre-quantised fp8 checkpoint, but precision fp8-bl"):
+        llama.served_precision("nvidia/Llama-3.1-8B-Instruct-FP8", "fp8-block", "--model")
     # not part of the architecture: the card pools its serving runs with its twins as before
     assert "checkpoints" not in card.architecture_key
 
@@ -187,11 +194,11 @@ def test_a_checkpoint_needs_a_known_precision_and_one_card(tmp_path):
     root = _copy_catalog(tmp_path)
     path = root / "model_cards" / "qwen3-8b.yaml"
     text = path.read_text()
-    path.write_text(text.replace("Qwen/Qwen3-8B-FP8: fp8", "Qwen/Qwen3-8B-FP8: fp16"))
+    path.write_text(text.replace("Qwen/Qwen3-8B-FP8: fp8-block", "Qwen/Qwen3-8B-FP8: fp16"))
     with pytest.raises(InputError) as info:
         load_catalog(root)
     assert "qwen3-8b.yaml:" in info.value.one_line() and "fp16" in info.value.one_line()
-    path.write_text(text.replace("Qwen/Qwen3-8B-FP8: fp8", "Qwen/Qwen3-32B-FP8: fp8"))
+    path.write_text(text.replace("Qwen/Qwen3-8B-FP8: fp8-block", "Qwen/Qwen3-32B-FP8: fp8"))
     with pytest.raises(InputError, match="also used by"):
         load_catalog(root)  # qwen3-32b.yaml lists it
 

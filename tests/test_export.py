@@ -368,7 +368,7 @@ def test_a_pre_quantised_checkpoint_is_launched_as_itself(cli, tmp_path):
     plan = yaml.safe_load((FIXTURES / "plans" / "single-node.yaml").read_text())
     plan["cascade"]["models"][0] = {"model": "Qwen/Qwen3-8B-FP8"}
     plan["stages"][0]["model"] = "qwen3-8b"
-    plan["stages"][0]["precision"] = "fp8"
+    plan["stages"][0]["precision"] = "fp8-block"
     path = tmp_path / "plan.yaml"
     path.write_text(yaml.safe_dump(plan))
     (tmp_path / "trace-20.jsonl").write_text((FIXTURES / "plans" / "trace-20.jsonl").read_text())

@@ -368,3 +368,23 @@ def test_a_loaded_database_is_looked_up_without_rereading_its_spec(monkeypatch):
 
     monkeypatch.setattr(db.yaml, "load", reread)
     assert db.get_database("h100_sxm", "vllm", version) is loaded
+
+
+@pytest.mark.slow  # loads another system's or engine's measured database
+def test_a_block_scaled_fp8_checkpoint_is_timed_with_block_scaled_kernels():
+    # Qwen/Qwen3-235B-A22B-FP8 is block-scaled: fp8-block looks its GEMMs and experts up as
+    # such; plain fp8 (an engine's on-the-fly per-tensor quantisation) stays per-tensor
+    block = shape("qwen3-235b-a22b", "h200", tp=4, precision="fp8-block")
+    assert measured._variants(block)[0][0] == ("fp8_block", "fp8_block", "bfloat16")
+    assert measured._variants(replace(block, precision="fp8"))[0][0] == (
+        "fp8", "fp8", "bfloat16")
+    cost = measured.measured_cost(block, "vllm")
+    assert cost.source == "measured:h200_sxm/vllm/0.24.0"  # no stand-in
+    per_tensor = measured.measured_cost(replace(block, precision="fp8"), "vllm")
+    assert cost.decode_time(64, 64 * 2048) != per_tensor.decode_time(64, 64 * 2048)
+    # a model whose own fp8 checkpoint is block-scaled: fp8 and fp8-block are the same tables
+    r1 = shape("deepseek-r1", "h200", tp=8, precision="fp8")
+    assert measured._variants(r1) == measured._variants(replace(r1, precision="fp8-block"))
+    # a dense card's block variant falls back to per-tensor tables where block ones are missing
+    dense = measured._variants(shape("qwen3-32b", "h100-sxm", precision="fp8-block"))
+    assert [v[0][:2] for v in dense] == [("fp8_block", "fp8_block"), ("fp8", "fp8")]

@@ -65,17 +65,17 @@ def test_a_checkpoint_named_in_a_cascade_sets_its_precision_and_weights():
                                 judger={"kind": "model", "model": "Qwen/Qwen3-32B-FP8"}),
                            CATALOG, "c.yaml")
     assert [(m.precision, m.weights) for m in done.models] == [
-        ("fp8", "Qwen/Qwen3-8B-FP8"), ("bf16", None)]
-    assert done.judger.precision == "fp8"
+        ("fp8-block", "Qwen/Qwen3-8B-FP8"), ("bf16", None)]
+    assert done.judger.precision == "fp8-block"
     models, _ = resolve_models(done, CATALOG, "c.yaml")
     assert [(m.name, m.precision, m.weights) for m in models] == [
-        ("qwen3-8b", "fp8", "Qwen/Qwen3-8B-FP8"), ("qwen3-32b", "bf16", "Qwen/Qwen3-32B")]
+        ("qwen3-8b", "fp8-block", "Qwen/Qwen3-8B-FP8"), ("qwen3-32b", "bf16", "Qwen/Qwen3-32B")]
     # the file's own weights win; a contradicting precision is refused with its place
     own = served_as_named(spec({"model": "Qwen/Qwen3-8B-FP8", "weights": "/w/q8"}), CATALOG,
                           "c.yaml")
     assert own.models[0].weights == "/w/q8"
     with pytest.raises(InputError, match=r"c.yaml: models\[1\]: Qwen/Qwen3-32B-FP8 is a "
-                                         "pre-quantised fp8 checkpoint, but precision int4-awq"):
+                                         "pre-quantised fp8-block checkpoint, but precision int4"):
         served_as_named(spec({"model": "qwen3-8b"},
                              {"model": "Qwen/Qwen3-32B-FP8", "precision": "int4-awq"}),
                         CATALOG, "c.yaml")

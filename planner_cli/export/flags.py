@@ -48,6 +48,7 @@ ENGINES: dict[str, dict[str, str]] = {
 PRECISION = {
     "bf16": ("bfloat16", None),
     "fp8": ("bfloat16", "fp8"),
+    "fp8-block": ("bfloat16", "fp8"),  # the checkpoint's block scales say which kernels
     "int4-awq": ("float16", "awq"),
     "fp4": ("bfloat16", "modelopt_fp4"),  # NVFP4 checkpoints (vLLM and SGLang alike)
     # MXFP4 experts (gpt-oss): the checkpoint's quantization_config says so, and both engines

@@ -41,7 +41,7 @@ from planner_cli.perf import serving_fit
 from planner_cli.perf.engines import PREFILL_SCALE, STEP_OVERHEAD_S
 from planner_cli.perf.fast import decode_until, most_within
 from planner_cli.perf.shapes import ReplicaShape
-from planner_cli.specs.model import ModelCard
+from planner_cli.specs.model import FP8_PRECISIONS, ModelCard
 
 # Our model cards -> the model configs aiconfigurator-core ships (HF ids among its defaults). A
 # card maps when its architecture equals the config's (tests/test_measured.py checks every row
@@ -95,7 +95,7 @@ AIC_SYSTEMS: dict[str, str] = {
 # measurements stand in, and the source says so (aiconfigurator-core systems/*.yaml:
 # B300 7.75 TB/s vs B200 7.7, GB300 and GB200 8; tests/test_measured.py checks the figures).
 SIBLINGS: dict[str, str] = {"b300": "b200", "gb300": "gb200"}
-CARRIED_PRECISIONS = ("bf16", "fp8")
+CARRIED_PRECISIONS = ("bf16", "fp8", "fp8-block")
 
 # Our precisions -> aiconfigurator quantisation modes (weights; the KV cache and attention stay
 # bf16, as our memory model and the engines' default KV dtype assume). `None` keeps the model's
@@ -103,6 +103,7 @@ CARRIED_PRECISIONS = ("bf16", "fp8")
 _QUANT: dict[str, dict[str, str | None]] = {
     "bf16": {"gemm_quant_mode": "bfloat16", "moe_quant_mode": "bfloat16"},
     "fp8": {"gemm_quant_mode": "fp8", "moe_quant_mode": "fp8"},
+    "fp8-block": {"gemm_quant_mode": "fp8_block", "moe_quant_mode": "fp8_block"},
     "int4-awq": {"gemm_quant_mode": "int4_wo", "moe_quant_mode": "int4_wo"},
     "fp4": {"gemm_quant_mode": "nvfp4", "moe_quant_mode": "nvfp4"},
     "mxfp4": {"gemm_quant_mode": "bfloat16", "moe_quant_mode": "w4a16_mxfp4"},
@@ -365,7 +366,16 @@ def _weight_variants(shape: ReplicaShape) -> list[tuple[Weights, str]]:
         # 4-bit experts beside bf16 attention (Kimi's own int4 checkpoint) where the database
         # has no int4 GEMM tables for the attention projections
         return [((gemm, moe), ""), (("bfloat16", moe), " (int4 experts, bf16 attention GEMMs)")]
-    if shape.precision != "fp8":
+    if shape.precision == "fp8-block" and shape.card.name not in _NATIVE_FP8_BLOCK:
+        # a block-scaled checkpoint (Qwen's FP8 releases): its own kernels, then per-tensor
+        # attention GEMMs beside block-scaled experts, then per-tensor tables throughout
+        per_tensor = " (per-tensor fp8 tables: the block-scaled ones are missing or fall with " \
+            "batch)"
+        return [((gemm, moe), ""),
+                *([(("fp8", moe), " (per-tensor fp8 attention GEMMs: the block-scaled ones "
+                   "are missing)")] if shape.card.moe is not None else []),
+                (("fp8", "fp8"), per_tensor)]
+    if shape.precision not in FP8_PRECISIONS:
         return [((gemm, moe), "")]
     if shape.card.name in _NATIVE_FP8_BLOCK:  # the checkpoint's own block-scaled fp8
         return [(_NATIVE_FP8_BLOCK[shape.card.name], ""),
@@ -458,7 +468,9 @@ class MeasuredCost:
         for quant, note in _variants(shape):
             try:
                 self._h = _handle(self.coverage, shape, quant)
-                if (quant[:2] == _NATIVE_FP8_BLOCK.get(shape.card.name)
+                if ((quant[:2] == _NATIVE_FP8_BLOCK.get(shape.card.name)
+                     or (shape.precision == "fp8-block" and quant[:2] == ("fp8_block",
+                                                                           "fp8_block")))
                         and self._step(1) > self._step(8) * (1 + MONOTONE_SLACK)):
                     # a decode step cannot get faster with more sequences: these tables are
                     # wrong for this system and engine

@@ -19,6 +19,7 @@ from planner_cli.specs.model import (
     BYTES_PER_LINEAR_WEIGHT,
     BYTES_UNQUANTISED,
     EXPERTS_ONLY,
+    FP8_PRECISIONS,
     PRECISIONS,
     ModelCard,
     attention_params_per_layer,
@@ -213,5 +214,5 @@ def check_shape(shape: ReplicaShape) -> None:
         raise InputError(f"fp4 (NVFP4) needs FP4 tensor cores, which {shape.gpu.name} lacks",
                          "use a Blackwell GPU (b200, b300, gb200, gb300, rtx-pro-6000-server) "
                          "or fp8 / int4-awq (mxfp4 for gpt-oss's own 4-bit experts)")
-    if shape.precision == "fp8" and shape.gpu.fp8_dense_tflops is None:
+    if shape.precision in FP8_PRECISIONS and shape.gpu.fp8_dense_tflops is None:
         pass  # allowed: weight-only fp8 (see GpuSpec.dense_tflops)

@@ -47,7 +47,7 @@ class GpuSpec(StrictModel):
             if self.fp4_dense_tflops is None:
                 raise ValueError(f"{self.name} has no FP4 tensor cores")  # checked per shape
             return self.fp4_dense_tflops
-        if precision == "fp8":
+        if precision in ("fp8", "fp8-block"):
             if self.fp8_dense_tflops is None:
                 # vLLM runs FP8 weights on Ampere as weight-only (dequantised to bf16)
                 return self.bf16_dense_tflops

@@ -14,8 +14,12 @@ from pydantic import Field, NonNegativeInt, PositiveInt, field_validator, model_
 from planner_cli.errors import InputError
 from planner_cli.specs._yaml import EngineArg, StrictModel
 
-Precision = Literal["bf16", "fp8", "int4-awq", "fp4", "mxfp4"]
-PRECISIONS: tuple[str, ...] = ("bf16", "fp8", "int4-awq", "fp4", "mxfp4")
+Precision = Literal["bf16", "fp8", "fp8-block", "int4-awq", "fp4", "mxfp4"]
+PRECISIONS: tuple[str, ...] = ("bf16", "fp8", "fp8-block", "int4-awq", "fp4", "mxfp4")
+# fp8 weights and activations: per-tensor scales (what an engine's on-the-fly --quantization
+# fp8 and ModelOpt's FP8 checkpoints run), or 128x128 block scales (the FP8 checkpoints of
+# DeepSeek, Qwen and GLM-5); the same bytes and tensor cores, other kernels
+FP8_PRECISIONS: tuple[str, ...] = ("fp8", "fp8-block")
 
 # Bytes per weight of the quantised linear layers.
 # int4-awq: AutoAWQ GEMM layout, group size 128: 4-bit weights (0.5 B) plus per group and output
@@ -25,6 +29,7 @@ NVFP4_BLOCK = 16
 BYTES_PER_LINEAR_WEIGHT: dict[str, float] = {
     "bf16": 2.0,
     "fp8": 1.0,  # per-tensor / per-block fp32 scales are < 0.01 % of the weights
+    "fp8-block": 1.0,
     "int4-awq": 0.5 + 2.5 / AWQ_GROUP_SIZE,
     # fp4: NVFP4 (ModelOpt), 4-bit E2M1 values with one E4M3 scale byte per 16 (plus one fp32
     # scale per tensor): 9/16 B per weight, as aiconfigurator-core's GEMMQuantMode.nvfp4 counts
@@ -183,9 +188,11 @@ class ModelCard(StrictModel):
 
     def served_precision(self, name: str, given: str | None, where: str) -> str:
         """The precision a model named `name` is served in: a pre-quantised checkpoint's
-        (asking for another is an error), else `given`, else bf16."""
+        (asking for another is an error; plain fp8 for a block-scaled fp8 checkpoint is that
+        checkpoint's), else `given`, else bf16."""
         implied = self.checkpoint_precision(name)
-        if implied is not None and given is not None and given != implied:
+        if implied is not None and given not in (None, implied) and (given, implied) != (
+                "fp8", "fp8-block"):
             raise InputError(f"{where}: {name} is a pre-quantised {implied} checkpoint, but "
                              f"precision {given} was asked for",
                              f"drop the precision or pass {implied}; or name {self.name} to "
