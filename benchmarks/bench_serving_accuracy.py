@@ -115,11 +115,10 @@ def usable_runs(csv: Path) -> tuple[list[Run], Counter[str]]:
         if precision == "fp4" and catalog.model(model).name in MXFP4_CHECKPOINTS:
             precision = "mxfp4"
         # a run of a pre-quantised checkpoint ran in its format (Qwen's FP8 releases are
-        # block-scaled, which the rows' "fp8" does not say)
-        implied = catalog.model(model).checkpoint_precision(model)
-        if implied is not None and precision in (implied, "fp8" if implied == "fp8-block"
-                                                 else implied):
-            precision = implied
+        # block-scaled, which the rows' "fp8" does not say); a row that says otherwise keeps
+        # its own precision
+        with contextlib.suppress(PlannerError):
+            precision = catalog.model(model).served_precision(model, precision, r["id"])
         if r["attention_dp_size"] > 1 or r["pp_size"] > 1:
             skipped["attention DP or pipeline parallel"] += 1
             continue

@@ -23,7 +23,7 @@ from planner_cli.perf.memory import memory_figures
 from planner_cli.perf.model import CostModel, PerfLookup
 from planner_cli.perf.shapes import ReplicaShape
 from planner_cli.plan import Plan, StagePlan
-from planner_cli.specs.cascade import CascadeSpec
+from planner_cli.specs.cascade import CascadeModel, CascadeSpec
 from planner_cli.specs.catalog import Catalog
 from planner_cli.specs.cluster import ClusterSpec
 from planner_cli.specs.gpu import GpuSpec
@@ -138,11 +138,10 @@ def resolve_models(cascade: CascadeSpec, catalog: Catalog, source: str,
     out = []
     for i, m in enumerate(cascade.models):
         card = named(catalog.model, m.model, f"{source}: models[{i}].model")
-        out.append(StageModel(card, card.served_precision(m.model, m.precision,
-                                                          f"{source}: models[{i}]"),
+        precision, weights = _served(card, m, f"{source}: models[{i}]")
+        out.append(StageModel(card, precision,
                               context_length(card, m.max_model_len, f"{source}: models[{i}]"),
-                              m.weights or (m.model if card.checkpoint_precision(m.model)
-                                            else card.hf_id), m.judged_name,
+                              weights or card.hf_id, m.judged_name,
                               m.engine or engine or DEFAULT_ENGINE))
     judge = None
     if cascade.judger.kind == "model":
@@ -303,6 +302,13 @@ class Specs:
     judge: ModelCard | None
 
 
+def _served(card: ModelCard, m: CascadeModel, where: str) -> tuple[str, str | None]:
+    """A cascade model's precision (a pre-quantised checkpoint's own, else the file's, else
+    bf16) and its weights: the file's, else the checkpoint it is named by, else None."""
+    return (card.served_precision(m.model, m.precision, where),
+            m.weights or (m.model if card.checkpoint_precision(m.model) else None))
+
+
 def served_as_named(cascade: CascadeSpec, catalog: Catalog, source: str) -> CascadeSpec:
     """The cascade with every served model's precision set (a pre-quantised checkpoint's own,
     else the file's, else bf16) and a checkpoint named as a model being what its engines
@@ -310,11 +316,8 @@ def served_as_named(cascade: CascadeSpec, catalog: Catalog, source: str) -> Casc
     models = []
     for i, m in enumerate(cascade.models):
         card = named(catalog.model, m.model, f"{source}: models[{i}].model")
-        update: dict = {"precision": card.served_precision(m.model, m.precision,
-                                                           f"{source}: models[{i}]")}
-        if m.weights is None and card.checkpoint_precision(m.model) is not None:
-            update["weights"] = m.model
-        models.append(m.model_copy(update=update))
+        precision, weights = _served(card, m, f"{source}: models[{i}]")
+        models.append(m.model_copy(update={"precision": precision, "weights": weights}))
     judger = cascade.judger
     if judger.kind == "model":
         card = named(catalog.model, judger.model, f"{source}: judger.model")

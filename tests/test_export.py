@@ -314,19 +314,26 @@ def test_unknown_format_and_non_empty_out(cli, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
 
 
+def _export_edited(cli, tmp_path: Path, plan: dict) -> tuple[Path, Path]:
+    """Write an edited copy of the single-node plan beside its trace and export it for vLLM
+    (it must succeed): the plan's path and the export folder."""
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    (tmp_path / "trace-20.jsonl").write_text((PLANS / "trace-20.jsonl").read_text())
+    out = tmp_path / "out"
+    result = cli("export", "--plan", path, "--format", "vllm", "--out", out)
+    assert result.exit_code == 0, result.output
+    return path, out
+
+
 def test_fp4_plans_export_the_nvfp4_quantization(cli, tmp_path):
-    plan = yaml.safe_load((FIXTURES / "plans" / "single-node.yaml").read_text())
+    plan = yaml.safe_load((PLANS / "single-node.yaml").read_text())
     plan["cluster"]["pools"][0]["gpu"] = "b200"
     for entry in plan["cascade"]["models"]:
         entry["precision"] = "fp4"
     for stage in plan["stages"]:
         stage["precision"] = "fp4"
-    path = tmp_path / "plan.yaml"
-    path.write_text(yaml.safe_dump(plan))
-    (tmp_path / "trace-20.jsonl").write_text((FIXTURES / "plans" / "trace-20.jsonl").read_text())
-    out = tmp_path / "out"
-    result = cli("export", "--plan", path, "--format", "vllm", "--out", out)
-    assert result.exit_code == 0, result.output
+    path, out = _export_edited(cli, tmp_path, plan)
     configs = [yaml.safe_load(p.read_text()) for p in sorted((out / "vllm").glob("*.yaml"))]
     assert configs and {c["quantization"] for c in configs} == {"modelopt_fp4"}
     # on a GPU without FP4 tensor cores the plan is refused, naming the stage
@@ -365,16 +372,11 @@ def test_a_pre_quantised_checkpoint_is_launched_as_itself(cli, tmp_path):
     """A cascade model named by a pre-quantised checkpoint is served from it, in its
     precision, and the engines read its quantisation from its own config: no --quantization
     flag to contradict it (vLLM refuses fp8 for a ModelOpt FP8 checkpoint)."""
-    plan = yaml.safe_load((FIXTURES / "plans" / "single-node.yaml").read_text())
+    plan = yaml.safe_load((PLANS / "single-node.yaml").read_text())
     plan["cascade"]["models"][0] = {"model": "Qwen/Qwen3-8B-FP8"}
     plan["stages"][0]["model"] = "qwen3-8b"
     plan["stages"][0]["precision"] = "fp8-block"
-    path = tmp_path / "plan.yaml"
-    path.write_text(yaml.safe_dump(plan))
-    (tmp_path / "trace-20.jsonl").write_text((FIXTURES / "plans" / "trace-20.jsonl").read_text())
-    out = tmp_path / "out"
-    result = cli("export", "--plan", path, "--format", "vllm", "--out", out)
-    assert result.exit_code == 0, result.output
+    _, out = _export_edited(cli, tmp_path, plan)
     first = [yaml.safe_load(p.read_text()) for p in sorted((out / "vllm").glob("*.yaml"))
              if "qwen3-8b" in p.name]
     assert first and all("quantization" not in c for c in first)

@@ -57,13 +57,13 @@ def place(dep: Deployment) -> list[Replica]:
     a plan resolved by `problem.resolve_deployment` (node sizes and context lengths set)."""
     plan = dep.plan
     hf_ids = {m.name: m.weights for m in dep.models}
-    if dep.judge is not None:
-        named = plan.cascade.judger.model if plan.cascade.judger.kind == "model" else ""
-        hf_ids.setdefault(dep.judge.model, named if dep.judge.card.checkpoint_precision(named)
-                          else dep.judge.card.hf_id)
     cards = {m.name: m.card for m in dep.models}
-    if dep.judge is not None:
-        cards.setdefault(dep.judge.model, dep.judge.card)
+    if dep.judge is not None:  # served from the checkpoint the cascade names, else the card's
+        named = plan.cascade.judger.model if plan.cascade.judger.kind == "model" else ""
+        card = dep.judge.card
+        hf_ids.setdefault(dep.judge.model, named if card.checkpoint_precision(named)
+                          else card.hf_id)
+        cards.setdefault(dep.judge.model, card)
     vendors = {p.name: p.gpu.vendor for p in dep.pools}
     pools = {p.name: p for p in plan.cluster.pools}
     free: dict[str, list[list[int]]] = {}

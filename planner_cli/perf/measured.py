@@ -117,6 +117,8 @@ Quant = tuple[str | None, str | None, str]  # and fmha_quant_mode (attention ari
 _NATIVE_FP8_BLOCK: dict[str, Weights] = {"deepseek-r1": (None, None), "deepseek-v3": (None, None),
                                        "minimax-m2.5": (None, None),
                                        "glm-5": ("fp8_block", "fp8_block")}
+# what the source says where per-tensor fp8 tables stand in for a block-scaled checkpoint's
+_PER_TENSOR_NOTE = " (per-tensor fp8 tables: the block-scaled ones are missing or fall with batch)"
 
 # Grids the parts are tabulated on (tokens). Between points: linear interpolation.
 SHARED_GRID = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048,
@@ -369,18 +371,14 @@ def _weight_variants(shape: ReplicaShape) -> list[tuple[Weights, str]]:
     if shape.precision == "fp8-block" and shape.card.name not in _NATIVE_FP8_BLOCK:
         # a block-scaled checkpoint (Qwen's FP8 releases): its own kernels, then per-tensor
         # attention GEMMs beside block-scaled experts, then per-tensor tables throughout
-        per_tensor = " (per-tensor fp8 tables: the block-scaled ones are missing or fall with " \
-            "batch)"
         return [((gemm, moe), ""),
                 *([(("fp8", moe), " (per-tensor fp8 attention GEMMs: the block-scaled ones "
                    "are missing)")] if shape.card.moe is not None else []),
-                (("fp8", "fp8"), per_tensor)]
+                (("fp8", "fp8"), _PER_TENSOR_NOTE)]
     if shape.precision not in FP8_PRECISIONS:
         return [((gemm, moe), "")]
     if shape.card.name in _NATIVE_FP8_BLOCK:  # the checkpoint's own block-scaled fp8
-        return [(_NATIVE_FP8_BLOCK[shape.card.name], ""),
-                (("fp8", "fp8"), " (per-tensor fp8 tables: the block-scaled ones are missing "
-                 "or fall with batch)")]
+        return [(_NATIVE_FP8_BLOCK[shape.card.name], ""), (("fp8", "fp8"), _PER_TENSOR_NOTE)]
     if shape.card.moe is not None:  # block-scaled fp8 experts where per-tensor ones are missing
         return [(("fp8", "fp8"), ""), (("fp8", "fp8_block"), " (block-scaled fp8 experts)")]
     return [(("fp8", "fp8"), "")]

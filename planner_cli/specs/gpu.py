@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, PositiveFloat, PositiveInt
 
 from planner_cli.specs._yaml import StrictModel
+from planner_cli.specs.model import FP8_PRECISIONS
 
 GIB = 2**30
 
@@ -47,7 +48,7 @@ class GpuSpec(StrictModel):
             if self.fp4_dense_tflops is None:
                 raise ValueError(f"{self.name} has no FP4 tensor cores")  # checked per shape
             return self.fp4_dense_tflops
-        if precision in ("fp8", "fp8-block"):
+        if precision in FP8_PRECISIONS:
             if self.fp8_dense_tflops is None:
                 # vLLM runs FP8 weights on Ampere as weight-only (dequantised to bf16)
                 return self.bf16_dense_tflops
