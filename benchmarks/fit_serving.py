@@ -30,7 +30,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serving_accuracy import CSV, predict, usable_runs  # noqa: E402
+from bench_serving_accuracy import CSV, Run, predict, usable_runs  # noqa: E402
 
 from planner_cli.errors import PlannerError  # noqa: E402
 from planner_cli.perf import measured, serving_fit  # noqa: E402
@@ -47,12 +47,12 @@ HEADER = """\
 """
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true",
-                        help="compare the fit with serving_fit.yaml and write nothing")
-    args = parser.parse_args()
-    runs, _ = usable_runs(CSV)
+def unscaled_tpots(runs: list[Run], engine: str | None = None
+                   ) -> tuple[list[tuple[str, str, float, float]], list[tuple]]:
+    """(engine, model, measured TPOT, predicted TPOT with the decode steps unscaled) of each
+    distinct run on the measured source (of one engine, or of all), and each one's
+    configuration (engine, shape, ISL, OSL, concurrency); a model is named after the first card
+    of its architecture."""
     catalog = load_catalog()
     groups = serving_fit.same_architecture(catalog.models.items.values())
     seen: set[tuple] = set()
@@ -60,6 +60,8 @@ def main() -> None:
     config: list[tuple] = []
     with measured.unscaled():
         for run in runs:
+            if engine is not None and run.engine != engine:
+                continue
             r, model = run.row, groups[run.shape.card.name][0]
             s = replace(run.shape, card=catalog.model(model))
             ident = (run.engine, s, run.isl, run.osl, run.concurrency,
@@ -76,11 +78,29 @@ def main() -> None:
             fitted.append((run.engine, model, float(r["silicon_tpot_ms"]),
                            got["mean_tpot_ms"]))
             config.append(ident[:5])
+    return fitted, config
+
+
+def scale_table(fitted: list[tuple[str, str, float, float]]) -> dict:
+    """serving_fit.yaml's decode_scale table fitted to unscaled_tpots' rows: an entry for
+    several cards of one architecture lists them."""
+    groups = serving_fit.same_architecture(load_catalog().models.items.values())
     table = serving_fit.fit(fitted)
     for models in table.values():
         for model, entry in models.items():
             if len(groups[model]) > 1:
                 entry["models"] = list(groups[model])
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="compare the fit with serving_fit.yaml and write nothing")
+    args = parser.parse_args()
+    runs, _ = usable_runs(CSV)
+    fitted, config = unscaled_tpots(runs)
+    table = scale_table(fitted)
     # held out: each configuration's scale from the model's other configurations
     by_model: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i, (engine, model, _, _) in enumerate(fitted):

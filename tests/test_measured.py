@@ -154,8 +154,8 @@ def test_batched_prompts_pay_their_own_attention(model, gpu, tp, precision, engi
     # the database's own estimate of a batch of whole prompts, within 10 % (times the
     # engine's prompt-iteration scale, perf.engines.PREFILL_SCALE)
     k = cost.prefill_scale
-    assert sixteen == pytest.approx(k * static[16, 1024] + cost.host_s, rel=0.1)
-    assert one == pytest.approx(k * static[1, 16384] + cost.host_s, rel=0.1)
+    assert sixteen == pytest.approx(k * static[16, 1024] + cost.host(16), rel=0.1)
+    assert one == pytest.approx(k * static[1, 16384] + cost.host(1), rel=0.1)
     # a chunk after a cached prefix pays attention to it: more than the same chunk alone
     assert cost.time(4096, 0, 0, 12288.0, 1) > cost.time(4096, 0, 0, 0.0, 1)
 
@@ -171,6 +171,31 @@ def test_each_iteration_pays_the_engines_host_time():
     assert parts["host_s"] == STEP_OVERHEAD_S["vllm"]
     assert sum(v for k, v in parts.items() if k != "total_s") == pytest.approx(
         parts["total_s"])
+
+
+def test_sglang_iterations_pay_a_host_time_per_sequence_vllm_ones_do_not(monkeypatch):
+    from planner_cli.perf import engines
+
+    per_seq = engines.SEQUENCE_OVERHEAD_S
+    assert per_seq["sglang"] > 0 and per_seq["vllm"] == 0  # what the runs showed
+    monkeypatch.setitem(per_seq, "sglang", 50e-6)
+    s = shape("llama-3.1-8b")
+    sg = measured.MeasuredCost(s, "sglang")
+    monkeypatch.setitem(per_seq, "sglang", 0.0)
+    flat = measured.MeasuredCost(s, "sglang")
+    assert sg.memo_key != flat.memo_key  # simulations of the two are not mixed up
+    for b in (1, 8, 64, 256):
+        k = b * 2048
+        assert sg.decode_time(b, k) - flat.decode_time(b, k) == pytest.approx(50e-6 * b)
+        assert sg.breakdown(0, b, k)["host_s"] == pytest.approx(engines.STEP_OVERHEAD_S[
+            "sglang"] + 50e-6 * b)
+    # a prompt iteration pays for its prompts and the decodes it carries
+    assert sg.time(4096, 0, 0, 0.0, 4) - flat.time(4096, 0, 0, 0.0, 4) == pytest.approx(4 * 50e-6)
+    assert sg.time(1024, 16, 16 * 2048) - flat.time(1024, 16, 16 * 2048) == pytest.approx(
+        17 * 50e-6)
+    # the decode runs the simulator sums stay exact
+    assert sg.decode_run(32, 32 * 1000, 300) == pytest.approx(
+        sum(sg.time(0, 32, 32 * (1000 + i)) for i in range(300)), rel=1e-9)
 
 
 def test_decode_runs_are_the_exact_sum_of_their_iterations():

@@ -37,6 +37,17 @@ UNCAPPED_SEQS = 1 << 30
 # any one model's rows left out the same value is chosen (held-out error 13.7 %). Rechecked on
 # the 328 rows usable since: 0.5, 1.0, 1.5 ms give 13.5, 13.0, 13.7 %.
 STEP_OVERHEAD_S = {"vllm": 1.0e-3, "sglang": 1.0e-3}
+# And host time per sequence an iteration holds (the scheduler's work per running request:
+# its output appended and checked, its slot and inputs prepared), which SGLang's steps show and
+# vLLM's do not: its measured TPOT at 128 and 256 concurrent requests was 11 % and 34 % above
+# perf serve's, at 4-64 within 4 %. Fitted by benchmarks/fit_host_time.py to the same file: per
+# engine the value on a 10 us grid (0-60) that minimises the median |TPOT error| of its rows,
+# the decode-step scales (perf.serving_fit) refitted for each value. SGLang (194 rows): 0 us
+# 9.4 %, 20 us 8.7 %, 30 us 8.9 %, 40 us 8.7 %, 50 us 8.6 %, 60 us 9.7 %; each model's rows
+# with the value chosen on the other models (30-50 us): 8.7 %. vLLM (169 rows): 0 us 7.7 %,
+# 10 us 8.0 %, 20 us 8.6 %; held out the same way 8.0 %. The runs reach 256 sequences per
+# iteration: beyond that the per-sequence time is extrapolated.
+SEQUENCE_OVERHEAD_S = {"vllm": 0.0, "sglang": 50e-6}
 # What a client's TTFT and latency add to the engine's own (the HTTP server, tokenisation, the
 # hand-off between the engine's processes, the first chunk streamed back): a frontend time, and
 # an output lag of that many decode iterations (each request's own time per output token, that
@@ -50,23 +61,25 @@ STEP_OVERHEAD_S = {"vllm": 1.0e-3, "sglang": 1.0e-3}
 # frontend time on a 10 ms grid and the lag on 0, 2, ... 30, the triple that minimises the
 # median |TTFT error| of the engine's rows. vLLM (169 rows): x1.5, 10 ms, no lag: 16.8 % (x1:
 # 21.2 % at 0 ms and lag 4; x1.25: 17.8 %); each model's rows predicted with the triple chosen
-# on the other models: 26.5 %. SGLang (194 rows): x1, 90 ms, lag 6: 21.9 % (x1.25: 23.8 %);
-# held out the same way, 30.0 % (the script's --no-lag: 250 ms, 22.3 %, 31.4 % held out).
-# Refitted when InferenceX's database-dump runs at --tp N --ep M, which record tp_size N·M,
+# on the other models: 26.5 %. SGLang (194 rows): x1, 70 ms, lag 8: 21.3 % (x1.25: 23.4 %);
+# held out the same way, 28.4 % (the script's --no-lag: 240 ms, 23.3 %, 29.6 % held out).
+# Refitted when SGLang's steps took a time per sequence (SEQUENCE_OVERHEAD_S; before: x1,
+# 90 ms, lag 6: 21.9 %, 30.0 % held out; --no-lag 250 ms, 22.3 %, 31.4 % held out), and before
+# that when InferenceX's database-dump runs at --tp N --ep M, which record tp_size N·M,
 # were read as the N-GPU runs they are (18 more rows; serving_recipes.parallelism) and
 # DeepSeek-V3 and R1 came to share one decode-step scale (before: x1, 30 ms, lag 12: 20.6 % on
 # 176 rows, 25.7 % held out; before GLM-5's rows moved to the measured tables: x1, 0 ms, lag
 # 16). What lags SGLang's clients is not known, and these constants are poorly identified: the
-# lag chosen without any one model is 0-12 (0 without Qwen3-32B, whose rows then choose x2 and
+# lag chosen without any one model is 0-10 (0 without Qwen3-32B, whose rows then choose x2 and
 # 60 ms). What the runs imply (measured TTFT - engine TTFT, in ms or in predicted TPOTs) differs
 # by engine version more than by model: about 90 ms whatever the batch on the B300 runs of
 # 0.5.10.post1, about 20 TPOTs on the B200 runs of 0.5.9, and it grows with a launch script's
 # --stream-interval S on B200 (S 10: 13 TPOTs; S 30: 17-23; S 50: 17-26; measured before the
 # refit) but is not S - 1: SGLang 0.5 sends a request's first token at once and then every S
 # tokens, which moves neither TTFT nor TPOT, so S is not modelled.
-FRONTEND_S = {"vllm": 0.010, "sglang": 0.090}
+FRONTEND_S = {"vllm": 0.010, "sglang": 0.070}
 PREFILL_SCALE = {"vllm": 1.5, "sglang": 1.0}
-OUTPUT_LAG = {"vllm": 0.0, "sglang": 6.0}
+OUTPUT_LAG = {"vllm": 0.0, "sglang": 8.0}
 
 
 @dataclass(frozen=True)

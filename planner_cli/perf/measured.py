@@ -38,7 +38,7 @@ import numpy as np
 import yaml
 
 from planner_cli.perf import serving_fit
-from planner_cli.perf.engines import PREFILL_SCALE, STEP_OVERHEAD_S
+from planner_cli.perf.engines import PREFILL_SCALE, SEQUENCE_OVERHEAD_S, STEP_OVERHEAD_S
 from planner_cli.perf.fast import decode_until, most_within
 from planner_cli.perf.shapes import ReplicaShape
 from planner_cli.specs.model import FP8_PRECISIONS, ModelCard
@@ -448,13 +448,14 @@ class MeasuredCost:
     def __init__(self, shape: ReplicaShape, engine: str) -> None:
         self.shape = shape
         self.host_s = STEP_OVERHEAD_S[engine]  # per iteration, outside the kernels
+        self.seq_s = SEQUENCE_OVERHEAD_S[engine]  # and per sequence in it
         # the engine's decode steps for this model against the tables (perf.serving_fit)
         fitted = decode_scale(engine, shape.card.name)
         self.decode_scale = fitted[0] if fitted else 1.0
         # an iteration holding prompt tokens, against the tables (perf.engines.PREFILL_SCALE)
         self.prefill_scale = PREFILL_SCALE[engine]
         self.memo_key = ("measured", shape, engine, self.decode_scale,
-                         self.prefill_scale)  # what sets every figure
+                         self.prefill_scale, self.host_s, self.seq_s)  # what sets every figure
         self.coverage = coverage(shape, engine)
         # a window on every layer that the database's (Llama) tables do not apply themselves
         self.window = (shape.card.sliding_window
@@ -592,7 +593,7 @@ class MeasuredCost:
                     # a decode-only step: the database's decode path (CUDA-graph timings,
                     # what its static estimate uses), not its mixed-step one
                     t = self._h.decode_step_latency(b, ctx, 2) / 1e3 * self.decode_scale
-                    total.append(t + self.host_s)
+                    total.append(t + self.host(b))
                     attn.append(a)
             row = self._grid[b] = (total, attn)
         return row
@@ -626,6 +627,11 @@ class MeasuredCost:
 
     # ------------------------------------------------------------ the cost interface
 
+    def host(self, seqs: int) -> float:
+        """Seconds of an iteration outside the kernels: the engine's time per iteration and
+        per sequence in it (perf.engines)."""
+        return self.host_s + self.seq_s * seqs
+
     def decode_time(self, b: int, k: float) -> float:
         return (self._decode.get(b) or self._decode_table(b)).step(k)
 
@@ -644,10 +650,10 @@ class MeasuredCost:
             if t is None:
                 if len(self._prefill) >= PREFILL_MEMO:
                     self._prefill.clear()  # bounded: a long trace has many (p, b) pairs
-                t = self._prefill[key] = self.host_s + self.prefill_scale * (
+                t = self._prefill[key] = self.host(b + seqs) + self.prefill_scale * (
                     self.shared(p + b) + self._attn_fixed + seqs * self._attention(p / seqs))
         else:
-            t = self.host_s + self.prefill_scale * (
+            t = self.host(b + seqs) + self.prefill_scale * (
                 self.shared(p + b) + self._attn_fixed
                 + seqs * self.context(p / seqs, prefill_context))
         if b > 0:
@@ -668,9 +674,9 @@ class MeasuredCost:
             table = self._decode_table(b)
             dec = max(_interp(table.ks, table.attn, k), 0.0)
             if p == 0:
-                shared = table.step(k) - dec - self.host_s
+                shared = table.step(k) - dec - self.host(b)
         return {"shared_s": shared, "context_attention_s": ctx, "decode_attention_s": dec,
-                "host_s": self.host_s if p > 0 or b > 0 else 0.0,
+                "host_s": self.host(b + seqs) if p > 0 or b > 0 else 0.0,
                 "total_s": self.time(p, b, k, prefill_context, prefill_seqs)}
 
     def decode_run(self, b: int, k0: float, n: int) -> float:

@@ -5,8 +5,8 @@ aiconfigurator-core's kernel tables predict each model's decode step well up to 
 belongs to the model under an engine (which MoE, attention and quantised-GEMM kernels the
 engine picks for that checkpoint, what it fuses): against the measured serving runs of
 ../shared/data/raw/aiconfigurator/silicon_dev.csv (the one file constants may be fitted to)
-the measured mean TPOT is 0.83x `perf serve`'s for gpt-oss-120b on vLLM and 1.11x for
-Qwen3.5-397B-A17B on SGLang, across GPUs, parallelism and concurrency. `serving_fit.yaml`
+the measured mean TPOT is 0.83x `perf serve`'s for gpt-oss-120b on vLLM and 1.18x for GLM-5
+on SGLang, across GPUs, parallelism and concurrency. `serving_fit.yaml`
 holds, per (engine, model), the median over that model's usable rows of measured TPOT /
 predicted TPOT (the tables unscaled), where the file has at least MIN_ROWS of them; a model is
 every catalog card of one architecture (`same_architecture`: DeepSeek-V3 and R1 run the same
@@ -17,8 +17,9 @@ steps (not the host time) by it and says so in its source label; a model or engi
 has no runs of keeps the tables as measured.
 
 Median |TPOT error| of `perf serve` on the file's 363 usable rows, each replayed as it was
-launched (benchmarks/bench_serving_accuracy.py, with and without --unscaled): 11.9 % unscaled,
-8.9 % scaled (in sample). Held out, each configuration's scale fitted to its model's other
+launched (benchmarks/bench_serving_accuracy.py, with and without --unscaled): 11.2 % unscaled,
+8.2 % scaled (in sample; before SGLang's steps took a time per sequence, perf.engines: 11.9 %
+and 8.9 %). Held out, each configuration's scale fitted to its model's other
 configurations: 10.4 % with every row simulated again when it was first fitted (then 13.9 %
 unscaled, 9.8 % scaled, on fewer rows); fit_serving.py prints the estimate per model.
 """
