@@ -32,7 +32,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from serving_recipes import PROMPTS_PER_CLIENT, inferencex, lengths, parallelism, recipe
+from serving_recipes import (
+    PROMPTS_PER_CLIENT,
+    attention_dp_copies,
+    inferencex,
+    lengths,
+    parallelism,
+    recipe,
+)
 
 from planner_cli import api
 from planner_cli.errors import PlannerError
@@ -96,6 +103,7 @@ def usable_runs(csv: Path) -> tuple[list[Run], Counter[str]]:
     rows = rows[(rows["mode"] == "agg") & rows["backend"].isin(["vllm", "sglang"])]
     skipped: Counter[str] = Counter()
     runs: list[Run] = []
+    copies = attention_dp_copies(r for _, r in rows.iterrows())
     for _, r in rows.iterrows():
         model = r["model_path"]
         if model not in catalog.models:
@@ -121,6 +129,9 @@ def usable_runs(csv: Path) -> tuple[list[Run], Counter[str]]:
             precision = catalog.model(model).served_precision(model, precision, r["id"])
         if r["attention_dp_size"] > 1 or r["pp_size"] > 1:
             skipped["attention DP or pipeline parallel"] += 1
+            continue
+        if r["id"] in copies:
+            skipped["an attention-DP run's figures, its flag lost"] += 1
             continue
         tp, moe_ep = parallelism(r)
         c = concurrency(r["silicon_data_source"])

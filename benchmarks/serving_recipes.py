@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -68,6 +68,21 @@ def parallelism(r: Mapping[str, Any]) -> tuple[int, int]:
             r["attention_dp_size"] == 1 and int(r["moe_tp_size"]) * ep == tp:
         return int(r["moe_tp_size"]), ep
     return tp, ep
+
+
+def attention_dp_copies(rows: Iterable[Mapping[str, Any]]) -> set[str]:
+    """Ids of the rows that record no attention DP but carry, to the rounding, the ISL, OSL
+    and measured TTFT and TPOT of a row that records it: the same run, its attention-DP flag
+    lost. The Kimi-K2.5 gap-analysis rows at tp 4, ep 4 are such copies of InferenceX runs
+    at --tp 4 --ep 4 with attention DP 4 (179.80 ms and 10.50 ms against 179.803 and 10.499)."""
+    rows = list(rows)
+
+    def key(r: Mapping[str, Any]) -> tuple:
+        return (int(r["isl"]), int(r["osl"]), round(float(r["silicon_ttft_ms"]), 1),
+                round(float(r["silicon_tpot_ms"]), 1))
+
+    dp = {key(r) for r in rows if r["attention_dp_size"] > 1}
+    return {str(r["id"]) for r in rows if r["attention_dp_size"] <= 1 and key(r) in dp}
 
 
 @dataclass(frozen=True)

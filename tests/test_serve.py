@@ -401,3 +401,13 @@ def test_the_benchmarks_inferencex_lengths_and_launch_flags(monkeypatch):
     assert recipes.parallelism(row("x_c4_tp4_ep4_1037", dated, 16, 1, 4, 4)) == (4, 4)
     gap = "source_file=/x/aic-auto-gap-analysis/data/h100_sxm/vllm/0.12.0/Q.csv"
     assert recipes.parallelism(row("q_c8_tp2_epnone_1", gap, 2, nan, 1, 1)) == (2, 1)
+    # a row that records no attention DP but carries an attention-DP run's lengths and figures
+    # (to the rounding) is that run
+    def run(ident: str, dp: int, ttft: float, tpot: float, isl: int = 1024) -> dict:
+        return {"id": ident, "attention_dp_size": dp, "isl": isl, "osl": 1024,
+                "silicon_ttft_ms": ttft, "silicon_tpot_ms": tpot}
+
+    assert recipes.attention_dp_copies([
+        run("ix_dp4", 4, 179.803089, 10.499341), run("gap_copy", 1, 179.80, 10.50),
+        run("other_lengths", 1, 179.80, 10.50, isl=8192), run("other_run", 1, 176.80, 8.42),
+        run("dp_twin", 4, 179.80, 10.50)]) == {"gap_copy"}
