@@ -4,10 +4,11 @@ Every aggregated (not disaggregated) vLLM and SGLang row of
 ../shared/data/raw/aiconfigurator/silicon_dev.csv is a measured `bench serve` run: mean TTFT and
 TPOT (ms) at a nominal ISL/OSL and client concurrency, with the engine, its version and the
 parallelism. For each row we can express (a catalog model and GPU, a precision we plan for, one
-replica inside a node, no attention data parallelism) this runs `perf serve` on the default
+replica inside a node, no pipeline parallelism) this runs `perf serve` on the default
 source as the run was launched (serving_recipes: the client's length spread and the launch
-script's engine flags), the same closed loop on the analytic model alone, and asks
-aiconfigurator-core's own static estimate (EngineHandle.run_static, batch = concurrency: TTFT =
+script's engine flags), the same closed loop on the analytic model alone (not for runs with
+attention data parallelism, which it does not model), and asks aiconfigurator-core's own
+static estimate (EngineHandle.run_static, batch = concurrency, per attention-DP rank: TTFT =
 its context phase, TPOT = its generation phase per token), then prints median and p90 |error|
 per GPU × engine × model, and how many rows were left out and why. Constants fitted to this
 file (the host time, frontend time, output lag and prompt-iteration scale per engine in
@@ -70,7 +71,8 @@ def concurrency(source: str) -> int | None:
 
 def aic_static(shape: ReplicaShape, engine: str, isl: int, osl: int, c: int
                ) -> tuple[float, float] | None:
-    """aiconfigurator-core's own estimate: static batching of c requests."""
+    """aiconfigurator-core's own estimate: static batching of c requests (with attention data
+    parallelism, its batch is one rank's: c spread over the ranks)."""
     try:
         try:  # the tables our measured source settled on, else the first it tried
             handle = measured.measured_cost(shape, engine)._h
@@ -78,7 +80,8 @@ def aic_static(shape: ReplicaShape, engine: str, isl: int, osl: int, c: int
             handle = measured._handle(measured.coverage(shape, engine), shape,
                                       measured._variants(shape)[0][0])
         with measured._quiet():
-            ctx_ms, gen_ms, _ = handle.run_static(batch_size=c, isl=isl, osl=osl)
+            ctx_ms, gen_ms, _ = handle.run_static(batch_size=-(-c // shape.dp), isl=isl,
+                                                  osl=osl)
     except (NotCovered, Exception):  # its own errors: no estimate for this row
         return None
     return ctx_ms, gen_ms / max(osl - 1, 1)
@@ -127,18 +130,22 @@ def usable_runs(csv: Path) -> tuple[list[Run], Counter[str]]:
         # its own precision
         with contextlib.suppress(PlannerError):
             precision = catalog.model(model).served_precision(model, precision, r["id"])
-        if r["attention_dp_size"] > 1 or r["pp_size"] > 1:
-            skipped["attention DP or pipeline parallel"] += 1
+        if r["pp_size"] > 1:
+            skipped["pipeline parallel"] += 1
             continue
         if r["id"] in copies:
             skipped["an attention-DP run's figures, its flag lost"] += 1
             continue
-        tp, moe_ep = parallelism(r)
+        try:
+            tp, moe_ep, dp = parallelism(r)
+        except ValueError as exc:
+            skipped[str(exc)] += 1
+            continue
         c = concurrency(r["silicon_data_source"])
         card = catalog.model(model)
         try:
             shape = ReplicaShape(card, catalog.gpu(gpu), tp, 1, precision,
-                                 ep=moe_ep if card.moe else 1)
+                                 ep=moe_ep if card.moe else 1, dp=dp)
         except PlannerError as exc:
             skipped[f"shape: {exc.message[:40]}"] += 1
             continue
@@ -156,7 +163,7 @@ def launch(run: Run, as_launched: bool = True) -> dict:
         return {"isl": run.isl, "osl": run.osl}
     s = run.shape
     isl, ratio = lengths(run.isl)
-    flags = recipe(run.engine, s.card.name, s.precision, s.gpu.name, s.tp, run.isl,
+    flags = recipe(run.engine, s.card.name, s.precision, s.gpu.name, s.tp * s.dp, run.isl,
                    run.osl, run.concurrency)
     return {"isl": isl, "osl": lengths(run.osl)[0], "range_ratio": ratio,
             "num_prompts": PROMPTS_PER_CLIENT * run.concurrency,
@@ -172,7 +179,8 @@ def predict(run: Run, as_launched: bool = True) -> dict:
     s = run.shape
     how = launch(run, as_launched)
     return api.perf_serve(s.card.name, s.gpu.name, how.pop("isl"), how.pop("osl"),
-                          run.concurrency, s.tp, 1, s.ep, s.precision, engine=run.engine,
+                          run.concurrency, s.tp, 1, s.ep, s.precision, dp=s.dp,
+                          engine=run.engine,
                           **how)
 
 
@@ -207,21 +215,20 @@ def report(args: argparse.Namespace) -> None:
             skipped[f"perf serve: {exc.message[:50]}"] += 1
             continue
         # the same closed loop as perf serve's (memory, batching, engine), on the analytic cost
-        analytic = closed_loop(IterationCost(replace(shape, kv_dtype=ours["kv_cache_dtype"]),
-                                             DEFAULT_CONSTANTS),
-                               ours["kv_capacity_tokens"], ours["isl"], ours["osl"], c,
-                               ours["num_prompts"], ours["max_num_batched_tokens"],
-                               ours["max_num_seqs"] or UNCAPPED_SEQS,
-                               prefill_first(r["backend"]), ours["random_range_ratio"],
-                               state_tokens=ours["state_tokens_per_sequence"],
-                               frontend_s=FRONTEND_S[r["backend"]],
-                               recv_interval=ours["scheduler_recv_interval"],
-                               output_lag=OUTPUT_LAG[r["backend"]])
+        # (which has no attention data parallelism: no figure for those runs)
+        analytic = None if shape.dp > 1 else closed_loop(
+            IterationCost(replace(shape, kv_dtype=ours["kv_cache_dtype"]), DEFAULT_CONSTANTS),
+            ours["kv_capacity_tokens"], ours["isl"], ours["osl"], c, ours["num_prompts"],
+            ours["max_num_batched_tokens"], ours["max_num_seqs"] or UNCAPPED_SEQS,
+            prefill_first(r["backend"]), ours["random_range_ratio"],
+            state_tokens=ours["state_tokens_per_sequence"], frontend_s=FRONTEND_S[r["backend"]],
+            recv_interval=ours["scheduler_recv_interval"], output_lag=OUTPUT_LAG[r["backend"]])
+        plain = (analytic.mean_ttft_ms, analytic.mean_tpot_ms) if analytic else None
         key = (gpu, r["backend"], card.name)
         truth = {"ttft": float(r["silicon_ttft_ms"]), "tpot": float(r["silicon_tpot_ms"])}
         aic = aic_static(shape, r["backend"], isl, osl, c)
         for what, got in (("ours", (ours["mean_ttft_ms"], ours["mean_tpot_ms"])),
-                          ("analytic", (analytic.mean_ttft_ms, analytic.mean_tpot_ms)),
+                          ("analytic", plain),
                           ("aic", aic)):
             if got is None:
                 continue
@@ -229,11 +236,12 @@ def report(args: argparse.Namespace) -> None:
             errors[key][f"{what}_tpot"].append(abs(got[1] / truth["tpot"] - 1))
         errors[key]["sources"].append(ours["source"])  # type: ignore[arg-type]
         table.append({"id": r["id"], "gpu": gpu, "engine": r["backend"], "model": card.name,
-                      "precision": precision, "tp": tp, "ep": shape.ep, "isl": isl, "osl": osl,
+                      "precision": precision, "tp": tp, "ep": shape.ep, "dp": shape.dp,
+                      "isl": isl, "osl": osl,
                       "concurrency": c, "ttft_ms": truth["ttft"], "tpot_ms": truth["tpot"],
                       "ours_ttft_ms": ours["mean_ttft_ms"], "ours_tpot_ms": ours["mean_tpot_ms"],
-                      "analytic_ttft_ms": analytic.mean_ttft_ms,
-                      "analytic_tpot_ms": analytic.mean_tpot_ms,
+                      "analytic_ttft_ms": plain[0] if plain else None,
+                      "analytic_tpot_ms": plain[1] if plain else None,
                       "aic_ttft_ms": aic[0] if aic else None,
                       "aic_tpot_ms": aic[1] if aic else None, "source": ours["source"]})
         used += 1

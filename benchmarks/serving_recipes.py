@@ -50,24 +50,35 @@ def lengths(length: int) -> tuple[int, float]:
     return round(length * (1 + low) / 2), (1 - low) / (1 + low)
 
 
-def parallelism(r: Mapping[str, Any]) -> tuple[int, int]:
-    """(tp, expert-parallel size) of a row. Some rows record a launch's --tp N and --ep M as
-    tp_size N·M, moe_tp_size N and moe_ep_size M: those runs used N GPUs, the experts spread
-    over M of them. Rows whose ids name N and M say so, and so does every row of InferenceX's
-    database dumps ("db-dump" sources): its tp_size is always moe_tp_size·moe_ep_size, and its
-    runs at tp_size 64 (moe 8 x 8) are measured, to the digit, as the dated file's runs at tp
-    8, ep 8 (moe_tp_size 1, the other convention) on an 8-GPU node."""
+def parallelism(r: Mapping[str, Any]) -> tuple[int, int, int]:
+    """(tp, expert-parallel size, attention-DP ranks) of a row. Some rows record a launch's
+    --tp N and --ep M as tp_size N·M, moe_tp_size N and moe_ep_size M: those runs used N GPUs,
+    the experts spread over M of them. Rows whose ids name N and M say so, and so does every
+    row of InferenceX's database dumps ("db-dump" sources): its tp_size is always
+    moe_tp_size·moe_ep_size, and its runs at tp_size 64 (moe 8 x 8) are measured, to the
+    digit, as the dated file's runs at tp 8, ep 8 (moe_tp_size 1, the other convention) on an
+    8-GPU node. A row that records attention DP d ran on tp_size GPUs as d ranks of
+    tp_size / d, its experts over ep = moe_ep_size / d of them: the rows record tp_size·d =
+    moe_tp_size·moe_ep_size, and those whose ids name the launch say --tp 4 --ep 4 for
+    tp_size 4, attention DP 4 and moe_ep_size 16, --tp 2 --ep 2 for 2, 2 and 4. None where a
+    row's sizes do not divide so."""
     tp = int(r["tp_size"])
     ep = int(r["moe_ep_size"]) if not math.isnan(r["moe_ep_size"]) else 1
+    dp = int(r["attention_dp_size"]) if not math.isnan(r["attention_dp_size"]) else 1
+    if dp > 1:
+        if tp % dp or ep % dp:
+            raise ValueError(f"attention DP {dp} does not divide tp_size {tp} and moe_ep_size "
+                             f"{ep}")
+        return tp // dp, ep // dp, dp
     named = re.search(r"_tp(\d+)(?:_0)?_ep(\d+)(?:_0)?_", r["id"])
     if named:
         n, m = int(named.group(1)), int(named.group(2))
         if n != tp and n * m == tp:
-            return n, m
+            return n, m, 1
     if str(r["silicon_data_source"]).startswith("db-dump") and ep > 1 and \
-            r["attention_dp_size"] == 1 and int(r["moe_tp_size"]) * ep == tp:
-        return int(r["moe_tp_size"]), ep
-    return tp, ep
+            int(r["moe_tp_size"]) * ep == tp:
+        return int(r["moe_tp_size"]), ep, 1
+    return tp, ep, 1
 
 
 def attention_dp_copies(rows: Iterable[Mapping[str, Any]]) -> set[str]:

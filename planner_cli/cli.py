@@ -117,6 +117,11 @@ TraceOpt = Annotated[Path | None, typer.Option(help="Trace file (default: bundle
 QualityOpt = Annotated[Path | None, typer.Option(help="Judged sample CSV (default: bundled).")]
 CascadeOpt = Annotated[Path | None, typer.Option(help="Cascade YAML (default: bundled).")]
 ClusterOpt = Annotated[Path | None, typer.Option(help="Cluster YAML (default: bundled).")]
+DpOpt = Annotated[int, typer.Option(
+    help="Attention data-parallel ranks (MoE models; vLLM --data-parallel-size with "
+    "--enable-expert-parallel, SGLang --dp with --enable-dp-attention): dp ranks of tp GPUs "
+    "each, every rank serving attention for its own requests, the experts spread over all "
+    "tp x dp GPUs (ep of them). Timed from the measured tables only.")]
 
 
 def _arrivals(rate: float | None, arrival: str, cv: float, seed: int) -> api.ArrivalOptions:
@@ -321,6 +326,7 @@ def perf(
     tp: Annotated[int, typer.Option(help="Tensor-parallel size.")] = 1,
     pp: Annotated[int, typer.Option(help="Pipeline-parallel size.")] = 1,
     ep: Annotated[int, typer.Option(help="Expert-parallel size inside tp (MoE models).")] = 1,
+    dp: DpOpt = 1,
     precision: PrecisionOpt = None,
     prefill_tokens: Annotated[int, typer.Option(help="Tokens prefilled this iteration.")] = 0,
     batch: Annotated[int, typer.Option(help="Sequences decoded this iteration.")] = 0,
@@ -355,7 +361,8 @@ def perf(
                               prefill_context, prefill_seqs, catalog_dir=_catalog_dir(),
                               profiles_dir=profiles, engine=engine,
                               gpu_memory_utilization=gpu_memory_utilization,
-                              max_model_len=max_model_len, kv_cache_dtype=kv_cache_dtype, ep=ep)
+                              max_model_len=max_model_len, kv_cache_dtype=kv_cache_dtype, ep=ep,
+                              dp=dp)
     render.emit_json(result) if as_json else render.perf_table(result)
 
 
@@ -370,16 +377,18 @@ def perf_serve(
     tp: Annotated[int, typer.Option(help="Tensor-parallel size.")] = 1,
     pp: Annotated[int, typer.Option(help="Pipeline-parallel size.")] = 1,
     ep: Annotated[int, typer.Option(help="Expert-parallel size inside tp (MoE models).")] = 1,
+    dp: DpOpt = 1,
     precision: PrecisionOpt = None,
     engine: EngineOpt = None,
     num_prompts: Annotated[int | None, typer.Option(
         help="Requests in the run (default: 10 per client, at least 100).")] = None,
     max_num_seqs: Annotated[int | None, typer.Option(
         help="The engine's sequence cap (vLLM --max-num-seqs, SGLang --max-running-requests; "
-        "default: the engine's own for the GPU).")] = None,
+        "default: the engine's own for the GPU; with --dp, each rank's).")] = None,
     max_num_batched_tokens: Annotated[int | None, typer.Option(
         help="The engine's token budget per iteration (vLLM --max-num-batched-tokens, SGLang "
-        "--chunked-prefill-size; default: the engine's own for the GPU).")] = None,
+        "--chunked-prefill-size; default: the engine's own for the GPU; with --dp, each "
+        "rank's).")] = None,
     random_range_ratio: Annotated[float, typer.Option(
         help="Spread of the request lengths, as the benchmark's --random-range-ratio: each "
         "length uniform in [L·(1-R), L·(1+R)] (0: fixed).")] = 0.0,
@@ -400,7 +409,7 @@ def perf_serve(
     simulator on the shape's performance source (printed), scheduled as the engine does
     (vLLM mixes prefill chunks into decode iterations; SGLang runs waiting prefills first).
     """
-    result = api.perf_serve(model, gpu, isl, osl, concurrency, tp, pp, ep, precision,
+    result = api.perf_serve(model, gpu, isl, osl, concurrency, tp, pp, ep, precision, dp=dp,
                             num_prompts=num_prompts, engine=engine, max_num_seqs=max_num_seqs,
                             max_num_batched_tokens=max_num_batched_tokens,
                             range_ratio=random_range_ratio, seed=seed,

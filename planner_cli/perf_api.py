@@ -52,9 +52,11 @@ def perf_predict(model: str, gpu: str, tp: int = 1, pp: int = 1, precision: str 
                  engine: str | None = None,
                  gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
                  max_model_len: int | None = None, kv_cache_dtype: str = "bf16",
-                 ep: int = 1) -> dict:
+                 ep: int = 1, dp: int = 1) -> dict:
     """Memory figures and the predicted iteration time of one replica shape, with its source
-    (`ep`: experts spread over that many GPUs of the tp group, MoE models)."""
+    (`ep`: experts spread over that many GPUs of the tp group, MoE models; `dp`: attention
+    data-parallel ranks of tp GPUs each, the experts over all of them: the iteration's
+    prompts and decodes are the replica's, spread evenly over the ranks)."""
     if prefill_tokens < 0 or batch < 0 or context < 0 or prefill_context < 0:
         raise InputError("token counts must be >= 0", "fix --prefill-tokens/--batch/--context")
     if prefill_seqs < 1 or (prefill_tokens and prefill_seqs > prefill_tokens):
@@ -72,12 +74,12 @@ def perf_predict(model: str, gpu: str, tp: int = 1, pp: int = 1, precision: str 
     card = load_catalog(catalog_dir).model(model)
     precision = card.served_precision(model, precision, "--model")
     shape = ReplicaShape(card, resolve_gpu(gpu, catalog_dir), tp, pp, precision,
-                         kv_dtype=kv_cache_dtype, ep=ep)
+                         kv_dtype=kv_cache_dtype, ep=ep, dp=dp)
     pm = perf_model(shape, profiles_dir, engine)
     mem = pm.memory(gpu_memory_utilization, max_model_len)
     breakdown = pm.iteration(prefill_tokens, batch, context, prefill_context, prefill_seqs)
     return {"shape": {"model": card.name, "gpu": shape.gpu.name, "tp": tp, "pp": pp, "ep": ep,
-                      "precision": precision, "gpus": shape.gpus},
+                      "dp": dp, "precision": precision, "gpus": shape.gpus},
             "iteration": {"prefill_tokens": prefill_tokens, "decode_batch": batch,
                           "context_tokens": context, "prefill_context": prefill_context},
             "memory": mem.to_dict(), "time_ms": breakdown["total_s"] * 1e3,
@@ -87,7 +89,7 @@ def perf_predict(model: str, gpu: str, tp: int = 1, pp: int = 1, precision: str 
 
 
 def perf_serve(model: str, gpu: str, isl: int, osl: int, concurrency: int, tp: int = 1,
-               pp: int = 1, ep: int = 1, precision: str | None = None, *,
+               pp: int = 1, ep: int = 1, precision: str | None = None, *, dp: int = 1,
                num_prompts: int | None = None, engine: str | None = None,
                max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None,
                gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
@@ -96,7 +98,10 @@ def perf_serve(model: str, gpu: str, isl: int, osl: int, concurrency: int, tp: i
                catalog_dir: Path | None = None, profiles_dir: Path | None = None) -> dict:
     """What `vllm bench serve --max-concurrency C` with random lengths would report for one
     replica: the simulator driven by C closed-loop clients, scheduled as the engine does, with
-    the engine's own batching defaults for the GPU where none are given."""
+    the engine's own batching defaults for the GPU where none are given. With `dp`
+    attention data-parallel ranks the token budget and sequence cap are each rank's, as the
+    engines' flags are; the replica is simulated as one engine holding all the ranks' requests,
+    spread evenly over them, every iteration taking its busiest rank's time."""
     for name, value in (("--isl", isl), ("--osl", osl), ("--concurrency", concurrency)):
         if value < 1:
             raise InputError(f"{name} {value} is below 1", f"pass {name} >= 1")
@@ -117,7 +122,7 @@ def perf_serve(model: str, gpu: str, isl: int, osl: int, concurrency: int, tp: i
     card = load_catalog(catalog_dir).model(model)
     precision = card.served_precision(model, precision, "--model")
     shape = ReplicaShape(card, resolve_gpu(gpu, catalog_dir), tp, pp, precision,
-                         kv_dtype=kv_cache_dtype, ep=ep)
+                         kv_dtype=kv_cache_dtype, ep=ep, dp=dp)
     defaults = engine_defaults(engine, shape.gpu)
     max_num_seqs = max_num_seqs or defaults.max_num_seqs
     max_num_batched_tokens = max_num_batched_tokens or defaults.max_num_batched_tokens
@@ -131,11 +136,12 @@ def perf_serve(model: str, gpu: str, isl: int, osl: int, concurrency: int, tp: i
         raise InputError(f"{shape.label} does not fit: {mem.reason}",
                          "raise tp or pp, or use a lower precision")
     pm = perf_model(shape, profiles_dir, engine)
+    ranks_seqs = max_num_seqs if max_num_seqs >= UNCAPPED_SEQS else max_num_seqs * dp
     figures = closed_loop(pm.cost(), mem.kv_capacity_tokens, isl, osl, concurrency, prompts,
-                          max_num_batched_tokens, max_num_seqs, defaults.prefill_first,
+                          max_num_batched_tokens * dp, ranks_seqs, defaults.prefill_first,
                           range_ratio, seed, mem.state_tokens_per_sequence,
                           FRONTEND_S[engine], scheduler_recv_interval, OUTPUT_LAG[engine])
-    return {"model": card.name, "gpu": shape.gpu.name, "tp": tp, "pp": pp, "ep": ep,
+    return {"model": card.name, "gpu": shape.gpu.name, "tp": tp, "pp": pp, "ep": ep, "dp": dp,
             "precision": precision, "kv_cache_dtype": kv_cache_dtype, "engine": engine,
             "max_num_batched_tokens": max_num_batched_tokens,
             "max_num_seqs": None if max_num_seqs >= UNCAPPED_SEQS else max_num_seqs,

@@ -152,8 +152,9 @@ def perf_table(result: dict) -> None:
     out = console()
     s, it, mem = result["shape"], result["iteration"], result["memory"]
     ep = f" ep {s['ep']}" if s.get("ep", 1) > 1 else ""
+    dp = f" × dp {s['dp']}" if s.get("dp", 1) > 1 else ""
     out.print(f"[bold]{s['model']}[/bold] on {s['gpus']} × {s['gpu']} (tp {s['tp']} × pp "
-              f"{s['pp']}{ep}, {s['precision']})")
+              f"{s['pp']}{dp}{ep}, {s['precision']})")
     t = Table(title="Memory per GPU (fullest stage)", title_justify="left", show_header=False)
     t.add_column("what")
     t.add_column("value", justify="right")
@@ -182,8 +183,10 @@ def perf_table(result: dict) -> None:
 def serve_table(result: dict) -> None:
     out = console()
     ep = f" ep {result['ep']}" if result["ep"] > 1 else ""
-    out.print(f"[bold]{result['model']}[/bold] on {result['tp'] * result['pp']} × "
-              f"{result['gpu']} (tp {result['tp']} × pp {result['pp']}{ep}, "
+    dp = result.get("dp", 1)
+    ranks = f" × dp {dp}" if dp > 1 else ""
+    out.print(f"[bold]{result['model']}[/bold] on {result['tp'] * result['pp'] * dp} × "
+              f"{result['gpu']} (tp {result['tp']} × pp {result['pp']}{ranks}{ep}, "
               f"{result['precision']}, {result['engine']}): {result['num_prompts']:,} requests "
               f"of {result['isl']:,} → {result['osl']:,} tokens from {result['concurrency']} "
               "closed-loop clients")
@@ -205,7 +208,8 @@ def serve_table(result: dict) -> None:
     recv = result.get("scheduler_recv_interval", 1)
     if recv > 1:
         scheduling += f"; new requests taken in every {recv} decode iterations"
-    out.print(f"engine batching: {result['max_num_batched_tokens']:,} tokens per "
+    each = " on each of its ranks" if result.get("dp", 1) > 1 else ""
+    out.print(f"engine batching{each}: {result['max_num_batched_tokens']:,} tokens per "
               f"{'prefill batch' if first else 'iteration'}, "
               f"{'no sequence cap' if seqs is None else f'{seqs:,} sequences'}; {scheduling}")
     out.print(f"source: {result['source']}")

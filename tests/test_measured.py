@@ -198,6 +198,29 @@ def test_sglang_iterations_pay_a_host_time_per_sequence_vllm_ones_do_not(monkeyp
         sum(sg.time(0, 32, 32 * (1000 + i)) for i in range(300)), rel=1e-9)
 
 
+@pytest.mark.slow  # compiles an attention-DP estimator (seconds)
+def test_attention_data_parallel_iterations_are_one_ranks_share():
+    from dataclasses import replace
+
+    s = replace(shape("minimax-m2.5", "b200", tp=1, precision="fp8"), ep=4, dp=4)
+    cost = measured.MeasuredCost(s, "vllm")
+    assert cost.memo_key != measured.MeasuredCost(replace(s, tp=4, dp=1), "vllm").memo_key
+    with measured._quiet():  # the database's batch is one rank's: 32 sequences are 8 a rank
+        step = cost._h.decode_step_latency(8, 2048, 2) / 1e3
+    assert cost.decode_time(32, 32 * 2048) == pytest.approx(
+        step * cost.decode_scale + cost.host(8), rel=1e-9)
+    # one sequence: its rank steps with one, the idle ranks with it
+    assert cost.decode_time(1, 2048) == pytest.approx(cost.decode_time(4, 4 * 2048), rel=1e-9)
+    # prompts spread over the ranks: four take one rank's one
+    assert cost.time(4096, 0, 0, 0.0, 4) == pytest.approx(
+        cost.host(1) + cost.prefill_scale * (cost.shared(1024) + cost._attn_fixed
+                                             + cost._attention(1024)), rel=1e-9)
+    parts = cost.breakdown(2048, 64, 64 * 1500, 0.0, 2)
+    assert sum(v for k, v in parts.items() if k != "total_s") == pytest.approx(parts["total_s"])
+    assert cost.decode_run(64, 64 * 1000, 300) == pytest.approx(
+        sum(cost.time(0, 64, 64 * (1000 + i)) for i in range(300)), rel=1e-9)
+
+
 def test_decode_runs_are_the_exact_sum_of_their_iterations():
     cost = measured.MeasuredCost(shape("llama-3.1-8b"), "vllm")
     for b, k0, n in ((1, 100, 3000), (8, 4000, 500), (64, 64 * 30000, 200), (5, 0, 1)):

@@ -246,6 +246,42 @@ def test_perf_command_json(cli):
     assert "tp 4 × pp 1 ep 4, fp8" in cli(*moe, "--ep", "4").stderr
     assert_one_line_error(cli("perf", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--tp",
                               "2", "--ep", "2", "--batch", "1"), "llama-3.1-8b has no experts")
+    # --dp: attention data-parallel ranks, from the measured tables only
+    ranks = json.loads(cli(*moe[:6], "1", *moe[7:], "--dp", "4", "--ep", "4", "--json").stdout)
+    assert (ranks["shape"]["dp"], ranks["shape"]["gpus"]) == (4, 4)
+    assert ranks["source"].startswith("measured:")
+    assert "tp 1 × pp 1 × dp 4 ep 4, fp8" in cli(*moe[:6], "1", *moe[7:], "--dp", "4", "--ep",
+                                                  "4").stderr
+    assert_one_line_error(cli("perf", "--model", "minimax-m2.5", "--gpu", "l4", "--dp", "2",
+                              "--ep", "2", "--precision", "fp8", "--batch", "2"),
+                          "timed from aiconfigurator-core's tables only")
+
+
+def test_attention_data_parallel_ranks_hold_their_own_cache_and_share_the_experts():
+    card, gpu = CAT.model("deepseek-r1"), CAT.gpu("h200")
+    tp8 = ReplicaShape(card, gpu, 8, 1, "fp8", ep=8)
+    dp8 = ReplicaShape(card, gpu, 1, 1, "fp8", ep=8, dp=8)
+    assert dp8.gpus == 8 and dp8.expert_group == 8 and "dp8" in dp8.label
+    # the experts split over all eight GPUs either way; attention and dense layers per rank
+    assert dp8.expert_params_gpu() == tp8.expert_params_gpu()
+    assert dp8.attention_linear_params_gpu() == 8 * tp8.attention_linear_params_gpu()
+    # MLA's latent cache: on every rank of a tp group, once per attention-DP rank
+    assert dp8.kv_bytes_per_token_gpu() == tp8.kv_bytes_per_token_gpu()
+    mem8, mem_dp = memory_figures(tp8, max_model_len=8192), memory_figures(dp8,
+                                                                            max_model_len=8192)
+    assert mem_dp.weights_bytes_per_gpu > mem8.weights_bytes_per_gpu  # attention replicated
+    per_gpu = (mem_dp.usable_bytes_per_gpu - mem_dp.weights_bytes_per_gpu
+               - mem_dp.activation_bytes_per_gpu - mem_dp.reserve_bytes_per_gpu)
+    assert mem_dp.kv_capacity_tokens == 8 * int(per_gpu // mem_dp.kv_bytes_per_token_per_gpu)
+    assert mem_dp.kv_capacity_tokens > 5 * mem8.kv_capacity_tokens
+    for kwargs, needle in ((dict(model="llama-3.1-8b", tp=1, dp=2), "has none"),
+                           (dict(model="deepseek-r1", tp=2, dp=8), "exceeds the 8 GPUs"),
+                           (dict(model="deepseek-r1", tp=1, dp=4, ep=8), "ep=8 does not divide"),
+                           (dict(model="deepseek-r1", tp=1, dp=4, pp=2), "not modelled"),
+                           (dict(model="deepseek-r1", tp=1, dp=0), "dp=0")):
+        model = CAT.model(kwargs.pop("model"))
+        with pytest.raises(InputError, match=needle):
+            ReplicaShape(model, gpu, kwargs.pop("tp"), kwargs.pop("pp", 1), "fp8", **kwargs)
 
 
 @pytest.mark.parametrize("args,needle", [

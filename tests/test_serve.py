@@ -73,6 +73,14 @@ def test_perf_serve_reports_the_benchmark_keys(cli):
                 "--osl", "64", "--concurrency", "4")
     assert human.exit_code == 0, human.output
     assert "mean TPOT" in human.stderr and "source: measured:h200_sxm/sglang/" in human.stderr
+    # attention data parallelism: eight ranks, each holding its own requests' latent cache
+    ranks = [json.loads(cli("perf", "serve", "--model", "deepseek-r1", "--gpu", "h200",
+                            "--tp", str(tp), "--dp", str(8 // tp), "--ep", "8", "--precision",
+                            "fp8", "--engine", "sglang", "--isl", "1024", "--osl", "64",
+                            "--concurrency", "16", "--json").stdout) for tp in (8, 1)]
+    assert (ranks[1]["dp"], ranks[1]["tp"]) == (8, 1)
+    assert ranks[1]["kv_capacity_tokens"] > 4 * ranks[0]["kv_capacity_tokens"]
+    assert ranks[1]["mean_tpot_ms"] != ranks[0]["mean_tpot_ms"]
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -392,15 +400,21 @@ def test_the_benchmarks_inferencex_lengths_and_launch_flags(monkeypatch):
                 "attention_dp_size": dp, "moe_tp_size": moe_tp, "moe_ep_size": moe_ep}
 
     dump = "db-dump/2026-04-27; config_id=199; silicon_concurrency=8"
-    assert recipes.parallelism(row("dsr1_b200_sglang_fp8_cfg199", dump, 64, 1, 8, 8)) == (8, 8)
-    assert recipes.parallelism(row("qwen3_5_b300_cfg736", dump, 4, 1, 2, 2)) == (2, 2)
-    assert recipes.parallelism(row("dsr1_b200_sglang_fp4_cfg88", dump, 4, 1, 4, 1)) == (4, 1)
-    assert recipes.parallelism(row("mm_b200_vllm_cfg703", dump, 4, 4, 1, 16)) == (4, 16)  # DP
+    assert recipes.parallelism(row("dsr1_b200_sglang_fp8_cfg199", dump, 64, 1, 8, 8)) == (8, 8, 1)
+    assert recipes.parallelism(row("qwen3_5_b300_cfg736", dump, 4, 1, 2, 2)) == (2, 2, 1)
+    assert recipes.parallelism(row("dsr1_b200_sglang_fp4_cfg88", dump, 4, 1, 4, 1)) == (4, 1, 1)
     dated = "source_file=2026-03-25.csv; silicon_concurrency=64"
-    assert recipes.parallelism(row("x_tp8_0_ep8_0_271", dated, 8, 1, 1, 8)) == (8, 8)
-    assert recipes.parallelism(row("x_c4_tp4_ep4_1037", dated, 16, 1, 4, 4)) == (4, 4)
+    assert recipes.parallelism(row("x_tp8_0_ep8_0_271", dated, 8, 1, 1, 8)) == (8, 8, 1)
+    assert recipes.parallelism(row("x_c4_tp4_ep4_1037", dated, 16, 1, 4, 4)) == (4, 4, 1)
     gap = "source_file=/x/aic-auto-gap-analysis/data/h100_sxm/vllm/0.12.0/Q.csv"
-    assert recipes.parallelism(row("q_c8_tp2_epnone_1", gap, 2, nan, 1, 1)) == (2, 1)
+    assert recipes.parallelism(row("q_c8_tp2_epnone_1", gap, 2, nan, 1, 1)) == (2, 1, 1)
+    # attention DP d: tp_size GPUs as d ranks, every size recorded d times over (ids that name
+    # the launch: --tp 4 --ep 4 is tp_size 4, DP 4, moe_ep 16; --tp 2 --ep 2 is 2, 2, 4)
+    assert recipes.parallelism(row("k_c8_tp4_ep4_1296", dated, 4, 4, 1, 16)) == (1, 4, 4)
+    assert recipes.parallelism(row("m_c32_tp2_ep2_1384", dated, 2, 2, 1, 4)) == (1, 2, 2)
+    assert recipes.parallelism(row("mm_b200_vllm_cfg703", dump, 4, 4, 1, 16)) == (1, 4, 4)
+    with pytest.raises(ValueError, match="attention DP 4 does not divide"):
+        recipes.parallelism(row("odd", dump, 2, 4, 1, 8))
     # a row that records no attention DP but carries an attention-DP run's lengths and figures
     # (to the rounding) is that run
     def run(ident: str, dp: int, ttft: float, tpot: float, isl: int = 1024) -> dict:

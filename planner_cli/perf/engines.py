@@ -44,8 +44,8 @@ STEP_OVERHEAD_S = {"vllm": 1.0e-3, "sglang": 1.0e-3}
 # engine the value on a 10 us grid (0-60) that minimises the median |TPOT error| of its rows,
 # the decode-step scales (perf.serving_fit) refitted for each value. SGLang (194 rows): 0 us
 # 9.4 %, 20 us 8.7 %, 30 us 8.9 %, 40 us 8.7 %, 50 us 8.6 %, 60 us 9.7 %; each model's rows
-# with the value chosen on the other models (30-50 us): 8.7 %. vLLM (165 rows): 0 us 7.5 %,
-# 10 us 8.0 %, 20 us 9.1 %; held out the same way 7.5 %. The runs reach 256 sequences per
+# with the value chosen on the other models (30-50 us): 8.7 %. vLLM (189 rows): 0 us 8.1 %,
+# 10 us 8.5 %, 20 us 9.4 %; held out the same way 8.1 %. The runs reach 256 sequences per
 # iteration: beyond that the per-sequence time is extrapolated.
 SEQUENCE_OVERHEAD_S = {"vllm": 0.0, "sglang": 50e-6}
 # What a client's TTFT and latency add to the engine's own (the HTTP server, tokenisation, the
@@ -59,10 +59,12 @@ SEQUENCE_OVERHEAD_S = {"vllm": 0.0, "sglang": 50e-6}
 # benchmarks/fit_engine_constants.py: every usable row replayed as it was launched
 # (benchmarks/serving_recipes.py) with the prompt-iteration scale on 1, 1.25, ... 2, the
 # frontend time on a 10 ms grid and the lag on 0, 2, ... 30, the triple that minimises the
-# median |TTFT error| of the engine's rows. vLLM (165 rows): x1.5, 10 ms, no lag: 16.8 % (x1:
-# 21.0 % at 0 ms and lag 4; x1.25: 17.6 %); each model's rows predicted with the triple chosen
-# on the other models: 26.2 % (on the 169 rows before four Kimi-K2.5 copies of attention-DP
-# runs were recognised, serving_recipes.attention_dp_copies: the same triple, 26.5 %).
+# median |TTFT error| of the engine's rows. vLLM (189 rows, its 24 runs with attention data
+# parallelism among them): x1.5, 10 ms, no lag: 17.0 % (x1: 21.2 % at 0 ms and lag 4; x1.25:
+# 18.8 %); each model's rows predicted with the triple chosen on the other models: 26.6 %
+# (the same triple before those runs were replayed: 16.8 % on 165 rows, 26.2 % held out; and
+# before four Kimi-K2.5 copies of them were recognised, serving_recipes.attention_dp_copies:
+# 16.8 % on 169 rows, 26.5 %).
 # SGLang (194 rows): x1, 70 ms, lag 8: 21.3 % (x1.25: 23.4 %); held out the same way, 28.4 %
 # (the script's --no-lag: 240 ms, 23.3 %, 29.6 % held out).
 # Refitted when SGLang's steps took a time per sequence (SEQUENCE_OVERHEAD_S; before: x1,

@@ -401,14 +401,16 @@ def _carried(shape: ReplicaShape, engine: str, why: NotCovered) -> MeasuredCost 
 
 def _handle(cov: Coverage, shape: ReplicaShape, quant: Quant) -> Any:
     """The compiled estimator of a shape under one quantisation mode."""
-    key = (cov, shape.tp, shape.pp, shape.ep, shape.precision, shape.kv_dtype, quant)
+    key = (cov, shape.tp, shape.pp, shape.ep, shape.dp, shape.precision, shape.kv_dtype, quant)
     if key not in _HANDLES:
         from aiconfigurator_core.sdk.engine import EngineHandle
 
         _perf_database()
 
-        moe = ({"moe_tp_size": shape.tp // shape.ep, "moe_ep_size": shape.ep}
-               if shape.card.moe else {})
+        # the experts over the tp·dp GPUs (ep of them); with attention data parallelism the
+        # database's batch is one rank's (its MoE layers take every rank's tokens)
+        moe = ({"moe_tp_size": shape.expert_group // shape.ep, "moe_ep_size": shape.ep,
+                "attention_dp_size": shape.dp} if shape.card.moe else {})
         with _quiet():
             try:
                 _HANDLES[key] = EngineHandle.compile(
@@ -418,9 +420,10 @@ def _handle(cov: Coverage, shape: ReplicaShape, quant: Quant) -> Any:
                     fmha_quant_mode=quant[2], gemm_quant_mode=quant[0],
                     moe_quant_mode=quant[1], **moe)
             except Exception as exc:  # its database says what it lacks
+                dp = f" dp{shape.dp}" if shape.dp > 1 else ""
                 raise NotCovered(f"aiconfigurator-core cannot compile {shape.card.name} "
-                                 f"{shape.precision} tp{shape.tp} pp{shape.pp} on {cov.system}/"
-                                 f"{cov.engine}: {_first_line(exc)}") from None
+                                 f"{shape.precision} tp{shape.tp} pp{shape.pp}{dp} on "
+                                 f"{cov.system}/{cov.engine}: {_first_line(exc)}") from None
     return _HANDLES[key]
 
 
@@ -449,6 +452,7 @@ class MeasuredCost:
         self.shape = shape
         self.host_s = STEP_OVERHEAD_S[engine]  # per iteration, outside the kernels
         self.seq_s = SEQUENCE_OVERHEAD_S[engine]  # and per sequence in it
+        self.dp = shape.dp  # attention-DP ranks: an iteration is timed as one rank's share
         # the engine's decode steps for this model against the tables (perf.serving_fit)
         fitted = decode_scale(engine, shape.card.name)
         self.decode_scale = fitted[0] if fitted else 1.0
@@ -611,10 +615,11 @@ class MeasuredCost:
         sequence)."""
         table = self._decode.get(b)
         if table is None:
+            r = self._rank(b)  # one attention-DP rank's sequences
             grid = DECODE_BATCH_GRID
-            j = min(max(bisect.bisect_right(grid, b) - 1, 0), len(grid) - 2)
+            j = min(max(bisect.bisect_right(grid, r) - 1, 0), len(grid) - 2)
             b0, b1 = grid[j], grid[j + 1]
-            w = (b - b0) / (b1 - b0)
+            w = (r - b0) / (b1 - b0)
             (t0, a0), (t1, a1) = self._decode_grid(b0), self._decode_grid(b1)
             if w == 0.0:
                 total, attn = list(t0), list(a0)
@@ -627,7 +632,7 @@ class MeasuredCost:
 
     # ------------------------------------------------------------ the cost interface
 
-    def host(self, seqs: int) -> float:
+    def host(self, seqs: float) -> float:
         """Seconds of an iteration outside the kernels: the engine's time per iteration and
         per sequence in it (perf.engines)."""
         return self.host_s + self.seq_s * seqs
@@ -642,6 +647,7 @@ class MeasuredCost:
         if p <= 0:
             return self.decode_time(b, k) if b > 0 else 0.0
         seqs = max(1, min(prefill_seqs, p))
+        rank_p, rank_b, rank_seqs = self._ranks(p, b, seqs)
         if prefill_context == 0.0:
             # no cached prefix: A(chunk) - A(0) is A(chunk), A(0) being 0; what depends on
             # the token counts alone is remembered (the simulator asks again and again)
@@ -650,33 +656,51 @@ class MeasuredCost:
             if t is None:
                 if len(self._prefill) >= PREFILL_MEMO:
                     self._prefill.clear()  # bounded: a long trace has many (p, b) pairs
-                t = self._prefill[key] = self.host(b + seqs) + self.prefill_scale * (
-                    self.shared(p + b) + self._attn_fixed + seqs * self._attention(p / seqs))
+                t = self._prefill[key] = self.host(rank_b + rank_seqs) + self.prefill_scale * (
+                    self.shared(rank_p + rank_b) + self._attn_fixed
+                    + rank_seqs * self._attention(p / seqs))
         else:
-            t = self.host(b + seqs) + self.prefill_scale * (
-                self.shared(p + b) + self._attn_fixed
-                + seqs * self.context(p / seqs, prefill_context))
+            t = self.host(rank_b + rank_seqs) + self.prefill_scale * (
+                self.shared(rank_p + rank_b) + self._attn_fixed
+                + rank_seqs * self.context(p / seqs, prefill_context))
         if b > 0:
             table = self._decode.get(b) or self._decode_table(b)
             t += max(_interp(table.ks, table.attn, k), 0.0)
         return t
 
+    def _rank(self, n: float) -> float:
+        """One attention-DP rank's share of n sequences or tokens: the replica's work spread
+        evenly over its ranks, as the database times them (every rank alike, its MoE layers
+        taking all ranks' tokens), and at least one of any (an idle rank steps with the
+        others); n itself without DP."""
+        return n if self.dp == 1 or n <= 0 else max(n / self.dp, 1.0)
+
+    def _ranks(self, p: int, b: int, seqs: int) -> tuple[float, float, float]:
+        """(prompt tokens, decodes, prompts) of an iteration that one attention-DP rank
+        takes (_rank; the prompts as their even share, which may be a fraction); the
+        iteration's own without DP."""
+        if self.dp == 1:
+            return p, b, seqs
+        return self._rank(p), self._rank(b), seqs / self.dp
+
     def breakdown(self, p: int, b: int, k: float, prefill_context: float = 0.0,
                   prefill_seqs: int = 1) -> dict[str, float]:
-        """Seconds of one iteration by part (the database's own split), with `total_s`."""
+        """Seconds of one iteration by part (the database's own split; with attention data
+        parallelism, one rank's share), with `total_s`."""
         seqs = max(1, min(prefill_seqs, p)) if p > 0 else 0
-        shared = self.prefill_scale * self.shared(p + b) if p > 0 else 0.0
+        rank_p, rank_b, rank_seqs = self._ranks(p, b, seqs)
+        shared = self.prefill_scale * self.shared(rank_p + rank_b) if p > 0 else 0.0
         ctx = (self.prefill_scale * (self._attn_fixed
-                                     + seqs * self.context(p / seqs, prefill_context))
+                                     + rank_seqs * self.context(p / seqs, prefill_context))
                if p > 0 else 0.0)
         dec = 0.0
         if b > 0:
             table = self._decode_table(b)
             dec = max(_interp(table.ks, table.attn, k), 0.0)
             if p == 0:
-                shared = table.step(k) - dec - self.host(b)
+                shared = table.step(k) - dec - self.host(rank_b)
         return {"shared_s": shared, "context_attention_s": ctx, "decode_attention_s": dec,
-                "host_s": self.host(b + seqs) if p > 0 or b > 0 else 0.0,
+                "host_s": self.host(rank_b + rank_seqs) if p > 0 or b > 0 else 0.0,
                 "total_s": self.time(p, b, k, prefill_context, prefill_seqs)}
 
     def decode_run(self, b: int, k0: float, n: int) -> float:

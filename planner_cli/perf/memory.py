@@ -29,7 +29,7 @@ class MemoryFigures:
     reserve_bytes_per_gpu: float
     usable_bytes_per_gpu: float  # memory x utilisation
     kv_bytes_per_token_per_gpu: float
-    kv_capacity_tokens: int  # tokens the KV cache holds (per replica)
+    kv_capacity_tokens: int  # tokens the KV cache holds (per replica: every attention-DP rank)
     # what one sequence holds whatever its length (sliding windows, linear-attention states),
     # in KV tokens: each running sequence takes this many more from the cache
     state_tokens_per_sequence: int
@@ -66,11 +66,16 @@ def memory_figures(shape: ReplicaShape,
                    max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS,
                    max_num_seqs: int = DEFAULT_MAX_NUM_SEQS) -> MemoryFigures:
     """Weights, reserve and KV capacity of the fullest GPU; feasible when the weights and one
-    request of `max_model_len` tokens (default: the model's context length) fit."""
+    request of `max_model_len` tokens (default: the model's context length) fit (in one
+    attention-DP rank: a request's cache is its rank's). `max_num_batched_tokens` and
+    `max_num_seqs` are one rank's."""
     max_len = max_model_len or shape.card.max_position_embeddings
     weights = shape.weight_bytes_gpu()
     activation = activation_bytes_gpu(shape, max_num_batched_tokens, max_num_seqs)
-    reserve = RUNTIME_RESERVE_BYTES + NCCL_BYTES_BY_TP.get(shape.tp, NCCL_BYTES_BY_TP[8])
+    # NCCL buffers of the group the GPU communicates in (the tp group; with attention data
+    # parallelism, the experts' tp·dp group)
+    reserve = RUNTIME_RESERVE_BYTES + NCCL_BYTES_BY_TP.get(shape.expert_group,
+                                                           NCCL_BYTES_BY_TP[8])
     usable = shape.gpu.memory_bytes * gpu_memory_utilization
     kv_per_token = shape.kv_bytes_per_token_gpu()
     free = usable - weights - activation - reserve
@@ -84,6 +89,8 @@ def memory_figures(shape: ReplicaShape,
     elif capacity < max_len + state_tokens:
         reason = (f"KV cache holds {capacity:,} tokens, less than one {max_len:,}-token "
                   "request")
+    # each attention-DP rank holds its own requests' cache: the replica holds dp times as much
+    capacity *= shape.dp
     return MemoryFigures(weights_bytes_per_gpu=weights, activation_bytes_per_gpu=activation,
                          reserve_bytes_per_gpu=reserve, usable_bytes_per_gpu=usable,
                          kv_bytes_per_token_per_gpu=kv_per_token, kv_capacity_tokens=capacity,

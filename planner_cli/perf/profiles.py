@@ -180,6 +180,8 @@ def perf_model(shape: ReplicaShape, root: Path | None = None,
     shape, then a calibration of the model and engine carried from another GPU, else the
     analytic roofline; the source says which, and why nothing measured applied."""
     engine = check_engine(engine)
+    if shape.dp > 1:
+        return _data_parallel_model(shape, engine)
     folder = profile_folder(profiles_root(root), shape.gpu.name, shape.card.name)
     table = folder / "profile.csv"
     if table.is_file() and shape.pp == 1:
@@ -208,6 +210,19 @@ def perf_model(shape: ReplicaShape, root: Path | None = None,
         return PerfModel(shape, DEFAULT_CONSTANTS, f"{ANALYTIC_SOURCE} (not measured: {why})")
     return PerfModel(shape, DEFAULT_CONSTANTS, measured.source, measured)
 
+
+
+def _data_parallel_model(shape: ReplicaShape, engine: str) -> PerfModel:
+    """An attention-data-parallel shape's model: the measured tables only (profiles,
+    calibrations and the analytic model time one tp group's attention and experts alike)."""
+    try:
+        measured = measured_cost(shape, engine)
+    except NotCovered as why:
+        raise InputError(f"{shape.label} under {engine}: attention data parallelism is timed "
+                         f"from aiconfigurator-core's tables only, and they do not cover it "
+                         f"({why})", "use dp 1, or a GPU, precision or engine they cover"
+                         ) from None
+    return PerfModel(shape, DEFAULT_CONSTANTS, measured.source, measured)
 
 
 def perf_lookup(root: Path | None = None) -> PerfLookup:

@@ -1,5 +1,6 @@
-"""A replica shape (model, GPU, tensor parallel tp, pipeline parallel pp, precision) and how its
-weights and KV cache split across GPUs.
+"""A replica shape (model, GPU, tensor parallel tp, pipeline parallel pp, precision, and for MoE
+models expert parallelism ep and attention data parallelism dp) and how its weights and KV
+cache split across GPUs.
 
 Sharding follows vLLM: attention heads, FFN width and every expert's FFN are split tp ways
 (KV heads are replicated when tp exceeds them; MLA's latent cache is replicated on every rank);
@@ -40,17 +41,29 @@ class ReplicaShape:
     precision: str = "bf16"
     kv_dtype: str = "bf16"
     gpus_per_node: int | None = None  # the pool's node size; default: the GPU's
-    # expert parallelism of an MoE model inside the tp group (experts spread over ep GPUs, each
-    # expert split tp/ep ways); the same weight bytes per GPU, so the memory model and the
-    # analytic model treat it as tp; the measured source times its kernels and all-to-alls
+    # expert parallelism of an MoE model inside its expert group, the tp·dp GPUs (experts
+    # spread over ep GPUs, each expert split tp·dp/ep ways); the same weight bytes per GPU, so
+    # the memory model and the analytic model treat it as tp; the measured source times its
+    # kernels and all-to-alls
     ep: int = 1
+    # attention data parallelism of an MoE model (vLLM --data-parallel-size with
+    # --enable-expert-parallel, SGLang --dp with --enable-dp-attention): dp ranks of tp GPUs
+    # each, every rank running attention and the dense layers for its own requests (weights
+    # and KV cache per rank as at tp), the experts spread over all tp·dp GPUs; timed from the
+    # measured tables only
+    dp: int = 1
 
     def __post_init__(self) -> None:
         check_shape(self)
 
     @property
     def gpus(self) -> int:
-        return self.tp * self.pp
+        return self.tp * self.pp * self.dp
+
+    @property
+    def expert_group(self) -> int:
+        """GPUs an MoE layer's experts are spread over: every rank of the tp·dp group."""
+        return self.tp * self.dp
 
     @property
     def node_size(self) -> int:
@@ -63,7 +76,9 @@ class ReplicaShape:
     @property
     def label(self) -> str:
         ep = f" ep{self.ep}" if self.ep > 1 else ""
-        return f"{self.card.name} on {self.gpu.name} tp{self.tp} pp{self.pp}{ep} {self.precision}"
+        dp = f" dp{self.dp}" if self.dp > 1 else ""
+        return (f"{self.card.name} on {self.gpu.name} tp{self.tp} pp{self.pp}{ep}{dp} "
+                f"{self.precision}")
 
     # ------------------------------------------------------------ split across GPUs
 
@@ -136,7 +151,7 @@ class ReplicaShape:
         if self.card.moe is None:
             return 0.0  # a dense model has no experts
         return (GATED_FFN_MATRICES * self.card.hidden_size
-                * self.card.moe.moe_intermediate_size / self.tp)
+                * self.card.moe.moe_intermediate_size / self.expert_group)
 
     def layer_weight_bytes_gpu(self, moe_layer: bool) -> float:
         """All weight bytes of one layer on one GPU."""
@@ -199,9 +214,24 @@ def check_shape(shape: ReplicaShape) -> None:
     if shape.tp > shape.node_size:
         raise InputError(f"tp={shape.tp} exceeds the {shape.node_size} GPUs of a node",
                          "keep tensor parallelism inside a node; use pp across nodes")
-    if shape.ep < 1 or shape.tp % shape.ep:
-        raise InputError(f"ep={shape.ep} does not divide tp={shape.tp}",
-                         "expert parallelism spreads the experts inside the tp group")
+    if shape.dp < 1:
+        raise InputError(f"dp={shape.dp} is below 1", "use 1 (no attention data parallelism) "
+                         "or more")
+    if shape.dp > 1 and card.moe is None:
+        raise InputError(f"dp={shape.dp}: attention data parallelism spreads an MoE model's "
+                         f"experts over its ranks, and {card.name} has none",
+                         "serve a dense model's copies as replicas; use dp 1")
+    if shape.dp > 1 and shape.pp > 1:
+        raise InputError(f"dp={shape.dp} with pp={shape.pp} is not modelled",
+                         "use attention data parallelism with pp 1")
+    if shape.tp * shape.dp > shape.node_size:
+        raise InputError(f"tp={shape.tp} x dp={shape.dp} exceeds the {shape.node_size} GPUs of "
+                         "a node", "keep the attention-DP group inside a node")
+    if shape.ep < 1 or shape.expert_group % shape.ep:
+        group = f"tp={shape.tp}" if shape.dp == 1 else f"tp x dp={shape.expert_group}"
+        raise InputError(f"ep={shape.ep} does not divide {group}",
+                         "expert parallelism spreads the experts inside the tp group"
+                         + (" times dp" if shape.dp > 1 else ""))
     if shape.ep > 1 and card.moe is None:
         raise InputError(f"ep={shape.ep}: {card.name} has no experts", "use ep 1")
     if shape.pp > card.num_hidden_layers:
