@@ -178,7 +178,8 @@ def perf_model(shape: ReplicaShape, root: Path | None = None,
     measurements first — a profile of the same device, model and tp, else a calibration saved
     for (GPU, model, engine) — then aiconfigurator-core's measured kernels where they cover the
     shape, then a calibration of the model and engine carried from another GPU, else the
-    analytic roofline; the source says which, and why nothing measured applied."""
+    analytic roofline; the source says which, and why nothing measured applied. A shape with
+    attention data parallelism has the measured tables only (_data_parallel_model)."""
     engine = check_engine(engine)
     if shape.dp > 1:
         return _data_parallel_model(shape, engine)
@@ -209,7 +210,6 @@ def perf_model(shape: ReplicaShape, root: Path | None = None,
                              f"measured: {why})")
         return PerfModel(shape, DEFAULT_CONSTANTS, f"{ANALYTIC_SOURCE} (not measured: {why})")
     return PerfModel(shape, DEFAULT_CONSTANTS, measured.source, measured)
-
 
 
 def _data_parallel_model(shape: ReplicaShape, engine: str) -> PerfModel:

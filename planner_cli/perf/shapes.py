@@ -3,9 +3,11 @@ models expert parallelism ep and attention data parallelism dp) and how its weig
 cache split across GPUs.
 
 Sharding follows vLLM: attention heads, FFN width and every expert's FFN are split tp ways
-(KV heads are replicated when tp exceeds them; MLA's latent cache is replicated on every rank);
-embedding and LM head are vocab-parallel; pipeline stages hold contiguous layers, the embedding
-on the first stage and the LM head on the last.
+(KV heads are replicated when tp exceeds them; MLA's latent cache is replicated on every rank
+of the tp group); embedding and LM head are vocab-parallel; pipeline stages hold contiguous
+layers, the embedding on the first stage and the LM head on the last. With attention data
+parallelism each of the dp ranks is such a tp group for everything but the experts, which are
+split over all tp·dp GPUs.
 """
 
 from __future__ import annotations
