@@ -28,6 +28,7 @@ import contextlib
 import re
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -106,8 +107,9 @@ def usable_runs(csv: Path) -> tuple[list[Run], Counter[str]]:
     rows = rows[(rows["mode"] == "agg") & rows["backend"].isin(["vllm", "sglang"])]
     skipped: Counter[str] = Counter()
     runs: list[Run] = []
-    copies = attention_dp_copies(r for _, r in rows.iterrows())
-    for _, r in rows.iterrows():
+    records = [r for _, r in rows.iterrows()]
+    copies = attention_dp_copies(records)
+    for r in records:
         model = r["model_path"]
         if model not in catalog.models:
             skipped[f"no card for {model}"] += 1
@@ -163,7 +165,7 @@ def launch(run: Run, as_launched: bool = True) -> dict:
         return {"isl": run.isl, "osl": run.osl}
     s = run.shape
     isl, ratio = lengths(run.isl)
-    flags = recipe(run.engine, s.card.name, s.precision, s.gpu.name, s.tp * s.dp, run.isl,
+    flags = recipe(run.engine, s.card.name, s.precision, s.gpu.name, s.gpus, run.isl,
                    run.osl, run.concurrency)
     return {"isl": isl, "osl": lengths(run.osl)[0], "range_ratio": ratio,
             "num_prompts": PROMPTS_PER_CLIENT * run.concurrency,
@@ -182,6 +184,17 @@ def predict(run: Run, as_launched: bool = True) -> dict:
                           run.concurrency, s.tp, 1, s.ep, s.precision, dp=s.dp,
                           engine=run.engine,
                           **how)
+
+
+def engine_predictions(runs: list[Run], engine: str) -> Iterator[tuple[Run, dict]]:
+    """(run, perf serve's figures) for every run of `engine` that perf serve can serve."""
+    for run in runs:
+        if run.engine != engine:
+            continue
+        try:
+            yield run, predict(run)
+        except PlannerError:
+            continue
 
 
 def main() -> None:

@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serving_accuracy import CSV, Run, predict, usable_runs  # noqa: E402
+from bench_serving_accuracy import CSV, Run, engine_predictions, usable_runs  # noqa: E402
 
-from planner_cli.errors import PlannerError  # noqa: E402
 from planner_cli.perf import engines, measured  # noqa: E402
 
 SCALES = (1.0, 1.25, 1.5, 1.75, 2.0)
@@ -44,13 +43,7 @@ def replay(runs: list[Run], engine: str, scale: float
     measured.forget_costs()
     out = []
     try:
-        for run in runs:
-            if run.engine != engine:
-                continue
-            try:
-                got = predict(run)
-            except PlannerError:
-                continue
+        for run, got in engine_predictions(runs, engine):
             side = (got["mean_ttft_ms"] - 1e3 * engines.FRONTEND_S[engine]
                     - engines.OUTPUT_LAG[engine] * got["mean_tpot_ms"])
             out.append((run.shape.card.name, float(run.row["silicon_ttft_ms"]), side,

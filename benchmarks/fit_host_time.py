@@ -21,10 +21,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serving_accuracy import CSV, Run, predict, usable_runs  # noqa: E402
+from bench_serving_accuracy import CSV, Run, engine_predictions, usable_runs  # noqa: E402
 from fit_serving import scale_table, unscaled_tpots  # noqa: E402
 
-from planner_cli.errors import PlannerError  # noqa: E402
 from planner_cli.perf import engines, measured, serving_fit  # noqa: E402
 
 SEQUENCE_US = (0, 10, 20, 30, 40, 50, 60)
@@ -40,17 +39,8 @@ def replay(runs: list[Run], engine: str, seconds: float) -> list[tuple[str, floa
             unscaled_tpots(runs, engine)[0])})
         measured._serving_table = lambda: scales  # type: ignore[assignment]
         measured.forget_costs()
-        out = []
-        for run in runs:
-            if run.engine != engine:
-                continue
-            try:
-                got = predict(run)
-            except PlannerError:
-                continue
-            out.append((run.shape.card.name, float(run.row["silicon_tpot_ms"]),
-                        got["mean_tpot_ms"]))
-        return out
+        return [(run.shape.card.name, float(run.row["silicon_tpot_ms"]), got["mean_tpot_ms"])
+                for run, got in engine_predictions(runs, engine)]
     finally:
         engines.SEQUENCE_OVERHEAD_S[engine] = saved
         measured._serving_table = table_of  # type: ignore[assignment]

@@ -647,7 +647,6 @@ class MeasuredCost:
         if p <= 0:
             return self.decode_time(b, k) if b > 0 else 0.0
         seqs = max(1, min(prefill_seqs, p))
-        rank_p, rank_b, rank_seqs = self._ranks(p, b, seqs)
         if prefill_context == 0.0:
             # no cached prefix: A(chunk) - A(0) is A(chunk), A(0) being 0; what depends on
             # the token counts alone is remembered (the simulator asks again and again)
@@ -656,17 +655,20 @@ class MeasuredCost:
             if t is None:
                 if len(self._prefill) >= PREFILL_MEMO:
                     self._prefill.clear()  # bounded: a long trace has many (p, b) pairs
-                t = self._prefill[key] = self.host(rank_b + rank_seqs) + self.prefill_scale * (
-                    self.shared(rank_p + rank_b) + self._attn_fixed
-                    + rank_seqs * self._attention(p / seqs))
+                t = self._prefill[key] = self._prompts(p, b, seqs, self._attention(p / seqs))
         else:
-            t = self.host(rank_b + rank_seqs) + self.prefill_scale * (
-                self.shared(rank_p + rank_b) + self._attn_fixed
-                + rank_seqs * self.context(p / seqs, prefill_context))
+            t = self._prompts(p, b, seqs, self.context(p / seqs, prefill_context))
         if b > 0:
             table = self._decode.get(b) or self._decode_table(b)
             t += max(_interp(table.ks, table.attn, k), 0.0)
         return t
+
+    def _prompts(self, p: int, b: int, seqs: int, attention: float) -> float:
+        """An iteration's time but its decodes' attention: p prompt tokens of `seqs` prompts,
+        each paying `attention` seconds, beside b decodes (one rank's share of them)."""
+        rank_p, rank_b, rank_seqs = self._ranks(p, b, seqs)
+        return self.host(rank_b + rank_seqs) + self.prefill_scale * (
+            self.shared(rank_p + rank_b) + self._attn_fixed + rank_seqs * attention)
 
     def _rank(self, n: float) -> float:
         """One attention-DP rank's share of n sequences or tokens: the replica's work spread
