@@ -257,12 +257,37 @@ def test_every_mapped_gpu_is_in_the_catalog_with_the_systems_figures():
 def test_a_decode_table_that_falls_with_batch_is_not_used():
     """aiconfigurator-core 0.12.0's block-scaled fp8 tables for MiniMax-M2.5 on B200 under vLLM
     put a batch-1 step above a batch-8 one; per-tensor fp8 kernels stand in, and say so."""
-    pm = perf_model(shape("minimax-m2.5", "b200", tp=4, precision="fp8"))
-    assert "per-tensor fp8 tables" in pm.source
+    b200 = shape("minimax-m2.5", "b200", tp=4, precision="fp8")
+    own = measured._handle(measured.coverage(b200, "vllm"), b200, (None, None, "bfloat16"))
+    assert own.predict_decode_latency(1, 2048, 2) > own.predict_decode_latency(8, 2048, 2)
+    pm = perf_model(b200)
+    assert "per-tensor fp8 attention GEMMs beside block-scaled experts" in pm.source
     steps = [pm.cost().time(0, b, b * 2000) for b in (1, 8, 64)]
     assert steps == sorted(steps)
-    assert "per-tensor" not in perf_model(shape("minimax-m2.5", "h100-sxm", tp=4,
-                                                precision="fp8")).source
+
+
+@pytest.mark.slow  # loads another system's or engine's measured database
+def test_block_scaled_gemm_tables_far_slower_than_per_tensor_ones_are_not_used():
+    """aiconfigurator-core 0.12.0's vLLM block-scaled fp8 GEMMs take a fixed 60-240 us at
+    decode sizes, 5-40x its per-tensor ones on every GPU, where its SGLang ones (DeepGEMM) take
+    about 1x: for vLLM the per-tensor GEMMs stand in beside the block-scaled experts."""
+    h100 = replace(shape("minimax-m2.5", "h100-sxm", tp=4, precision="fp8"), ep=4)
+    cost = measured.measured_cost(h100, "vllm")
+    assert "per-tensor fp8 attention GEMMs beside block-scaled experts" in cost.source
+    cov = measured.coverage(h100, "vllm")
+    block = measured._handle(cov, h100, (None, None, "bfloat16"))
+    tensor = measured._handle(cov, h100, ("fp8", "fp8_block", "bfloat16"))
+    assert block.predict_decode_latency(4, 2048, 2) > 1.5 * tensor.predict_decode_latency(
+        4, 2048, 2)
+    assert cost._h is not block
+    # a block-scaled checkpoint that is not its model's own fp8 (Qwen's FP8 releases) too
+    qwen = measured.measured_cost(shape("qwen3-235b-a22b", "h200", tp=4,
+                                        precision="fp8-block"), "vllm")
+    assert "per-tensor fp8 attention GEMMs beside block-scaled experts" in qwen.source
+    # SGLang's block-scaled GEMMs run as its per-tensor ones: kept
+    r1 = measured.measured_cost(shape("deepseek-r1", "h200", tp=8, precision="fp8"), "sglang")
+    assert "per-tensor" not in r1.source
+    assert r1._block_gemm_ratio((None, None, "bfloat16")) < measured.BLOCK_GEMM_SLACK
 
 
 @pytest.mark.slow  # loads another system's or engine's measured database
@@ -329,9 +354,9 @@ def test_a_sibling_gpus_tables_stand_in_where_its_own_lack_the_case():
         for key in ("bfloat16_tc_flops", "fp8_tc_flops"):
             assert mine[key] == theirs[key], (gpu, key)
         assert mine["mem_bw"] == pytest.approx(theirs["mem_bw"], rel=0.01)
-    # MiniMax-M2.5 in fp8 on B300: no fp8 expert tables of its own, B200's stand in
-    b300 = measured.measured_cost(shape("minimax-m2.5", "b300", tp=4, precision="fp8"), "vllm")
-    b200 = measured.measured_cost(shape("minimax-m2.5", "b200", tp=4, precision="fp8"), "vllm")
+    # MiniMax-M2.5 in bf16 on B300: no bf16 expert tables of its own, B200's stand in
+    b300 = measured.measured_cost(shape("minimax-m2.5", "b300", tp=4), "vllm")
+    b200 = measured.measured_cost(shape("minimax-m2.5", "b200", tp=4), "vllm")
     assert b300.source.startswith("measured:b200_sxm/vllm/")
     assert "carried to b300" in b300.source and "MoE data missing" in b300.source
     assert b300.time(512, 8, 8 * 2000) == pytest.approx(b200.time(512, 8, 8 * 2000))
@@ -426,9 +451,10 @@ def test_a_block_scaled_fp8_checkpoint_is_timed_with_block_scaled_kernels():
     assert measured._variants(block)[0][0] == ("fp8_block", "fp8_block", "bfloat16")
     assert measured._variants(replace(block, precision="fp8"))[0][0] == (
         "fp8", "fp8", "bfloat16")
-    cost = measured.measured_cost(block, "vllm")
-    assert cost.source == "measured:h200_sxm/vllm/0.24.0"  # no stand-in
-    per_tensor = measured.measured_cost(replace(block, precision="fp8"), "vllm")
+    cost = measured.measured_cost(block, "sglang")
+    assert cost.source.startswith("measured:h200_sxm/sglang/")
+    assert "per-tensor" not in cost.source  # no stand-in
+    per_tensor = measured.measured_cost(replace(block, precision="fp8"), "sglang")
     assert cost.decode_time(64, 64 * 2048) != per_tensor.decode_time(64, 64 * 2048)
     # a model whose own fp8 checkpoint is block-scaled: fp8 and fp8-block are the same tables
     r1 = shape("deepseek-r1", "h200", tp=8, precision="fp8")

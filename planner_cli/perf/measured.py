@@ -118,7 +118,16 @@ _NATIVE_FP8_BLOCK: dict[str, Weights] = {"deepseek-r1": (None, None), "deepseek-
                                        "minimax-m2.5": (None, None),
                                        "glm-5": ("fp8_block", "fp8_block")}
 # what the source says where per-tensor fp8 tables stand in for a block-scaled checkpoint's
-_PER_TENSOR_NOTE = " (per-tensor fp8 tables: the block-scaled ones are missing or fall with batch)"
+_PER_TENSOR_NOTE = (" (per-tensor fp8 tables: the block-scaled ones are missing, fall with batch "
+                    "or are far slower)")
+_TENSOR_GEMM_NOTE = (" (per-tensor fp8 attention GEMMs beside block-scaled experts: the "
+                     "block-scaled GEMM tables are missing or far slower)")
+# How much slower than the per-tensor fp8 GEMMs of the same layers a decode step's block-scaled
+# ones may be. Both read the same fp8 weights (block scales add 1/16,384 of them), and
+# the database's SGLang and TensorRT-LLM block-scaled GEMMs (DeepGEMM) take 0.55-1.1x its
+# per-tensor ones at decode sizes on every GPU; its vLLM ones take 5-40x (a fixed 60-240 us a
+# GEMM, whatever its size: launch overhead that a CUDA-graphed decode step does not pay).
+BLOCK_GEMM_SLACK = 2.0
 
 # Grids the parts are tabulated on (tokens). Between points: linear interpolation.
 SHARED_GRID = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048,
@@ -372,13 +381,16 @@ def _weight_variants(shape: ReplicaShape) -> list[tuple[Weights, str]]:
         # a block-scaled checkpoint (Qwen's FP8 releases): its own kernels, then per-tensor
         # attention GEMMs beside block-scaled experts, then per-tensor tables throughout
         return [((gemm, moe), ""),
-                *([(("fp8", moe), " (per-tensor fp8 attention GEMMs: the block-scaled ones "
-                   "are missing)")] if shape.card.moe is not None else []),
+                *([(("fp8", moe), _TENSOR_GEMM_NOTE)] if shape.card.moe is not None else []),
                 (("fp8", "fp8"), _PER_TENSOR_NOTE)]
     if shape.precision not in FP8_PRECISIONS:
         return [((gemm, moe), "")]
     if shape.card.name in _NATIVE_FP8_BLOCK:  # the checkpoint's own block-scaled fp8
-        return [(_NATIVE_FP8_BLOCK[shape.card.name], ""), (("fp8", "fp8"), _PER_TENSOR_NOTE)]
+        own = _NATIVE_FP8_BLOCK[shape.card.name]
+        return [(own, ""),
+                *([(("fp8", own[1] or "fp8_block"), _TENSOR_GEMM_NOTE)]
+                  if shape.card.moe is not None else []),
+                (("fp8", "fp8"), _PER_TENSOR_NOTE)]
     if shape.card.moe is not None:  # block-scaled fp8 experts where per-tensor ones are missing
         return [(("fp8", "fp8"), ""), (("fp8", "fp8_block"), " (block-scaled fp8 experts)")]
     return [(("fp8", "fp8"), "")]
@@ -478,6 +490,12 @@ class MeasuredCost:
                     # a decode step cannot get faster with more sequences: these tables are
                     # wrong for this system and engine
                     raise NotCovered("its block-scaled fp8 decode step falls with batch")
+                # None: the model's own checkpoint format, block-scaled (_NATIVE_FP8_BLOCK)
+                slower = (self._block_gemm_ratio(quant) if quant[0] in (None, "fp8_block")
+                          else None)
+                if slower is not None and slower > BLOCK_GEMM_SLACK:
+                    raise NotCovered(f"its block-scaled fp8 GEMMs take {slower:.1f}x the "
+                                     f"per-tensor ones in a decode step")
                 self._build(engine)
             except NotCovered as why:
                 reasons.append(str(why))
@@ -523,6 +541,22 @@ class MeasuredCost:
             except Exception as exc:
                 raise NotCovered(f"aiconfigurator-core has no decode data for "
                                  f"{self.shape.label}: {_first_line(exc)}") from None
+
+    def _block_gemm_ratio(self, quant: Quant) -> float | None:
+        """A decode step's GEMM time (PROBE_BATCH sequences) under this variant's
+        block-scaled tables against per-tensor fp8 ones for the same layers; None where the
+        database has no per-tensor tables to set beside them."""
+        def gemms(handle: Any) -> float:
+            ops = handle.decode_step_per_op(PROBE_BATCH, PROBE_PROMPT, 2)
+            return sum(op[1] for op in ops if op[0].endswith("_gemm"))
+
+        with _quiet():
+            try:
+                block = gemms(self._h)
+                tensor = gemms(_handle(self.coverage, self.shape, ("fp8", quant[1], quant[2])))
+            except Exception:
+                return None
+        return block / tensor if tensor > 0 else None
 
     def _part(self, ctx: int, gen: int, isl: int, prefix: int) -> tuple[float, ...]:
         total, shared, ctx_attn, gen_attn = self._h.mixed_step_breakdown(
