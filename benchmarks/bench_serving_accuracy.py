@@ -5,17 +5,18 @@ Every aggregated (not disaggregated) vLLM and SGLang row of
 TPOT (ms) at a nominal ISL/OSL and client concurrency, with the engine, its version and the
 parallelism. For each row we can express (a catalog model and GPU, a precision we plan for, one
 replica inside a node, no pipeline parallelism) this runs `perf serve` on the default
-source as the run was launched (serving_recipes: the client's length spread and the launch
-script's engine flags), the same closed loop on the analytic model alone (not for runs with
-attention data parallelism, which it does not model), and asks aiconfigurator-core's own
-static estimate (EngineHandle.run_static, batch = concurrency, per attention-DP rank: TTFT =
-its context phase, TPOT = its generation phase per token), then prints median and p90 |error|
-per GPU × engine × model, and how many rows were left out and why. Constants fitted to this
-file (the host time, frontend time, output lag and prompt-iteration scale per engine in
-perf/engines.py, the decode-step scale per engine and model in perf/serving_fit.yaml) make its
-figures in-sample; their held-out errors are given where they are fitted. `--unscaled` leaves the
-decode-step scale out; `--engine-defaults` replays every run with fixed lengths and the
-engines' default flags instead of as launched.
+source as the run was launched (serving_recipes: the client's length spread, outputs that
+ended at the model's end-of-sequence token, and the launch script's engine flags), the same
+closed loop on the analytic model alone (not for runs with attention data parallelism, which it
+does not model), and asks aiconfigurator-core's own static estimate (EngineHandle.run_static,
+batch = concurrency, per attention-DP rank: TTFT = its context phase, TPOT = its generation
+phase per token), then prints median and p90 |error| per GPU × engine × model, and how many
+rows were left out and why. Constants fitted to this file (the host time, frontend time,
+output lag and prompt-iteration scale per engine in perf/engines.py, the decode-step scale per
+engine and model in perf/serving_fit.yaml, the gap-analysis vLLM runs' output spread in
+serving_recipes.py) make its figures in-sample; their held-out errors are given where they
+are fitted. `--unscaled` leaves the decode-step scale out; `--engine-defaults` replays every
+run with fixed lengths and the engines' default flags instead of as launched.
 
 Run: python benchmarks/bench_serving_accuracy.py [--csv PATH] [--limit N] [--unscaled]
      [--engine-defaults] [--rows OUT.csv]
@@ -37,6 +38,8 @@ import pandas as pd
 from serving_recipes import (
     PROMPTS_PER_CLIENT,
     attention_dp_copies,
+    eos_lengths,
+    eos_outputs,
     inferencex,
     lengths,
     parallelism,
@@ -161,7 +164,12 @@ def usable_runs(csv: Path) -> tuple[list[Run], Counter[str]]:
 def launch(run: Run, as_launched: bool = True) -> dict:
     """perf serve's arguments that replay a run: its client's lengths and its engine flags
     (serving_recipes), or fixed lengths and the engine's defaults."""
-    if not as_launched or not inferencex(run.row["silicon_data_source"]):
+    if not as_launched:
+        return {"isl": run.isl, "osl": run.osl}
+    if eos_outputs(run.engine, run.row["silicon_data_source"]):
+        osl, ratio = eos_lengths(run.osl)
+        return {"isl": run.isl, "osl": osl, "output_range_ratio": ratio}
+    if not inferencex(run.row["silicon_data_source"]):
         return {"isl": run.isl, "osl": run.osl}
     s = run.shape
     isl, ratio = lengths(run.isl)
@@ -235,7 +243,8 @@ def report(args: argparse.Namespace) -> None:
             ours["max_num_batched_tokens"], ours["max_num_seqs"] or UNCAPPED_SEQS,
             prefill_first(r["backend"]), ours["random_range_ratio"],
             state_tokens=ours["state_tokens_per_sequence"], frontend_s=FRONTEND_S[r["backend"]],
-            recv_interval=ours["scheduler_recv_interval"], output_lag=OUTPUT_LAG[r["backend"]])
+            recv_interval=ours["scheduler_recv_interval"], output_lag=OUTPUT_LAG[r["backend"]],
+            output_range_ratio=launch(run, not args.engine_defaults).get("output_range_ratio"))
         plain = (analytic.mean_ttft_ms, analytic.mean_tpot_ms) if analytic else None
         key = (gpu, r["backend"], card.name)
         truth = {"ttft": float(r["silicon_ttft_ms"]), "tpot": float(r["silicon_tpot_ms"])}

@@ -4,8 +4,15 @@ the same runs: the benchmark client's request lengths and the engine flags of ea
 Two harnesses produced the file's aggregated vLLM and SGLang rows:
 
 - NVIDIA's aiconfigurator gap analysis (sources under `aic-auto-gap-analysis/`: the Qwen3-32B
-  runs on H100): fixed lengths, flags not recorded; replayed with fixed lengths and the
-  engines' own defaults.
+  runs on H100): fixed lengths, flags not recorded; replayed with the engines' own defaults,
+  fixed input lengths, and on vLLM output lengths spread (`eos_outputs`): each engine's own
+  client with its defaults, `vllm bench serve` not ignoring end-of-sequence tokens unless
+  given --ignore-eos where `sglang.bench_serving` ignores them unless given
+  --disable-ignore-eos, the vLLM runs' outputs ended where the model ended them, at most OSL.
+  Their TTFTs say so: at ISL 1024 and 8 to 64 clients they are 2 to 4 times below what
+  fixed lengths give (all of a wave's prompts arrive together, every wave, when every answer
+  is as long), and within 10-20 % of what spread outputs give; the SGLang runs of the same
+  harness fit fixed lengths.
 - SemiAnalysis InferenceX (every other row: its database dumps and dated result files, with
   InferenceX config and workflow-run ids and the engine images its recipes pin). Its client,
   utils/bench_serving/benchmark_serving.py, draws every request's input and output length
@@ -44,10 +51,27 @@ def inferencex(source: str) -> bool:
     return GAP_ANALYSIS not in source
 
 
-def lengths(length: int) -> tuple[int, float]:
-    """(centre, vllm-style range ratio) that spread lengths over InferenceX's [0.8·L, L]."""
-    low = INFERENCEX_RANGE_RATIO
+# What a gap-analysis vLLM run's outputs are replayed as: uniform in [EOS_OUTPUT_LOW·OSL, OSL]
+# (their lengths are not recorded). Chosen by benchmarks/fit_eos_outputs.py on the 23 such runs
+# of silicon_dev.csv (see there).
+EOS_OUTPUT_LOW = 0.5
+
+
+def lengths(length: int, low: float = INFERENCEX_RANGE_RATIO) -> tuple[int, float]:
+    """(centre, vllm-style range ratio) that spread lengths over [low·L, L] (InferenceX's
+    [0.8·L, L] by default)."""
     return round(length * (1 + low) / 2), (1 - low) / (1 + low)
+
+
+def eos_outputs(engine: str, source: str) -> bool:
+    """Whether a run's outputs ended at the model's end-of-sequence token, not at OSL: a
+    gap-analysis run on vLLM (the module docstring)."""
+    return engine == "vllm" and not inferencex(source)
+
+
+def eos_lengths(osl: int) -> tuple[int, float]:
+    """(centre, range ratio) of such a run's outputs: uniform in [EOS_OUTPUT_LOW·OSL, OSL]."""
+    return lengths(osl, EOS_OUTPUT_LOW)
 
 
 def parallelism(r: Mapping[str, Any]) -> tuple[int, int, int]:

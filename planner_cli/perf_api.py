@@ -94,14 +94,16 @@ def perf_serve(model: str, gpu: str, isl: int, osl: int, concurrency: int, tp: i
                max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None,
                gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
                range_ratio: float = 0.0, seed: int = 0, kv_cache_dtype: str = "bf16",
-               scheduler_recv_interval: int = 1,
+               scheduler_recv_interval: int = 1, output_range_ratio: float | None = None,
                catalog_dir: Path | None = None, profiles_dir: Path | None = None) -> dict:
     """What `vllm bench serve --max-concurrency C` with random lengths would report for one
     replica: the simulator driven by C closed-loop clients, scheduled as the engine does, with
     the engine's own batching defaults for the GPU where none are given. With `dp`
     attention data-parallel ranks the token budget and sequence cap are each rank's, as the
     engines' flags are; the replica is simulated as one engine holding all the ranks' requests,
-    spread evenly over them, every iteration taking its busiest rank's time."""
+    spread evenly over them, every iteration taking its busiest rank's time.
+    `output_range_ratio` spreads the output lengths alone where it differs from
+    `range_ratio` (a benchmark whose outputs end at the model's end-of-sequence token)."""
     for name, value in (("--isl", isl), ("--osl", osl), ("--concurrency", concurrency)):
         if value < 1:
             raise InputError(f"{name} {value} is below 1", f"pass {name} >= 1")
@@ -109,9 +111,11 @@ def perf_serve(model: str, gpu: str, isl: int, osl: int, concurrency: int, tp: i
                                                               * concurrency, SERVE_MIN_PROMPTS)
     if prompts < 1:
         raise InputError(f"--num-prompts {prompts} is below 1", "pass --num-prompts >= 1")
-    if not 0.0 <= range_ratio < 1.0:
-        raise InputError(f"--random-range-ratio {range_ratio} is outside [0, 1)",
-                         "pass a ratio from 0 (fixed lengths) up to below 1")
+    for name, ratio in (("--random-range-ratio", range_ratio),
+                        ("output range ratio", output_range_ratio or 0.0)):
+        if not 0.0 <= ratio < 1.0:
+            raise InputError(f"{name} {ratio} is outside [0, 1)",
+                             "pass a ratio from 0 (fixed lengths) up to below 1")
     engine = check_engine(engine)
     if scheduler_recv_interval < 1:
         raise InputError(f"--scheduler-recv-interval {scheduler_recv_interval} is below 1",
@@ -129,7 +133,8 @@ def perf_serve(model: str, gpu: str, isl: int, osl: int, concurrency: int, tp: i
     if max_num_batched_tokens < max_num_seqs and not defaults.prefill_first:
         raise InputError(f"--max-num-batched-tokens {max_num_batched_tokens} is below "
                          f"--max-num-seqs {max_num_seqs}", "raise the token budget")
-    longest = int(isl * (1 + range_ratio)) + int(osl * (1 + range_ratio))
+    out_ratio = range_ratio if output_range_ratio is None else output_range_ratio
+    longest = int(isl * (1 + range_ratio)) + int(osl * (1 + out_ratio))
     mem = memory_figures(shape, gpu_memory_utilization, longest, max_num_batched_tokens,
                          max_num_seqs)
     if not mem.fits:
@@ -140,7 +145,8 @@ def perf_serve(model: str, gpu: str, isl: int, osl: int, concurrency: int, tp: i
     figures = closed_loop(pm.cost(), mem.kv_capacity_tokens, isl, osl, concurrency, prompts,
                           max_num_batched_tokens * dp, ranks_seqs, defaults.prefill_first,
                           range_ratio, seed, mem.state_tokens_per_sequence,
-                          FRONTEND_S[engine], scheduler_recv_interval, OUTPUT_LAG[engine])
+                          FRONTEND_S[engine], scheduler_recv_interval, OUTPUT_LAG[engine],
+                          output_range_ratio)
     return {"model": card.name, "gpu": shape.gpu.name, "tp": tp, "pp": pp, "ep": ep, "dp": dp,
             "precision": precision, "kv_cache_dtype": kv_cache_dtype, "engine": engine,
             "max_num_batched_tokens": max_num_batched_tokens,

@@ -151,6 +151,12 @@ def test_range_ratio_samples_lengths_as_the_benchmark_does():
     assert abs(sum(ins) / len(ins) - 1000) < 10 and len(set(ins)) > 100
     assert lengths(1000, 100, 2000, 0.2, seed=3) == (ins, outs)  # seeded
     assert lengths(1000, 100, 5, 0.0) == ([1000] * 5, [100] * 5)
+    # the outputs alone spread (answers that end at the model's end-of-sequence token)
+    ins, outs = lengths(1000, 100, 2000, 0.0, seed=3, output_range_ratio=0.5)
+    assert ins == [1000] * 2000 and min(outs) == 50 and max(outs) == 150
+    with pytest.raises(ValueError):
+        closed_loop(ConstantCost(T), 10_000, isl=100, osl=5, concurrency=1, num_prompts=1,
+                    max_num_batched_tokens=8192, max_num_seqs=256, output_range_ratio=1.0)
     with pytest.raises(ValueError):
         closed_loop(ConstantCost(T), 10_000, isl=100, osl=5, concurrency=1, num_prompts=1,
                     max_num_batched_tokens=8192, max_num_seqs=256, range_ratio=1.0)
@@ -182,6 +188,16 @@ def test_perf_serve_uses_the_engines_own_batching(cli):
     spread = serve("--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--random-range-ratio", "0.5")
     assert spread["random_range_ratio"] == 0.5
     assert spread["mean_ttft_ms"] != vllm_h100["mean_ttft_ms"]
+    # the outputs alone spread: the requests no longer arrive wave by wave
+    from planner_cli import perf_api
+    from planner_cli.errors import InputError
+
+    fixed = perf_api.perf_serve("llama-3.1-8b", "h100-sxm", 1024, 128, 16)
+    eos = perf_api.perf_serve("llama-3.1-8b", "h100-sxm", 1024, 96, 16,
+                              output_range_ratio=1 / 3)
+    assert eos["random_range_ratio"] == 0.0 and eos["mean_ttft_ms"] < fixed["mean_ttft_ms"]
+    with pytest.raises(InputError, match="output range ratio 1.0 is outside"):
+        perf_api.perf_serve("llama-3.1-8b", "h100-sxm", 1024, 96, 16, output_range_ratio=1.0)
 
 
 def test_engine_defaults_follow_the_engines_tables():
@@ -375,8 +391,16 @@ def test_the_benchmarks_inferencex_lengths_and_launch_flags(monkeypatch):
         drawn, _ = lengths(centre, 1, 20_000, ratio, seed=1)
         assert min(drawn) == int(0.8 * length) and max(drawn) in (length - 1, length)
     assert recipes.inferencex("db-dump/2026-04-27; config_id=733; silicon_concurrency=256")
-    assert not recipes.inferencex("source_file=/x/aic-auto-gap-analysis/data/h100_sxm/vllm/"
-                                  "0.12.0/Qwen_Qwen3-32B.csv; silicon_concurrency=64")
+    gap = ("source_file=/x/aic-auto-gap-analysis/data/h100_sxm/vllm/0.12.0/Qwen_Qwen3-32B.csv; "
+           "silicon_concurrency=64")
+    assert not recipes.inferencex(gap)
+    # vllm bench serve keeps end-of-sequence tokens unless told not to, sglang.bench_serving
+    # ignores them: only the gap analysis's vLLM runs had outputs shorter than OSL
+    assert recipes.eos_outputs("vllm", gap) and not recipes.eos_outputs("sglang", gap)
+    assert not recipes.eos_outputs("vllm", "db-dump/2026-04-27; silicon_concurrency=256")
+    centre, ratio = recipes.eos_lengths(1024)
+    _, drawn = lengths(1, centre, 20_000, 0.0, seed=1, output_range_ratio=ratio)
+    assert min(drawn) == int(recipes.EOS_OUTPUT_LOW * 1024) and max(drawn) in (1023, 1024)
     sglang = recipes.recipe("sglang", "qwen3.5-397b-a17b", "fp8", "b200", 4, 8192, 1024, 64)
     assert (sglang.scheduler_recv_interval, sglang.kv_cache_dtype) == (30, "fp8")
     # InferenceX's H200 scripts are their own: no recv interval, the model's KV cache

@@ -38,18 +38,23 @@ class ServeFigures:
 
 
 def lengths(isl: int, osl: int, num_prompts: int, range_ratio: float,
-            seed: int = 0) -> tuple[list[int], list[int]]:
+            seed: int = 0, output_range_ratio: float | None = None
+            ) -> tuple[list[int], list[int]]:
     """Each request's (input, output) tokens as `vllm bench serve --random-range-ratio R`
-    samples them: uniform integers in [len·(1-R), len·(1+R)], at least 1 (R = 0: fixed)."""
-    if range_ratio == 0.0:
+    samples them: uniform integers in [len·(1-R), len·(1+R)], at least 1 (R = 0: fixed);
+    the outputs' spread `output_range_ratio` where given (None: R)."""
+    out_ratio = range_ratio if output_range_ratio is None else output_range_ratio
+    if range_ratio == 0.0 and out_ratio == 0.0:
         return [isl] * num_prompts, [osl] * num_prompts
     rng = np.random.default_rng(seed)
 
-    def draw(n: int) -> list[int]:
-        lo, hi = max(int(n * (1 - range_ratio)), 1), max(int(n * (1 + range_ratio)), 1)
+    def draw(n: int, ratio: float) -> list[int]:
+        if ratio == 0.0:
+            return [n] * num_prompts
+        lo, hi = max(int(n * (1 - ratio)), 1), max(int(n * (1 + ratio)), 1)
         return rng.integers(lo, hi + 1, size=num_prompts).tolist()
 
-    return draw(isl), draw(osl)
+    return draw(isl, range_ratio), draw(osl, out_ratio)
 
 
 def closed_loop(cost: CostModel, kv_capacity_tokens: int, isl: int, osl: int,
@@ -57,18 +62,21 @@ def closed_loop(cost: CostModel, kv_capacity_tokens: int, isl: int, osl: int,
                 max_num_seqs: int, prefill_first: bool = False,
                 range_ratio: float = 0.0, seed: int = 0,
                 state_tokens: int = 0, frontend_s: float = 0.0,
-                recv_interval: int = 1, output_lag: float = 0.0) -> ServeFigures:
+                recv_interval: int = 1, output_lag: float = 0.0,
+                output_range_ratio: float | None = None) -> ServeFigures:
     """Run `num_prompts` requests through one replica from `concurrency` closed-loop clients
     (`prefill_first`: SGLang's scheduling, see sim.engine; `range_ratio`: the spread of the
-    lengths around isl and osl, see `lengths`; `frontend_s`: what a client's TTFT and latency
+    lengths around isl and osl, and `output_range_ratio` the outputs' where it differs, see
+    `lengths`; `frontend_s`: what a client's TTFT and latency
     add to the engine's, perf.engines.FRONTEND_S; `recv_interval`: SGLang's
     --scheduler-recv-interval, see sim.engine; `output_lag`: decode iterations by which what a
     client sees of a request trails the engine, perf.engines.OUTPUT_LAG)."""
     if min(isl, osl, concurrency, num_prompts) < 1:
         raise ValueError("isl, osl, concurrency and num_prompts must be >= 1")
-    if not 0.0 <= range_ratio < 1.0:
-        raise ValueError("range_ratio must be in [0, 1)")
-    ins, outs = lengths(isl, osl, num_prompts, range_ratio, seed)
+    for ratio in (range_ratio, output_range_ratio or 0.0):
+        if not 0.0 <= ratio < 1.0:
+            raise ValueError("range ratios must be in [0, 1)")
+    ins, outs = lengths(isl, osl, num_prompts, range_ratio, seed, output_range_ratio)
     if max(i + o for i, o in zip(ins, outs, strict=True)) + state_tokens > kv_capacity_tokens:
         raise ValueError("one request does not fit the KV cache")
     rep = Replica(cost, kv_capacity_tokens, max_num_batched_tokens, max_num_seqs,
