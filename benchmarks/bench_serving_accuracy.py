@@ -176,6 +176,7 @@ def launch(run: Run, as_launched: bool = True) -> dict:
     flags = recipe(run.engine, s.card.name, s.precision, s.gpu.name, s.gpus, run.isl,
                    run.osl, run.concurrency)
     return {"isl": isl, "osl": lengths(run.osl)[0], "range_ratio": ratio,
+            "precision": flags.precision or s.precision,
             "num_prompts": PROMPTS_PER_CLIENT * run.concurrency,
             "kv_cache_dtype": flags.kv_cache_dtype,
             "max_num_batched_tokens": flags.max_num_batched_tokens,
@@ -189,7 +190,8 @@ def predict(run: Run, as_launched: bool = True) -> dict:
     s = run.shape
     how = launch(run, as_launched)
     return api.perf_serve(s.card.name, s.gpu.name, how.pop("isl"), how.pop("osl"),
-                          run.concurrency, s.tp, 1, s.ep, s.precision, dp=s.dp,
+                          run.concurrency, s.tp, 1, s.ep, how.pop("precision", s.precision),
+                          dp=s.dp,
                           engine=run.engine,
                           **how)
 
@@ -238,7 +240,8 @@ def report(args: argparse.Namespace) -> None:
         # the same closed loop as perf serve's (memory, batching, engine), on the analytic cost
         # (which has no attention data parallelism: no figure for those runs)
         analytic = None if shape.dp > 1 else closed_loop(
-            IterationCost(replace(shape, kv_dtype=ours["kv_cache_dtype"]), DEFAULT_CONSTANTS),
+            IterationCost(replace(shape, kv_dtype=ours["kv_cache_dtype"],
+                                  precision=ours["precision"]), DEFAULT_CONSTANTS),
             ours["kv_capacity_tokens"], ours["isl"], ours["osl"], c, ours["num_prompts"],
             ours["max_num_batched_tokens"], ours["max_num_seqs"] or UNCAPPED_SEQS,
             prefill_first(r["backend"]), ours["random_range_ratio"],
@@ -248,7 +251,7 @@ def report(args: argparse.Namespace) -> None:
         plain = (analytic.mean_ttft_ms, analytic.mean_tpot_ms) if analytic else None
         key = (gpu, r["backend"], card.name)
         truth = {"ttft": float(r["silicon_ttft_ms"]), "tpot": float(r["silicon_tpot_ms"])}
-        aic = aic_static(shape, r["backend"], isl, osl, c)
+        aic = aic_static(replace(shape, precision=ours["precision"]), r["backend"], isl, osl, c)
         for what, got in (("ours", (ours["mean_ttft_ms"], ours["mean_tpot_ms"])),
                           ("analytic", plain),
                           ("aic", aic)):

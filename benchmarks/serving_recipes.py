@@ -54,7 +54,7 @@ def inferencex(source: str) -> bool:
 # What a gap-analysis vLLM run's outputs are replayed as: uniform in [EOS_OUTPUT_LOW·OSL, OSL]
 # (their lengths are not recorded). Chosen by benchmarks/fit_eos_outputs.py on the 23 such runs
 # of silicon_dev.csv (see there).
-EOS_OUTPUT_LOW = 0.5
+EOS_OUTPUT_LOW = 0.6
 
 
 def lengths(length: int, low: float = INFERENCEX_RANGE_RATIO) -> tuple[int, float]:
@@ -130,6 +130,8 @@ class Recipe:
     gpu_memory_utilization: float = 0.9  # vLLM --gpu-memory-utilization, SGLang
     #                                      --mem-fraction-static
     scheduler_recv_interval: int = 1  # SGLang --scheduler-recv-interval
+    precision: str | None = None  # what the script's environment serves the checkpoint as
+    #                               (None: the row's precision)
 
 
 def recipe(engine: str, model: str, precision: str, gpu: str, tp: int, isl: int, osl: int,
@@ -182,7 +184,8 @@ def _script(engine: str, model: str, precision: str, gpu: str, tp: int, isl: int
         if model == "gpt-oss-120b":  # gptoss_fp4_{b200,h100,h200}.sh
             if hopper:
                 return Recipe("bf16", 8192, conc, 0.9)
-            return Recipe("fp8", 8192, 512, 0.9)
+            # VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1: the experts take MXFP8 activations
+            return Recipe("fp8", 8192, 512, 0.9, precision="mxfp4-mxfp8")
         if model == "minimax-m2.5":  # minimaxm2.5_{fp8,fp4}_{b200,b300}.sh, _fp8_{h100,h200}.sh
             if gpu.startswith("h100"):
                 return Recipe("bf16", None, 256, 0.9)

@@ -87,8 +87,10 @@ def root(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 PrecisionOpt = Annotated[str | None, typer.Option(
     help="bf16, fp8 (per-tensor scales), fp8-block (128x128 block scales, as DeepSeek's and "
-    "Qwen's FP8 checkpoints), int4-awq, fp4 (NVFP4, Blackwell) or mxfp4 (gpt-oss's 4-bit "
-    "experts) (default: a pre-quantised checkpoint's own, else bf16).")]
+    "Qwen's FP8 checkpoints), int4-awq, fp4 (NVFP4, Blackwell), mxfp4 (gpt-oss's 4-bit "
+    "experts) or mxfp4-mxfp8 (those experts with MXFP8 activations, Blackwell: vLLM's "
+    "VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1) (default: a pre-quantised checkpoint's own, else "
+    "bf16).")]
 QualityConfidenceOpt = Annotated[float, typer.Option(
     help="Hold the quality target to a bootstrap lower bound of Q at this confidence "
     "(resampling the judged prompts, within each `category` when the sample has one); 0.5: "

@@ -9,6 +9,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -382,3 +383,25 @@ def test_a_pre_quantised_checkpoint_is_launched_as_itself(cli, tmp_path):
     assert first and all("quantization" not in c for c in first)
     scripts = " ".join(p.read_text() for p in (out / "vllm").glob("*qwen3-8b*.sh"))
     assert "vllm serve Qwen/Qwen3-8B-FP8" in scripts
+
+
+def test_mxfp8_activation_experts_export_the_engine_switch_that_selects_them():
+    from planner_cli.errors import InputError
+    from planner_cli.export import engines, k8s
+    from planner_cli.export.placement import NodeSlot, Replica
+
+    r = Replica(stage=0, tier="tier1", model="gpt-oss-120b", hf_id="openai/gpt-oss-120b",
+                index=0, tp=2, pp=1, precision="mxfp4-mxfp8", pool="b200", vendor="nvidia",
+                node_selector=None, nodes=(NodeSlot("node0", (0, 1)),), port=8000,
+                max_model_len=4096, max_num_seqs=256, max_num_batched_tokens=8192,
+                gpu_memory_utilization=0.9, prequantised=True)
+    script = engines.script("vllm", r, 0, "x.yaml")
+    assert "export VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1" in script.splitlines()
+    assert "quantization" not in engines.replica_config("vllm", r)  # the checkpoint's own
+    container = k8s._container(r, k8s._args(r), 2, True)
+    assert container["env"] == [{"name": "VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8", "value": "1"}]
+    # SGLang's switch is not exported: refused in one line, not written without it
+    with pytest.raises(InputError, match="cannot select"):
+        engines.script("sglang", r, 0, "x.yaml")
+    # plain mxfp4 needs no environment
+    assert "VLLM_USE" not in engines.script("vllm", replace(r, precision="mxfp4"), 0, "x.yaml")

@@ -462,3 +462,33 @@ def test_a_block_scaled_fp8_checkpoint_is_timed_with_block_scaled_kernels():
     # a dense card's block variant falls back to per-tensor tables where block ones are missing
     dense = measured._variants(shape("qwen3-32b", "h100-sxm", precision="fp8-block"))
     assert [v[0][:2] for v in dense] == [("fp8_block", "fp8_block"), ("fp8", "fp8")]
+
+
+@pytest.mark.slow  # loads another system's or engine's measured database
+def test_mxfp8_activation_experts_are_timed_from_the_kernels_both_engines_share():
+    """gpt-oss's MXFP4 experts with MXFP8 activations (FlashInfer's kernels under vLLM and
+    SGLang alike): aiconfigurator-core's vLLM tables lack them, its SGLang tables of the same
+    GPU stand in, run as vLLM runs, and the source says so."""
+    from planner_cli.errors import InputError
+    from planner_cli.perf.engines import PREFILL_SCALE, STEP_OVERHEAD_S
+    from planner_cli.specs.model import weight_bytes
+
+    b200 = replace(shape("gpt-oss-120b", "b200", tp=2, precision="mxfp4-mxfp8"), kv_dtype="fp8")
+    vllm = measured.measured_cost(b200, "vllm")
+    assert vllm.source.startswith("measured:b200_sxm/sglang/")
+    assert "(sglang's tables: vllm's own lack the case" in vllm.source
+    assert (vllm.host_s, vllm.prefill_scale) == (STEP_OVERHEAD_S["vllm"], PREFILL_SCALE["vllm"])
+    bf16_acts = measured.measured_cost(replace(b200, precision="mxfp4"), "vllm")
+    assert vllm.time(8192, 0, 0) < 0.6 * bf16_acts.time(8192, 0, 0)  # fp8 tensor cores
+    assert vllm.decode_time(64, 64 * 2048) < bf16_acts.decode_time(64, 64 * 2048)
+    assert "tables:" not in measured.measured_cost(b200, "sglang").source  # its own
+    # another precision's missing tables are not borrowed
+    why = measured.NotCovered("its own tables lack it")
+    assert measured._borrowed(replace(b200, precision="mxfp4"), "vllm", why) is why
+    # the same checkpoint and bytes; Blackwell only
+    card = CATALOG.model("gpt-oss-120b")
+    assert weight_bytes(card, "mxfp4-mxfp8") == weight_bytes(card, "mxfp4")
+    assert card.served_precision("openai/gpt-oss-120b", "mxfp4-mxfp8", "--model") == \
+        "mxfp4-mxfp8"
+    with pytest.raises(InputError, match="Blackwell"):
+        shape("gpt-oss-120b", "h100-sxm", tp=2, precision="mxfp4-mxfp8")

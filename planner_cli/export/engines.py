@@ -7,10 +7,23 @@ import shlex
 
 import yaml
 
-from planner_cli.export.flags import DIST_PORT, ENGINES, PRECISION, config_key
+from planner_cli.errors import InputError
+from planner_cli.export.flags import DIST_PORT, ENGINES, ENVIRONMENT, PRECISION, config_key
 from planner_cli.export.placement import Replica
 
 q = shlex.quote
+
+
+def environment(engine: str, r: Replica) -> dict[str, str]:
+    """Environment variables the replica's precision needs under `engine`."""
+    needs = ENVIRONMENT.get(r.precision)
+    if needs is None:
+        return {}
+    if engine not in needs:
+        raise InputError(f"{r.model} is planned in {r.precision}, which the {engine} export "
+                         "cannot select", f"export --format {' or '.join(needs)}, or plan "
+                         "it in mxfp4")
+    return needs[engine]
 
 
 def replica_config(engine: str, r: Replica) -> dict:
@@ -54,6 +67,7 @@ def script(engine: str, r: Replica, rank: int, config_name: str) -> str:
         "set -euo pipefail",
         'HERE="$(cd "$(dirname "$0")" && pwd)"',
         f"export CUDA_VISIBLE_DEVICES={q(','.join(map(str, node.gpus)))}",
+        *(f"export {name}={q(value)}" for name, value in environment(engine, r).items()),
     ]
     if r.multi_node:
         lines += ['HEAD_ADDR="${HEAD_ADDR:-}"  # the address of the head node; default below',

@@ -54,6 +54,13 @@ PRECISION = {
     # MXFP4 experts (gpt-oss): the checkpoint's quantization_config says so, and both engines
     # read it from there
     "mxfp4": ("bfloat16", None),
+    "mxfp4-mxfp8": ("bfloat16", None),  # the same checkpoint; ENVIRONMENT picks the kernels
+}
+# Environment a precision needs per engine (vLLM envs.py: VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8
+# runs MXFP4 experts on FlashInfer's kernels with MXFP8 activations); a precision listed
+# without an engine cannot be exported for it.
+ENVIRONMENT: dict[str, dict[str, dict[str, str]]] = {
+    "mxfp4-mxfp8": {"vllm": {"VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8": "1"}},
 }
 DIST_PORT = 29500  # rendezvous port of multi-node replicas
 BASE_PORT = 8000  # the first replica on a node listens here, the next on 8001, ...

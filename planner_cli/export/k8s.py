@@ -13,7 +13,7 @@ import re
 import yaml
 
 from planner_cli.errors import InputError
-from planner_cli.export.engines import replica_config
+from planner_cli.export.engines import environment, replica_config
 from planner_cli.export.flags import DIST_PORT, ENGINES
 from planner_cli.export.placement import Replica
 from planner_cli.export.router import CLIENT_KEY_ENV, ROUTER_PORT, RouterConfig
@@ -65,6 +65,9 @@ def _container(r: Replica, args: list[str], gpus: int, leader: bool) -> dict:
     c = {"name": "vllm", "image": IMAGES[r.vendor], "command": ["vllm"], "args": args,
          "resources": {"limits": {GPU_RESOURCE[r.vendor]: gpus}},
          "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}]}
+    env = environment("vllm", r)
+    if env:
+        c["env"] = [{"name": name, "value": value} for name, value in env.items()]
     if leader:
         c["ports"] = [{"containerPort": PORT, "name": "http"}]
         probe = {"httpGet": {"path": "/health", "port": PORT}, "periodSeconds": 10}

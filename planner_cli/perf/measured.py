@@ -38,7 +38,12 @@ import numpy as np
 import yaml
 
 from planner_cli.perf import serving_fit
-from planner_cli.perf.engines import PREFILL_SCALE, SEQUENCE_OVERHEAD_S, STEP_OVERHEAD_S
+from planner_cli.perf.engines import (
+    ENGINES,
+    PREFILL_SCALE,
+    SEQUENCE_OVERHEAD_S,
+    STEP_OVERHEAD_S,
+)
 from planner_cli.perf.fast import decode_until, most_within
 from planner_cli.perf.shapes import ReplicaShape
 from planner_cli.specs.model import FP8_PRECISIONS, ModelCard
@@ -107,7 +112,15 @@ _QUANT: dict[str, dict[str, str | None]] = {
     "int4-awq": {"gemm_quant_mode": "int4_wo", "moe_quant_mode": "int4_wo"},
     "fp4": {"gemm_quant_mode": "nvfp4", "moe_quant_mode": "nvfp4"},
     "mxfp4": {"gemm_quant_mode": "bfloat16", "moe_quant_mode": "w4a16_mxfp4"},
+    "mxfp4-mxfp8": {"gemm_quant_mode": "bfloat16", "moe_quant_mode": "w4a8_mxfp4_mxfp8"},
 }
+# Precisions whose kernels both engines take from one library, so that where the engine's own
+# tables lack a case the other engine's tables of the same GPU stand in (the source says so):
+# MXFP4 experts with MXFP8 activations are FlashInfer's TRT-LLM MoE kernels under vLLM and
+# SGLang alike, and the database's two engines time gpt-oss-120b's MXFP4 experts with bf16
+# activations (that library's kernels too) within 2 % of each other on B200 at 1 to 8,192
+# tokens, where its vLLM tables have no MXFP8-activation experts for that model.
+SHARED_KERNEL_PRECISIONS = ("mxfp4-mxfp8",)
 _KV_QUANT = {"bf16": "bfloat16", "fp8": "fp8"}  # KV-cache dtypes -> its modes
 Weights = tuple[str | None, str | None]  # (gemm_quant_mode, moe_quant_mode); None: the model's own
 Quant = tuple[str | None, str | None, str]  # and fmha_quant_mode (attention arithmetic)
@@ -340,6 +353,8 @@ def measured_cost(shape: ReplicaShape, engine: str) -> MeasuredCost:
             _COSTS[key] = MeasuredCost(shape, engine)
         except NotCovered as why:
             _COSTS[key] = _carried(shape, engine, why)
+            if isinstance(_COSTS[key], NotCovered):
+                _COSTS[key] = _borrowed(shape, engine, why)
     got = _COSTS[key]
     if isinstance(got, NotCovered):
         raise NotCovered(str(got))
@@ -411,6 +426,25 @@ def _carried(shape: ReplicaShape, engine: str, why: NotCovered) -> MeasuredCost 
     return cost
 
 
+def _borrowed(shape: ReplicaShape, engine: str, why: NotCovered) -> MeasuredCost | NotCovered:
+    """The other engine's measured tables on the same GPU for a shape of a precision whose
+    kernels both engines share (SHARED_KERNEL_PRECISIONS) that the engine's own lack, run as
+    `engine` runs (its host times, scheduling and decode-step scale), else why."""
+    if shape.precision not in SHARED_KERNEL_PRECISIONS:
+        return why
+    for tables in ENGINES:
+        if tables == engine:
+            continue
+        try:
+            cost = MeasuredCost(shape, engine, tables=tables)
+        except NotCovered:
+            continue
+        cost.source += (f" ({tables}'s tables: {engine}'s own lack the case and both run "
+                        f"the same kernels; its own: {why})")
+        return cost
+    return why
+
+
 def _handle(cov: Coverage, shape: ReplicaShape, quant: Quant) -> Any:
     """The compiled estimator of a shape under one quantisation mode."""
     key = (cov, shape.tp, shape.pp, shape.ep, shape.dp, shape.precision, shape.kv_dtype, quant)
@@ -460,7 +494,7 @@ class MeasuredCost:
     interface of perf.fast.IterationCost (time, decode_time, decode_run,
     decode_iterations_within)."""
 
-    def __init__(self, shape: ReplicaShape, engine: str) -> None:
+    def __init__(self, shape: ReplicaShape, engine: str, tables: str | None = None) -> None:
         self.shape = shape
         self.host_s = STEP_OVERHEAD_S[engine]  # per iteration, outside the kernels
         self.seq_s = SEQUENCE_OVERHEAD_S[engine]  # and per sequence in it
@@ -470,9 +504,10 @@ class MeasuredCost:
         self.decode_scale = fitted[0] if fitted else 1.0
         # an iteration holding prompt tokens, against the tables (perf.engines.PREFILL_SCALE)
         self.prefill_scale = PREFILL_SCALE[engine]
-        self.memo_key = ("measured", shape, engine, self.decode_scale,
+        self.memo_key = ("measured", shape, engine, tables, self.decode_scale,
                          self.prefill_scale, self.host_s, self.seq_s)  # what sets every figure
-        self.coverage = coverage(shape, engine)
+        # the tables of `tables`' kernels where another engine's stand in (_borrowed)
+        self.coverage = coverage(shape, tables or engine)
         # a window on every layer that the database's (Llama) tables do not apply themselves
         self.window = (shape.card.sliding_window
                        if shape.card.architecture in AS_LLAMA else None)

@@ -17,10 +17,11 @@ steps (not the host time) by it and says so in its source label; a model or engi
 has no runs of keeps the tables as measured.
 
 Median |TPOT error| of `perf serve` on the file's 383 usable rows, each replayed as it was
-launched (benchmarks/bench_serving_accuracy.py, with and without --unscaled): 10.6 % unscaled,
-8.2 % scaled (in sample; 11.1 % and 8.3 % before per-tensor GEMMs stood in for vLLM's
-block-scaled ones, perf.measured, and the gap-analysis vLLM runs' outputs were replayed as
-ending at the model's end-of-sequence token; on the 363 rows before SGLang's steps took a time
+launched (benchmarks/bench_serving_accuracy.py, with and without --unscaled): 9.9 % unscaled,
+8.1 % scaled (in sample; 11.1 % and 8.3 % before per-tensor GEMMs stood in for vLLM's
+block-scaled ones, perf.measured, the gap-analysis vLLM runs' outputs were replayed as ending
+at the model's end-of-sequence token and InferenceX's B200 gpt-oss runs with the
+MXFP8-activation experts their script selects; on the 363 rows before SGLang's steps took a time
 per sequence, perf.engines, four copies of attention-DP runs were recognised and the 24
 attention-DP runs were replayed: 11.9 % and 8.9 %).
 Held out, each configuration's scale fitted to its model's other configurations: 10.4 % with

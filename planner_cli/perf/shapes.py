@@ -246,5 +246,8 @@ def check_shape(shape: ReplicaShape) -> None:
         raise InputError(f"fp4 (NVFP4) needs FP4 tensor cores, which {shape.gpu.name} lacks",
                          "use a Blackwell GPU (b200, b300, gb200, gb300, rtx-pro-6000-server) "
                          "or fp8 / int4-awq (mxfp4 for gpt-oss's own 4-bit experts)")
+    if shape.precision == "mxfp4-mxfp8" and shape.gpu.fp4_dense_tflops is None:
+        raise InputError(f"mxfp4-mxfp8 needs Blackwell's block-scaled tensor cores, which "
+                         f"{shape.gpu.name} lacks", "use mxfp4 (bf16 activations)")
     if shape.precision in FP8_PRECISIONS and shape.gpu.fp8_dense_tflops is None:
         pass  # allowed: weight-only fp8 (see GpuSpec.dense_tflops)

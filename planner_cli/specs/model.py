@@ -14,8 +14,9 @@ from pydantic import Field, NonNegativeInt, PositiveInt, field_validator, model_
 from planner_cli.errors import InputError
 from planner_cli.specs._yaml import EngineArg, StrictModel
 
-Precision = Literal["bf16", "fp8", "fp8-block", "int4-awq", "fp4", "mxfp4"]
-PRECISIONS: tuple[str, ...] = ("bf16", "fp8", "fp8-block", "int4-awq", "fp4", "mxfp4")
+Precision = Literal["bf16", "fp8", "fp8-block", "int4-awq", "fp4", "mxfp4", "mxfp4-mxfp8"]
+PRECISIONS: tuple[str, ...] = ("bf16", "fp8", "fp8-block", "int4-awq", "fp4", "mxfp4",
+                               "mxfp4-mxfp8")
 # fp8 weights and activations: per-tensor scales (what an engine's on-the-fly --quantization
 # fp8 and ModelOpt's FP8 checkpoints run), or 128x128 block scales (the FP8 checkpoints of
 # DeepSeek, Qwen and GLM-5); the same bytes and tensor cores, other kernels
@@ -38,12 +39,21 @@ BYTES_PER_LINEAR_WEIGHT: dict[str, float] = {
     # scale byte per 32 weights (17/32 B per weight); attention and everything else stay bf16,
     # and the experts are dequantised for the matmul (weight-only). See EXPERT_BYTES.
     "mxfp4": 2.0,
+    # mxfp4-mxfp8: the same checkpoint, its experts run on Blackwell's block-scaled tensor cores
+    # with the activations quantised to MXFP8 (vLLM's VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1)
+    "mxfp4-mxfp8": 2.0,
 }
 MXFP4_BLOCK = 32
 # Bytes per weight of the MoE experts where a precision quantises them apart from the other
 # linear layers (else BYTES_PER_LINEAR_WEIGHT's).
-EXPERT_BYTES: dict[str, float] = {"mxfp4": 0.5 + 1.0 / MXFP4_BLOCK}
-EXPERTS_ONLY = ("mxfp4",)  # precisions that quantise the MoE experts alone (MoE models only)
+EXPERT_BYTES: dict[str, float] = {"mxfp4": 0.5 + 1.0 / MXFP4_BLOCK,
+                                   "mxfp4-mxfp8": 0.5 + 1.0 / MXFP4_BLOCK}
+# precisions that quantise the MoE experts alone (MoE models only)
+EXPERTS_ONLY = ("mxfp4", "mxfp4-mxfp8")
+# what a checkpoint's own precision may also be served as: the same weights, other kernels
+# (plain fp8 for a block-scaled fp8 checkpoint is that checkpoint's own; an MXFP4 checkpoint's
+# experts with MXFP8 activations are a serving choice)
+SERVED_AS: dict[str, tuple[str, ...]] = {"mxfp4": ("mxfp4-mxfp8",)}
 
 
 def expert_bytes_per_weight(precision: str) -> float:
@@ -191,6 +201,8 @@ class ModelCard(StrictModel):
         (asking for another is an error; plain fp8 for a block-scaled fp8 checkpoint is that
         checkpoint's), else `given`, else bf16."""
         implied = self.checkpoint_precision(name)
+        if implied is not None and given in SERVED_AS.get(implied, ()):
+            return given
         if implied is not None and given not in (None, implied) and (given, implied) != (
                 "fp8", "fp8-block"):
             raise InputError(f"{where}: {name} is a pre-quantised {implied} checkpoint, but "
