@@ -306,8 +306,9 @@ def report(args: argparse.Namespace) -> None:
 
     print("in-sample for the constants fitted to silicon_dev.csv (perf/engines.py: host time "
           "per iteration and per sequence, frontend time, output lag and prompt-iteration "
-          "scale per engine; perf/serving_fit.yaml: decode-step scale per engine and model), "
-          "whose comments give their held-out errors")
+          "scale per engine; perf/serving_fit.yaml: decode-step scale per engine and model; "
+          "serving_recipes.py: the gap-analysis vLLM runs' output spread), whose comments give "
+          "their held-out errors")
 
 
 if __name__ == "__main__":
