@@ -22,7 +22,7 @@ def environment(engine: str, r: Replica) -> dict[str, str]:
     if engine not in needs:
         raise InputError(f"{r.model} is planned in {r.precision}, which the {engine} export "
                          "cannot select", f"export --format {' or '.join(needs)}, or plan "
-                         "it in mxfp4")
+                         f"{r.model} in another precision")
     return needs[engine]
 
 

@@ -44,16 +44,14 @@ STEP_OVERHEAD_S = {"vllm": 1.0e-3, "sglang": 1.0e-3}
 # engine the value on a 10 us grid (0-60) that minimises the median |TPOT error| of its rows,
 # the decode-step scales (perf.serving_fit) refitted for each value. SGLang (194 rows): 0 us
 # 9.4 %, 20 us 8.7 %, 30 us 8.9 %, 40 us 8.7 %, 50 us 8.6 %, 60 us 9.7 %; each model's rows
-# with the value chosen on the other models (30-50 us): 8.7 %. vLLM (189 rows): 0 us 7.1 %,
-# 10 us 7.5 %, 20 us 8.2 %; held out the same way 7.1 %. Before InferenceX's B200 gpt-oss
-# runs were replayed with the MXFP8-activation experts their script selects (mxfp4-mxfp8):
-# 7.4, 7.6, 8.2 %, 8.3 % held out; before the gap-analysis runs' outputs were replayed as
-# ending at the model's end-of-sequence token (benchmarks/serving_recipes.py): 7.4, 7.5,
-# 8.1 %, 7.4 % held out; and before per-tensor GEMMs
-# stood in for vLLM's block-scaled ones (perf.measured.BLOCK_GEMM_SLACK): 8.1, 8.5, 9.4 %,
-# 8.1 % held out.
-# The runs reach 256 sequences per iteration: beyond that the per-sequence time is
-# extrapolated.
+# with the value chosen on the other models (30-50 us): 8.7 %. vLLM (189 rows): 0 us 7.1 %, 10 us
+# 7.5 %, 20 us 8.2 %; held out the same way 7.1 %. Before InferenceX's B200 gpt-oss runs were
+# replayed with the MXFP8-activation experts their script selects (mxfp4-mxfp8): 7.4, 7.6, 8.2 %,
+# 8.3 % held out; before the gap-analysis runs' outputs were replayed as ending at the model's
+# end-of-sequence token (benchmarks/serving_recipes.py): 7.4, 7.5, 8.1 %, 7.4 % held out; and
+# before per-tensor GEMMs stood in for vLLM's block-scaled ones (perf.measured.BLOCK_GEMM_SLACK):
+# 8.1, 8.5, 9.4 %, 8.1 % held out. The runs reach 256 sequences per iteration: beyond that the
+# per-sequence time is extrapolated.
 SEQUENCE_OVERHEAD_S = {"vllm": 0.0, "sglang": 50e-6}
 # What a client's TTFT and latency add to the engine's own (the HTTP server, tokenisation, the
 # hand-off between the engine's processes, the first chunk streamed back): a frontend time, and
@@ -68,15 +66,13 @@ SEQUENCE_OVERHEAD_S = {"vllm": 0.0, "sglang": 50e-6}
 # frontend time on a 10 ms grid and the lag on 0, 2, ... 30, the triple that minimises the
 # median |TTFT error| of the engine's rows. vLLM (189 rows, its 24 runs with attention data
 # parallelism among them): x1.5, 20 ms, no lag: 14.5 % (x1: 16.9 % at 0 ms and lag 6; x1.25:
-# 14.9 %); each model's rows predicted with the triple chosen on the other models: 20.2 %
-# (before InferenceX's B200 gpt-oss runs were replayed with MXFP8-activation experts: x1.5,
-# 10 ms, no lag, 15.3 %, 22.7 % held out; before the gap-analysis runs' outputs were replayed
-# as ending at the model's end-of-sequence token: 16.9 %, 26.2 % held out; before per-tensor
-# GEMMs stood in for
-# vLLM's block-scaled ones: 17.0 %, 26.6 %; before the attention-DP runs were replayed: 16.8 %
-# on 165 rows, 26.2 %; and
-# before four Kimi-K2.5 copies of them were recognised, serving_recipes.attention_dp_copies:
-# 16.8 % on 169 rows, 26.5 %).
+# 14.9 %); each model's rows predicted with the triple chosen on the other models: 20.2 % (before
+# InferenceX's B200 gpt-oss runs were replayed with MXFP8-activation experts: x1.5, 10 ms, no lag,
+# 15.3 %, 22.7 % held out; before the gap-analysis runs' outputs were replayed as ending at the
+# model's end-of-sequence token: 16.9 %, 26.2 % held out; before per-tensor GEMMs stood in for
+# vLLM's block-scaled ones: 17.0 %, 26.6 %; before the attention-DP runs were replayed: 16.8 % on
+# 165 rows, 26.2 %; and before four Kimi-K2.5 copies of them were recognised,
+# serving_recipes.attention_dp_copies: 16.8 % on 169 rows, 26.5 %).
 # SGLang (194 rows): x1, 70 ms, lag 8: 21.3 % (x1.25: 23.4 %); held out the same way, 28.4 %
 # (the script's --no-lag: 240 ms, 23.3 %, 29.6 % held out).
 # Refitted when SGLang's steps took a time per sequence (SEQUENCE_OVERHEAD_S; before: x1,
