@@ -187,13 +187,15 @@ def launch(run: Run, as_launched: bool = True) -> dict:
 
 def predict(run: Run, as_launched: bool = True) -> dict:
     """perf serve's figures for a run (PlannerError where it cannot serve it)."""
-    s = run.shape
-    how = launch(run, as_launched)
+    return serve(run, launch(run, as_launched))
+
+
+def serve(run: Run, how: dict) -> dict:
+    """perf serve's figures for a run replayed with `how` (launch's arguments)."""
+    s, how = run.shape, dict(how)
     return api.perf_serve(s.card.name, s.gpu.name, how.pop("isl"), how.pop("osl"),
                           run.concurrency, s.tp, 1, s.ep, how.pop("precision", s.precision),
-                          dp=s.dp,
-                          engine=run.engine,
-                          **how)
+                          dp=s.dp, engine=run.engine, **how)
 
 
 def engine_predictions(runs: list[Run], engine: str) -> Iterator[tuple[Run, dict]]:
@@ -232,8 +234,9 @@ def report(args: argparse.Namespace) -> None:
     for run in runs:
         r, shape, c, isl, osl = run.row, run.shape, run.concurrency, run.isl, run.osl
         card, gpu, tp, precision = shape.card, shape.gpu.name, shape.tp, shape.precision
+        how = launch(run, not args.engine_defaults)
         try:
-            ours = predict(run, not args.engine_defaults)
+            ours = serve(run, how)
         except PlannerError as exc:
             skipped[f"perf serve: {exc.message[:50]}"] += 1
             continue
@@ -247,7 +250,7 @@ def report(args: argparse.Namespace) -> None:
             prefill_first(r["backend"]), ours["random_range_ratio"],
             state_tokens=ours["state_tokens_per_sequence"], frontend_s=FRONTEND_S[r["backend"]],
             recv_interval=ours["scheduler_recv_interval"], output_lag=OUTPUT_LAG[r["backend"]],
-            output_range_ratio=launch(run, not args.engine_defaults).get("output_range_ratio"))
+            output_range_ratio=how.get("output_range_ratio"))
         plain = (analytic.mean_ttft_ms, analytic.mean_tpot_ms) if analytic else None
         key = (gpu, r["backend"], card.name)
         truth = {"ttft": float(r["silicon_ttft_ms"]), "tpot": float(r["silicon_tpot_ms"])}

@@ -22,40 +22,33 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import serving_recipes  # noqa: E402
-from bench_serving_accuracy import CSV, engine_predictions, usable_runs  # noqa: E402
-from fit_serving import scale_table, unscaled_tpots  # noqa: E402
-
-from planner_cli.perf import measured, serving_fit  # noqa: E402
+from bench_serving_accuracy import CSV, Run, engine_predictions, usable_runs  # noqa: E402
+from fit_serving import refitted_scales  # noqa: E402
 
 LOWS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
 ENGINE = "vllm"
 
 
-def replay(low: float) -> tuple[float, float, int]:
+def replay(runs: list[Run], low: float) -> tuple[float, float, int]:
     """(median |TTFT error|, median |TPOT error|, runs) of the gap-analysis vLLM runs with
     their outputs uniform in [low·OSL, OSL] and the decode-step scales refitted for it."""
-    saved, table_of = serving_recipes.EOS_OUTPUT_LOW, measured._serving_table
+    saved = serving_recipes.EOS_OUTPUT_LOW
     serving_recipes.EOS_OUTPUT_LOW = low
     try:
-        runs = usable_runs(CSV)[0]
-        scales = serving_fit.parse({"decode_scale": scale_table(
-            unscaled_tpots(runs, ENGINE)[0])})
-        measured._serving_table = lambda: scales  # type: ignore[assignment]
-        measured.forget_costs()
-        mine = [run for run in runs if serving_recipes.eos_outputs(
-            run.engine, run.row["silicon_data_source"])]
-        got = list(engine_predictions(mine, ENGINE))
+        with refitted_scales(runs, ENGINE):
+            mine = [run for run in runs if serving_recipes.eos_outputs(
+                run.engine, run.row["silicon_data_source"])]
+            got = list(engine_predictions(mine, ENGINE))
     finally:
         serving_recipes.EOS_OUTPUT_LOW = saved
-        measured._serving_table = table_of  # type: ignore[assignment]
-        measured.forget_costs()
     ttft = [abs(g["mean_ttft_ms"] / float(r.row["silicon_ttft_ms"]) - 1) for r, g in got]
     tpot = [abs(g["mean_tpot_ms"] / float(r.row["silicon_tpot_ms"]) - 1) for r, g in got]
     return float(np.median(ttft)), float(np.median(tpot)), len(got)
 
 
 def main() -> None:
-    errors = {low: replay(low) for low in LOWS}
+    runs = usable_runs(CSV)[0]  # read once, replayed per value
+    errors = {low: replay(runs, low) for low in LOWS}
     print(f"gap-analysis vLLM runs: {errors[LOWS[0]][2]}")
     for low, (ttft, tpot, _) in errors.items():
         what = "fixed lengths" if low == 1.0 else f"outputs in [{low:g}·OSL, OSL]"

@@ -22,9 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serving_accuracy import CSV, Run, engine_predictions, usable_runs  # noqa: E402
-from fit_serving import scale_table, unscaled_tpots  # noqa: E402
+from fit_serving import refitted_scales  # noqa: E402
 
-from planner_cli.perf import engines, measured, serving_fit  # noqa: E402
+from planner_cli.perf import engines  # noqa: E402
 
 SEQUENCE_US = (0, 10, 20, 30, 40, 50, 60)
 
@@ -32,19 +32,14 @@ SEQUENCE_US = (0, 10, 20, 30, 40, 50, 60)
 def replay(runs: list[Run], engine: str, seconds: float) -> list[tuple[str, float, float]]:
     """(model, measured TPOT, predicted TPOT) of every run of the engine, with `seconds` per
     sequence in each iteration and the decode-step scales refitted for it."""
-    saved, table_of = engines.SEQUENCE_OVERHEAD_S[engine], measured._serving_table
+    saved = engines.SEQUENCE_OVERHEAD_S[engine]
     engines.SEQUENCE_OVERHEAD_S[engine] = seconds
     try:
-        scales = serving_fit.parse({"decode_scale": scale_table(
-            unscaled_tpots(runs, engine)[0])})
-        measured._serving_table = lambda: scales  # type: ignore[assignment]
-        measured.forget_costs()
-        return [(run.shape.card.name, float(run.row["silicon_tpot_ms"]), got["mean_tpot_ms"])
-                for run, got in engine_predictions(runs, engine)]
+        with refitted_scales(runs, engine):
+            return [(run.shape.card.name, float(run.row["silicon_tpot_ms"]),
+                     got["mean_tpot_ms"]) for run, got in engine_predictions(runs, engine)]
     finally:
         engines.SEQUENCE_OVERHEAD_S[engine] = saved
-        measured._serving_table = table_of  # type: ignore[assignment]
-        measured.forget_costs()
 
 
 def error(rows: list[tuple[str, float, float]]) -> float:

@@ -11,8 +11,9 @@ Two harnesses produced the file's aggregated vLLM and SGLang rows:
   --disable-ignore-eos, the vLLM runs' outputs ended where the model ended them, at most OSL.
   Their TTFTs say so: at ISL 1024 and 8 to 64 clients they are 2 to 4 times below what
   fixed lengths give (all of a wave's prompts arrive together, every wave, when every answer
-  is as long), and within 10-20 % of what spread outputs give; the SGLang runs of the same
-  harness fit fixed lengths.
+  is as long): their median |TTFT error| is 32.9 % with fixed lengths and 11.5 % with spread
+  outputs (benchmarks/fit_eos_outputs.py); the SGLang runs of the same harness fit fixed
+  lengths.
 - SemiAnalysis InferenceX (every other row: its database dumps and dated result files, with
   InferenceX config and workflow-run ids and the engine images its recipes pin). Its client,
   utils/bench_serving/benchmark_serving.py, draws every request's input and output length

@@ -111,8 +111,10 @@ def perf_serve(model: str, gpu: str, isl: int, osl: int, concurrency: int, tp: i
                                                               * concurrency, SERVE_MIN_PROMPTS)
     if prompts < 1:
         raise InputError(f"--num-prompts {prompts} is below 1", "pass --num-prompts >= 1")
+    if output_range_ratio is None:
+        output_range_ratio = range_ratio
     for name, ratio in (("--random-range-ratio", range_ratio),
-                        ("output range ratio", output_range_ratio or 0.0)):
+                        ("output range ratio", output_range_ratio)):
         if not 0.0 <= ratio < 1.0:
             raise InputError(f"{name} {ratio} is outside [0, 1)",
                              "pass a ratio from 0 (fixed lengths) up to below 1")
@@ -133,8 +135,7 @@ def perf_serve(model: str, gpu: str, isl: int, osl: int, concurrency: int, tp: i
     if max_num_batched_tokens < max_num_seqs and not defaults.prefill_first:
         raise InputError(f"--max-num-batched-tokens {max_num_batched_tokens} is below "
                          f"--max-num-seqs {max_num_seqs}", "raise the token budget")
-    out_ratio = range_ratio if output_range_ratio is None else output_range_ratio
-    longest = int(isl * (1 + range_ratio)) + int(osl * (1 + out_ratio))
+    longest = int(isl * (1 + range_ratio)) + int(osl * (1 + output_range_ratio))
     mem = memory_figures(shape, gpu_memory_utilization, longest, max_num_batched_tokens,
                          max_num_seqs)
     if not mem.fits:
